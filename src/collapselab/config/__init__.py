@@ -1,0 +1,1 @@
+"""Experiment configuration: pydantic specs, YAML loading and dotted overrides."""

@@ -1,0 +1,315 @@
+"""Typed, frozen specs for an experiment: the single source of truth for every setting.
+
+One pydantic model per stage, composed into :class:`ExperimentSpec`. Unknown keys are errors
+(``extra="forbid"``) so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+STUDY_SYSTEM_PROMPT = "You are a helpful assistant."
+STUDY_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class Spec(BaseModel):
+    """Base: frozen, no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnMap(Spec):
+    """Column names of a tabular corpus file (JSONL / CSV / Parquet / HF dataset)."""
+
+    id: str | None = None  # None: the row number becomes the id
+    prompt: str = "instruction"
+    response: str = "response"
+    context: str | None = "context"  # None or a missing column: no context
+    category: str | None = "category"
+
+
+class CorpusSpec(Spec):
+    """Where the human data comes from.
+
+    ``kind`` is a registered corpus loader (``collapselab ls corpora``). ``path`` is a file or
+    folder for the local kinds, ``name`` a dataset id for ``hf``.
+    """
+
+    kind: str = "austen"
+    path: str | None = None
+    name: str | None = None
+    hf_split: str = "train"
+    hf_subset: str | None = None
+    columns: ColumnMap = ColumnMap()
+    # Continuation tasks (austen, txt): the prompt shows this share of a passage's words.
+    opening_fraction: float = Field(0.4, gt=0.0, lt=1.0)
+    min_chars: int = Field(300, ge=1)
+    max_chars: int = Field(700, ge=1)
+    # Dolly-style formatting: the context passage is put before the instruction.
+    context_first: bool = True
+
+
+class SplitSpec(Spec):
+    """Seeded train/test split stratified by category, and the train prompts cut into shards.
+
+    ``train_size``/``test_size`` cap the sizes (stratified sampling), as a CPU demo needs;
+    ``shards`` is how many equal parts the train prompts are divided into for multi-source
+    conditions (0 = as many as the largest multi-source condition has sources).
+    """
+
+    test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    train_size: int | None = Field(None, ge=1)
+    test_size: int | None = Field(None, ge=1)
+    shards: int = Field(0, ge=0)
+    seed: int = 42
+
+
+class DecodingSpec(Spec):
+    """Sampling settings for every generation (the study's defaults)."""
+
+    temperature: float = Field(0.7, ge=0.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(1024, ge=1)
+    system_prompt: str | None = STUDY_SYSTEM_PROMPT
+    seed: int = 42
+
+
+class ModelSpec(Spec):
+    """A model: ``backend/name`` (e.g. ``hf/smollm2-135m-instruct``, ``hf/./my-folder``,
+    ``mock/echo``), optionally with a LoRA adapter folder on top."""
+
+    id: str
+    adapter: str | None = None
+    dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
+    batch_size: int = Field(16, ge=1)
+    chat: Literal["auto", "always", "never"] = "auto"
+    max_context: int | None = Field(None, ge=8)
+
+    @field_validator("id")
+    @classmethod
+    def _has_backend(cls, value: str) -> str:
+        if "/" not in value:
+            raise ValueError(f"model id {value!r} must look like 'backend/name', e.g. 'hf/{value}'")
+        return value
+
+    @property
+    def backend(self) -> str:
+        return self.id.split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.id.split("/", 1)[1]
+
+
+class SourceSpec(Spec):
+    """A source model that writes synthetic training data; ``name`` is its short handle."""
+
+    name: str
+    model: ModelSpec
+    decoding: DecodingSpec | None = None  # None: the experiment's decoding
+
+    @field_validator("name")
+    @classmethod
+    def _simple_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError(f"source name {value!r}: use letters, digits, '_', '-', '.'")
+        return value
+
+
+class LoraSpec(Spec):
+    """LoRA fine-tuning settings; defaults are the study's."""
+
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    target_modules: tuple[str, ...] = STUDY_LORA_TARGETS
+    learning_rate: float = Field(5e-5, gt=0)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    epochs: float = Field(3, gt=0)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(1024, ge=8)
+    val_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    eval_every: int = Field(20, ge=1)
+    patience: int = Field(5, ge=0)  # 0: no early stopping
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+
+
+class Condition(Spec):
+    """A training condition: ``vanilla`` (no fine-tuning), ``human``, ``single`` (one source)
+    or ``multi`` (several sources with weights; equal shares when none are given)."""
+
+    kind: Literal["vanilla", "human", "single", "multi"]
+    sources: tuple[str, ...] = ()
+    weights: tuple[float, ...] = ()
+
+    @property
+    def label(self) -> str:
+        if self.kind in ("vanilla", "human"):
+            return self.kind
+        if self.kind == "single":
+            return f"single:{self.sources[0]}"
+        parts = [f"{s}={w:g}" for s, w in zip(self.sources, self.normalized_weights, strict=True)]
+        equal = len(set(self.normalized_weights)) == 1
+        return "multi:" + ",".join(self.sources if equal else parts)
+
+    @property
+    def normalized_weights(self) -> tuple[float, ...]:
+        if not self.weights:
+            return tuple(1.0 / len(self.sources) for _ in self.sources)
+        total = sum(self.weights)
+        return tuple(w / total for w in self.weights)
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe version of :attr:`label`."""
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.label.replace(":", "-").replace("=", "")).strip("_")
+
+    @model_validator(mode="after")
+    def _check(self) -> Condition:
+        if self.kind in ("vanilla", "human") and self.sources:
+            raise ValueError(f"condition {self.kind!r} takes no sources")
+        if self.kind == "single" and len(self.sources) != 1:
+            raise ValueError("a 'single' condition needs exactly one source")
+        if self.kind == "multi" and len(self.sources) < 2:
+            raise ValueError("a 'multi' condition needs at least two sources")
+        if len(set(self.sources)) != len(self.sources):
+            raise ValueError(f"condition lists a source twice: {self.sources}")
+        if self.weights:
+            if self.kind != "multi":
+                raise ValueError("only 'multi' conditions take weights")
+            if len(self.weights) != len(self.sources) or any(w <= 0 for w in self.weights):
+                raise ValueError("weights must be positive, one per source")
+        return self
+
+    @classmethod
+    def parse(cls, text: str, tiers: dict[str, tuple[str, ...]] | None = None) -> Condition:
+        """Parse ``vanilla``, ``human``, ``single:SRC``, ``multi:A,B`` / ``multi:A=0.7,B=0.3``
+        or ``multi:tier=NAME`` (all sources of a tier)."""
+        kind, _, rest = text.strip().partition(":")
+        kind = kind.strip()
+        if kind in ("vanilla", "human"):
+            if rest:
+                raise ValueError(f"condition {text!r}: {kind!r} takes no sources")
+            return cls(kind=kind)
+        if kind == "single":
+            return cls(kind="single", sources=(rest.strip(),))
+        if kind == "multi":
+            rest = rest.strip()
+            if rest.startswith("tier="):
+                tier = rest[len("tier="):]
+                if not tiers or tier not in tiers:
+                    raise ValueError(f"condition {text!r}: unknown tier {tier!r}")
+                return cls(kind="multi", sources=tiers[tier])
+            names, weights = [], []
+            for part in filter(None, (p.strip() for p in rest.split(","))):
+                name, eq, weight = part.partition("=")
+                names.append(name.strip())
+                if eq:
+                    weights.append(float(weight))
+            if weights and len(weights) != len(names):
+                raise ValueError(f"condition {text!r}: give a weight for every source or none")
+            return cls(kind="multi", sources=tuple(names), weights=tuple(weights))
+        raise ValueError(f"condition {text!r}: expected vanilla, human, single:SRC or multi:SRC,SRC")
+
+
+class RunSpec(Spec):
+    """Execution settings that do not change results (never part of a stage key)."""
+
+    threads: int | None = Field(None, ge=1)  # None: all cores
+    executor: Literal["local"] = "local"
+
+
+class ExperimentSpec(Spec):
+    """A whole experiment: human corpus → sources → conditions → targets → responses."""
+
+    name: str = "experiment"
+    corpus: CorpusSpec = CorpusSpec()
+    split: SplitSpec = SplitSpec()
+    decoding: DecodingSpec = DecodingSpec()
+    sources: tuple[SourceSpec, ...] = ()
+    tiers: dict[str, tuple[str, ...]] = {}
+    conditions: tuple[Condition, ...] = (Condition(kind="vanilla"), Condition(kind="human"))
+    targets: tuple[ModelSpec, ...]
+    lora: LoraSpec = LoraSpec()
+    seeds: tuple[int, ...] = (42,)
+    run: RunSpec = RunSpec()
+
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _parse_conditions(cls, value, info):  # type: ignore[no-untyped-def]
+        tiers = {k: tuple(v) for k, v in (info.data.get("tiers") or {}).items()}
+        if not isinstance(value, (list, tuple)):
+            raise ValueError("conditions must be a list")
+        out = []
+        for item in value:
+            out.append(Condition.parse(item, tiers) if isinstance(item, str) else item)
+        return out
+
+    @field_validator("sources", "targets", mode="before")
+    @classmethod
+    def _model_shorthand(cls, value, info):  # type: ignore[no-untyped-def]
+        """Allow ``targets: [hf/x]`` and ``sources: [{name: a, model: hf/x}]``."""
+        if not isinstance(value, (list, tuple)):
+            return value
+        out = []
+        for item in value:
+            if info.field_name == "targets" and isinstance(item, str):
+                item = {"id": item}
+            if info.field_name == "sources" and isinstance(item, dict) and isinstance(item.get("model"), str):
+                item = {**item, "model": {"id": item["model"]}}
+            out.append(item)
+        return out
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentSpec:
+        names = [s.name for s in self.sources]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"sources: duplicate source names {sorted(dupes)}")
+        for tier, members in self.tiers.items():
+            for m in members:
+                if m not in names:
+                    raise ValueError(f"tiers.{tier}: unknown source {m!r} (sources: {names})")
+        labels = [c.label for c in self.conditions]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"conditions: duplicate condition in {labels}")
+        for cond in self.conditions:
+            for src in cond.sources:
+                if src not in names:
+                    raise ValueError(f"conditions: {cond.label!r} names unknown source {src!r} (sources: {names})")
+        if not self.targets:
+            raise ValueError("targets: at least one target model is needed")
+        if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
+            raise ValueError("seeds: give at least one seed, no repeats")
+        return self
+
+    def source(self, name: str) -> SourceSpec:
+        return next(s for s in self.sources if s.name == name)
+
+    def source_decoding(self, name: str) -> DecodingSpec:
+        return self.source(name).decoding or self.decoding
+
+    @property
+    def trained_conditions(self) -> tuple[Condition, ...]:
+        return tuple(c for c in self.conditions if c.kind != "vanilla")
+
+    @property
+    def n_shards(self) -> int:
+        if self.split.shards:
+            return self.split.shards
+        multi = [c for c in self.conditions if c.kind == "multi"]
+        if not multi:
+            return 1
+        if all(not c.weights for c in multi):
+            # equal shares: one shard per source works for every multi condition whose size
+            # divides the largest; otherwise use the least common multiple of the sizes
+            import math
+
+            return math.lcm(*(len(c.sources) for c in multi))
+        return 20

@@ -1,0 +1,97 @@
+"""The one small protocol every model backend implements.
+
+A backend turns a :class:`~collapselab.config.spec.ModelSpec` into a :class:`LanguageModel`:
+``generate`` samples answers (chat models get their chat template with the system prompt, base
+models the raw prompt), ``continuation_logprobs`` teacher-forces a given answer and returns the
+log-probability of each of its tokens (prompt tokens excluded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from collapselab.config.spec import DecodingSpec, ModelSpec
+from collapselab.registry import Registry
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """One prompt: a stable ``id`` (seeds the sampling), the user turn and an optional system turn."""
+
+    id: str
+    user: str
+    system: str | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A sampled answer and its token counts."""
+
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    finish_reason: str  # "stop" (end-of-sequence) or "length" (hit max_new_tokens)
+
+
+Progress = Callable[[int], None]  # called with the number of prompts just finished
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    spec: ModelSpec
+
+    @property
+    def is_chat(self) -> bool: ...
+
+    @property
+    def max_context(self) -> int: ...
+
+    def generate(
+        self,
+        prompts: Sequence[ChatPrompt],
+        decoding: DecodingSpec,
+        *,
+        progress: Progress | None = None,
+    ) -> list[Generation]: ...
+
+    def continuation_logprobs(
+        self,
+        prompts: Sequence[ChatPrompt],
+        continuations: Sequence[str],
+        *,
+        progress: Progress | None = None,
+    ) -> list[list[float]]: ...
+
+    def close(self) -> None: ...
+
+
+def prompt_seed(base_seed: int, prompt_id: str) -> int:
+    """A 63-bit seed for one prompt, independent of batching and order, so a resumed or
+    re-batched generation samples exactly the same text for the same prompt."""
+    digest = hashlib.sha256(f"{base_seed}\x00{prompt_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+#: Backends: ``name -> factory(spec: ModelSpec) -> LanguageModel``; each also exposes
+#: ``check(spec)`` through :data:`BACKEND_CHECKS`, which validates a spec without loading weights.
+BACKENDS: Registry = Registry("model backend")
+BACKENDS.add("hf", "collapselab.models.hf:load_hf_model",
+             description="transformers: packaged names, hub ids, local folders, GGUF files; optional LoRA adapter")
+BACKENDS.add("mock", "collapselab.models.mock:MockModel", description="scripted backend for fast tests")
+
+BACKEND_CHECKS: Registry = Registry("model backend")
+BACKEND_CHECKS.add("hf", "collapselab.models.hf:check_hf_spec")
+BACKEND_CHECKS.add("mock", "collapselab.models.mock:check_mock_spec")
+
+
+def load_model(spec: ModelSpec) -> LanguageModel:
+    """Build the model a spec names (imports the backend's SDK only now)."""
+    return BACKENDS.get(spec.backend)(spec)
+
+
+def check_model(spec: ModelSpec) -> None:
+    """Raise :class:`~collapselab.errors.ModelError` if a spec cannot name a usable model."""
+    BACKEND_CHECKS.get(spec.backend)(spec)

@@ -1,0 +1,29 @@
+"""Shared fixtures: offline environment, a tiny random-init model built once per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Never wait on a network timeout: everything in the tests is local.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random-init Llama chat model (ChatML template) saved as safetensors."""
+    from collapselab.models.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-chat"))
+
+
+@pytest.fixture(scope="session")
+def tiny_base_model_dir(tmp_path_factory):
+    """The same tiny model without a chat template (a 'base' model)."""
+    from collapselab.models.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-base"), chat_template=False, seed=1)
