@@ -1,0 +1,108 @@
+"""How a prompt and an answer become tokens — shared by generation, scoring and training, so a
+model is trained on exactly the text layout it is later sampled and scored with.
+
+Chat models (a tokenizer with a chat template, unless the spec says ``chat: never``) get
+system + user turns and the assistant turn; base models get the raw user text and the answer
+appended after it (the system prompt is dropped: a base model has no place for it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from collapselab.errors import ModelError
+from collapselab.models.base import ChatPrompt
+
+
+def uses_chat_template(tokenizer: Any, mode: str = "auto") -> bool:
+    """Whether prompts are rendered with the tokenizer's chat template (``mode``: auto/always/never)."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if mode == "always" and not has_template:
+        raise ModelError("chat: always was set but the tokenizer has no chat template")
+    return has_template if mode == "auto" else mode == "always"
+
+
+def _messages(prompt: ChatPrompt) -> list[dict[str, str]]:
+    messages = []
+    if prompt.system:
+        messages.append({"role": "system", "content": prompt.system})
+    messages.append({"role": "user", "content": prompt.user})
+    return messages
+
+
+def _as_ids(encoded: Any) -> list[int]:
+    # apply_chat_template(tokenize=True) returns a list in some versions and a BatchEncoding in others
+    if hasattr(encoded, "keys") and "input_ids" in encoded:
+        encoded = encoded["input_ids"]
+    return list(encoded)
+
+
+def render_prompt_ids(tokenizer: Any, prompt: ChatPrompt, chat: bool) -> list[int]:
+    """Token ids of everything before the answer (ending with the assistant header for chat models)."""
+    if chat:
+        try:
+            ids = tokenizer.apply_chat_template(_messages(prompt), tokenize=True, add_generation_prompt=True)
+        except Exception as exc:  # some templates reject a system turn
+            if prompt.system is None:
+                raise ModelError(f"chat template failed: {exc}") from exc
+            no_system = ChatPrompt(prompt.id, prompt.user, None)
+            ids = tokenizer.apply_chat_template(_messages(no_system), tokenize=True, add_generation_prompt=True)
+        return _as_ids(ids)
+    return list(tokenizer(prompt.user, add_special_tokens=True)["input_ids"])
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    """A prompt with its answer: ``answer_ids`` = the answer's content tokens then ``end_ids``
+    (the end-of-turn / end-of-sequence tokens a model must learn to emit)."""
+
+    prompt_ids: list[int]
+    answer_ids: list[int]
+    n_content: int  # answer_ids[:n_content] are the answer's own tokens
+
+    @property
+    def input_ids(self) -> list[int]:
+        return self.prompt_ids + self.answer_ids
+
+
+def encode_example(tokenizer: Any, prompt: ChatPrompt, answer: str, chat: bool) -> EncodedExample:
+    """Tokenize a prompt and its answer in the layout used for generation.
+
+    The answer is tokenized on its own (not jointly with the prompt) so its tokens are exactly the
+    ones a model emits after the prompt; the end tokens come from the chat template (e.g.
+    ``<|im_end|>\\n``) or are the tokenizer's EOS for base models.
+    """
+    prompt_ids = render_prompt_ids(tokenizer, prompt, chat)
+    content_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    if chat:
+        end_ids = _chat_end_ids(tokenizer, prompt)
+    else:
+        if prompt.user and answer and not prompt.user[-1].isspace() and not answer[0].isspace():
+            content_ids = list(tokenizer(" " + answer, add_special_tokens=False)["input_ids"])
+        end_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return EncodedExample(prompt_ids, content_ids + end_ids, len(content_ids))
+
+
+_END_CACHE: dict[int, list[int]] = {}
+
+
+def _chat_end_ids(tokenizer: Any, prompt: ChatPrompt) -> list[int]:
+    """The tokens a chat template puts after an assistant message (found by rendering a marker)."""
+    key = id(tokenizer)
+    if key not in _END_CACHE:
+        marker = "\u2063MARKER\u2063"
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}], tokenize=False
+        )
+        tail = text.split(marker, 1)[1] if marker in text else ""
+        # a template that appends a newline after the end token: keep only up to the end token,
+        # since generation stops at it
+        ids = list(tokenizer(tail, add_special_tokens=False)["input_ids"])
+        eos = tokenizer.eos_token_id
+        if eos is not None and eos in ids:
+            ids = ids[: ids.index(eos) + 1]
+        if not ids and eos is not None:
+            ids = [eos]
+        _END_CACHE[key] = ids
+    return list(_END_CACHE[key])
