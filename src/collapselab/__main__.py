@@ -1,0 +1,3 @@
+from collapselab.cli.main import app
+
+app()

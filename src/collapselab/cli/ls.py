@@ -1,0 +1,64 @@
+"""``collapselab ls``."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from collapselab.cli.common import console, user_errors
+from collapselab.errors import CollapselabError
+
+CONDITION_KINDS = {
+    "vanilla": "the target without fine-tuning",
+    "human": "fine-tuned on the human responses",
+    "single:SRC": "fine-tuned on one source's answers to all train prompts",
+    "multi:A,B[,..]": "each source answers its share of the train prompts (equal shares by default)",
+    "multi:A=0.7,B=0.3": "weighted shares",
+    "multi:tier=NAME": "all sources of a tier, equal shares",
+}
+
+
+def _registry_table(title: str, registry) -> Table:
+    table = Table(title=title)
+    table.add_column("name")
+    table.add_column("description")
+    for name in registry:
+        table.add_row(name, registry.info(name).get("description", ""))
+    return table
+
+
+def ls_command(what: str) -> None:
+    with user_errors():
+        from collapselab.corpora.base import CORPORA
+        from collapselab.models.base import BACKENDS
+        from collapselab.models.packaged import PACKAGED
+        from collapselab.pipeline.graph import STAGE_ORDER
+
+        sections = {
+            "models": lambda: _registry_table("packaged models (hf/<name>)", PACKAGED),
+            "backends": lambda: _registry_table("model backends (<backend>/<name>)", BACKENDS),
+            "corpora": lambda: _registry_table("corpora (corpus.kind)", CORPORA),
+            "conditions": _conditions,
+            "stages": lambda: _list("stage kinds", STAGE_ORDER),
+        }
+        if what != "all" and what not in sections:
+            raise CollapselabError(f"ls: unknown section {what!r} (known: {', '.join(sections)}, all)")
+        for name, make in sections.items():
+            if what in ("all", name):
+                console.print(make())
+
+
+def _conditions() -> Table:
+    table = Table(title="conditions")
+    table.add_column("syntax")
+    table.add_column("meaning")
+    for k, v in CONDITION_KINDS.items():
+        table.add_row(k, v)
+    return table
+
+
+def _list(title: str, items) -> Table:
+    table = Table(title=title)
+    table.add_column("name")
+    for i in items:
+        table.add_row(i)
+    return table

@@ -1,0 +1,64 @@
+"""Entry point. Commands import the library (and torch) only when they run, so ``--help`` is instant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    name="collapselab",
+    help="Study what synthetic training data does to fine-tuned language models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+OVERRIDES_HELP = "Overrides such as lora.r=8 split.train_size=40 (applied after the YAML and environment)."
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="Experiment YAML."),
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
+    run_dir: Path = typer.Option(None, "--run-dir", "-o", help="Run folder (default: runs/<name>)."),
+) -> None:
+    """Run an experiment; completed stages are skipped, an interrupted run resumes."""
+    from collapselab.cli.run import run_command
+
+    run_command(config, overrides, run_dir)
+
+
+@app.command()
+def validate(
+    config: Path = typer.Argument(..., help="Experiment YAML."),
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
+) -> None:
+    """Build and check everything (specs, registered names, paths, the stage graph); run nothing."""
+    from collapselab.cli.validate import validate_command
+
+    validate_command(config, overrides)
+
+
+@app.command()
+def status(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
+    """Which stages of a run are done, running, interrupted or missing."""
+    from collapselab.cli.status import status_command
+
+    status_command(run_dir)
+
+
+@app.command("ls")
+def ls(what: str = typer.Argument("all", help="models, backends, corpora, conditions, stages or all")) -> None:
+    """List what is registered: packaged models, backends, corpora, condition kinds, stage kinds."""
+    from collapselab.cli.ls import ls_command
+
+    ls_command(what)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,45 @@
+"""A rich progress display for the executor: one bar for the run, one for the current stage."""
+
+from __future__ import annotations
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from collapselab.pipeline.graph import Stage
+from collapselab.pipeline.local import StageProgress
+
+
+class RichStageProgress(StageProgress):
+    def __init__(self, n_stages: int, console) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        )
+        self.overall = self.progress.add_task("stages", total=n_stages)
+        self.current: int | None = None
+
+    def __enter__(self) -> RichStageProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def start(self, stage: Stage, index: int, total: int) -> None:
+        self.current = self.progress.add_task(f"  {stage.label}", total=None)
+
+    def set_total(self, n: int) -> None:
+        if self.current is not None:
+            self.progress.update(self.current, total=n)
+
+    def advance(self, n: int) -> None:
+        if self.current is not None:
+            self.progress.advance(self.current, n)
+
+    def finish(self, stage: Stage, skipped: bool) -> None:
+        if skipped:
+            self.progress.console.print(f"  [dim]done already: {stage.label}[/]")
+        elif self.current is not None:
+            task = self.progress.tasks[[t.id for t in self.progress.tasks].index(self.current)]
+            self.progress.update(self.current, total=task.completed or 1, completed=task.completed or 1)
+            self.current = None
+        self.progress.advance(self.overall, 1)

@@ -1,0 +1,33 @@
+"""``collapselab status``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from collapselab.cli.common import console, user_errors
+from collapselab.errors import CollapselabError
+
+STYLE = {"done": "green", "running": "cyan", "interrupted": "yellow", "missing": "dim"}
+
+
+def status_command(run_dir: Path) -> None:
+    with user_errors():
+        from collapselab.config.load import load_config
+        from collapselab.pipeline.local import stage_status
+
+        config = run_dir / "experiment.yaml"
+        if not config.is_file():
+            raise CollapselabError(f"{run_dir}: not a run folder (no experiment.yaml)")
+        spec = load_config(config, use_env=False)
+        rows = stage_status(spec, run_dir)
+        table = Table(title=f"{spec.name} — {run_dir}")
+        table.add_column("stage")
+        table.add_column("state")
+        table.add_column("folder", overflow="fold")
+        for stage, state in rows:
+            table.add_row(stage.label, f"[{STYLE[state]}]{state}[/]", f"stages/{stage.kind}/{stage.ref.dirname}")
+        console.print(table)
+        counts = {s: sum(1 for _, st in rows if st == s) for s in STYLE}
+        console.print(" · ".join(f"{n} {s}" for s, n in counts.items() if n))

@@ -1,0 +1,33 @@
+"""``collapselab validate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from collapselab.cli.common import console, load, offline_defaults, user_errors
+
+
+def validate_command(config: Path, overrides: list[str] | None) -> None:
+    offline_defaults()
+    with user_errors():
+        from collapselab.pipeline.validate import validate_experiment
+
+        spec = load(config, overrides)
+        stages = validate_experiment(spec)
+        counts: dict[str, int] = {}
+        for s in stages:
+            counts[s.kind] = counts.get(s.kind, 0) + 1
+        table = Table(title=f"{config}: valid", show_header=True)
+        table.add_column("stage kind")
+        table.add_column("count", justify="right")
+        for kind, n in counts.items():
+            table.add_row(kind, str(n))
+        console.print(table)
+        console.print(
+            f"sources: {', '.join(s.name for s in spec.sources) or '-'} · "
+            f"conditions: {', '.join(c.label for c in spec.conditions)} · "
+            f"targets: {', '.join(t.id for t in spec.targets)} · seeds: {list(spec.seeds)} · "
+            f"shards: {spec.n_shards}"
+        )

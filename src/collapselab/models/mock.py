@@ -1,0 +1,87 @@
+"""``mock/<script>``: a scripted backend with no weights, for fast tests of everything around models.
+
+Scripts:
+
+* ``mock/echo`` — answers with the prompt's last sentence, words reversed;
+* ``mock/random`` — answers with words drawn (seeded per prompt, like real sampling) from the prompt;
+* ``mock/empty`` — answers nothing (exercises empty-answer handling);
+* ``mock/fixed:TEXT`` — always answers TEXT.
+
+``continuation_logprobs`` gives each continuation token (whitespace word) log(1/(1+len(word))), a
+deterministic value that tests can recompute by hand.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+from collapselab.config.spec import DecodingSpec, ModelSpec
+from collapselab.errors import ModelError
+from collapselab.models.base import ChatPrompt, Generation, Progress, prompt_seed
+
+SCRIPTS = ("echo", "random", "empty", "fixed")
+
+
+def check_mock_spec(spec: ModelSpec) -> None:
+    script = spec.name.split(":", 1)[0]
+    if script not in SCRIPTS:
+        raise ModelError(f"unknown mock script {spec.name!r} (known: {', '.join(SCRIPTS)})")
+
+
+class MockModel:
+    """A scripted :class:`~collapselab.models.base.LanguageModel`."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        check_mock_spec(spec)
+        self.spec = spec
+        self.script, _, self.arg = spec.name.partition(":")
+        self.calls = 0
+
+    @property
+    def is_chat(self) -> bool:
+        return self.spec.chat != "never"
+
+    @property
+    def max_context(self) -> int:
+        return self.spec.max_context or 4096
+
+    def _answer(self, prompt: ChatPrompt, decoding: DecodingSpec) -> str:
+        words = prompt.user.split()
+        if self.script == "echo":
+            last = prompt.user.replace("\n", " ").split(".")[-2 if prompt.user.rstrip().endswith(".") else -1]
+            return " ".join(reversed(last.split()))
+        if self.script == "random":
+            rng = random.Random(prompt_seed(decoding.seed, prompt.id))
+            n = min(decoding.max_new_tokens, rng.randint(3, 12))
+            return " ".join(rng.choice(words or ["word"]) for _ in range(n))
+        if self.script == "fixed":
+            return self.arg
+        return ""
+
+    def generate(self, prompts: Sequence[ChatPrompt], decoding: DecodingSpec, *,
+                 progress: Progress | None = None) -> list[Generation]:
+        self.calls += 1
+        out = []
+        for p in prompts:
+            n_prompt = len(p.user.split())
+            if n_prompt + decoding.max_new_tokens > self.max_context:
+                raise ModelError(f"prompt {p.id}: {n_prompt} tokens + {decoding.max_new_tokens} new exceed "
+                                 f"the context of {self.max_context}")
+            words = self._answer(p, decoding).split()[: decoding.max_new_tokens]
+            reason = "length" if len(words) >= decoding.max_new_tokens else "stop"
+            out.append(Generation(" ".join(words), n_prompt, len(words), reason))
+        if progress:
+            progress(len(prompts))
+        return out
+
+    def continuation_logprobs(self, prompts: Sequence[ChatPrompt], continuations: Sequence[str], *,
+                              progress: Progress | None = None) -> list[list[float]]:
+        out = [[math.log(1.0 / (1 + len(w))) for w in c.split()] for c in continuations]
+        if progress:
+            progress(len(prompts))
+        return out
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,1 @@
+"""The stage graph of an experiment and the executors that run it."""

@@ -1,0 +1,193 @@
+"""The stage graph: prepare → generate (source × shard) → mix (condition) → train (target ×
+condition × seed) → respond (target × condition × seed, vanilla included).
+
+A :class:`Stage` carries the settings that decide its content (hashed into its key together with
+its inputs' keys and a code version) and, separately, runtime parameters that do not (batch
+sizes, model objects' specs with non-semantic fields).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from collapselab.config.spec import Condition, ExperimentSpec, ModelSpec
+from collapselab.store.keys import stage_key
+from collapselab.store.run import StageRef
+
+#: Bump a kind's version when its code changes what it writes: its folders (and everything
+#: downstream) are then recomputed instead of silently reused.
+CODE_VERSIONS = {"prepare": 1, "generate": 1, "mix": 1, "train": 1, "respond": 1}
+
+STAGE_ORDER = tuple(CODE_VERSIONS)
+
+
+@dataclass(frozen=True, eq=False)
+class Stage:
+    """One node of the graph."""
+
+    kind: str
+    name: str
+    settings: dict[str, Any]
+    inputs: tuple[Stage, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)  # not part of the key
+    resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1})
+
+    @cached_property
+    def key(self) -> str:
+        return stage_key(self.kind, CODE_VERSIONS[self.kind], self.settings, [i.key for i in self.inputs])
+
+    @property
+    def ref(self) -> StageRef:
+        return StageRef(self.kind, self.name, self.key)
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+    def input(self, kind: str, **match: Any) -> Stage:
+        """The single input of a kind (optionally matching params), e.g. ``stage.input("prepare")``."""
+        found = [s for s in self.inputs if s.kind == kind and all(s.params.get(k) == v for k, v in match.items())]
+        if len(found) != 1:
+            raise LookupError(f"{self.label}: expected one {kind} input matching {match}, found {len(found)}")
+        return found[0]
+
+
+def model_key_settings(spec: ModelSpec) -> dict[str, Any]:
+    """The fields of a model spec that change what it writes (batch size does not, by design:
+    sampling is seeded per prompt)."""
+    return spec.model_dump(mode="json", exclude={"batch_size"})
+
+
+def target_names(targets: tuple[ModelSpec, ...]) -> list[str]:
+    """Short, unique, file-safe names for the targets (``hf/org/Model-1B`` → ``model-1b``)."""
+    names = []
+    for spec in targets:
+        base = Path(spec.name.rstrip("/")).name.removesuffix(".gguf").lower()
+        base = re.sub(r"[^a-z0-9_.-]+", "-", base).strip("-") or "target"
+        names.append(base)
+    out = []
+    for i, n in enumerate(names):
+        out.append(n if names.count(n) == 1 else f"{n}-{i}")
+    return out
+
+
+def corpus_fingerprint(spec: ExperimentSpec) -> str:
+    """A cheap fingerprint of local corpus data so that editing the file re-runs the pipeline."""
+    if not spec.corpus.path:
+        return ""
+    path = Path(spec.corpus.path).expanduser()
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for p in files:
+        if not p.exists():
+            continue
+        digest.update(str(p.relative_to(path) if path.is_dir() else p.name).encode())
+        with open(p, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def shard_plan(spec: ExperimentSpec) -> dict[str, list[tuple[str, list[int]]]]:
+    """For each trained synthetic condition: [(source, shard indices it answers)], in source order.
+
+    A single-source condition takes every shard from its source; a multi-source condition gives
+    each source a consecutive block of shards in proportion to its weight (equal by default).
+    """
+    from collapselab.corpora.split import assign_shards
+
+    n = spec.n_shards
+    plan: dict[str, list[tuple[str, list[int]]]] = {}
+    for cond in spec.conditions:
+        if cond.kind == "single":
+            plan[cond.label] = [(cond.sources[0], list(range(n)))]
+        elif cond.kind == "multi":
+            blocks = assign_shards(n, cond.normalized_weights)
+            plan[cond.label] = list(zip(cond.sources, blocks, strict=True))
+    return plan
+
+
+def build_graph(spec: ExperimentSpec) -> list[Stage]:
+    """All stages of an experiment in an order where every stage follows its inputs."""
+    prepare = Stage(
+        "prepare",
+        "corpus",
+        settings={
+            "corpus": spec.corpus.model_dump(mode="json"),
+            "fingerprint": corpus_fingerprint(spec),
+            "split": spec.split.model_dump(mode="json"),
+            "n_shards": spec.n_shards,
+        },
+    )
+    stages: list[Stage] = [prepare]
+
+    plan = shard_plan(spec)
+    generate: dict[tuple[str, int], Stage] = {}
+    for assignments in plan.values():
+        for source, shards in assignments:
+            for shard in shards:
+                if (source, shard) in generate:
+                    continue
+                src = spec.source(source)
+                decoding = spec.source_decoding(source)
+                generate[(source, shard)] = Stage(
+                    "generate",
+                    f"{source}-shard{shard}",
+                    settings={"source": source, "model": model_key_settings(src.model),
+                              "decoding": decoding.model_dump(mode="json"), "shard": shard},
+                    inputs=(prepare,),
+                    params={"source": source, "shard": shard, "model": src.model, "decoding": decoding},
+                )
+    stages += sorted(generate.values(), key=lambda s: (s.params["source"], s.params["shard"]))
+
+    mixes: dict[str, Stage] = {}
+    for cond in spec.trained_conditions:
+        if cond.kind == "human":
+            inputs: tuple[Stage, ...] = (prepare,)
+            settings: dict[str, Any] = {"condition": cond.label}
+        else:
+            used = [(src, shard) for src, shards in plan[cond.label] for shard in shards]
+            inputs = (prepare, *(generate[u] for u in used))
+            settings = {"condition": cond.label, "assignment": [[s, sh] for s, sh in used]}
+        settings["system_prompt"] = spec.decoding.system_prompt
+        mixes[cond.label] = Stage("mix", cond.slug, settings=settings, inputs=inputs, params={"condition": cond})
+    stages += list(mixes.values())
+
+    trains: dict[tuple[int, str, int], Stage] = {}
+    names = target_names(spec.targets)
+    for t, (target, tname) in enumerate(zip(spec.targets, names, strict=True)):
+        for cond in spec.trained_conditions:
+            for seed in spec.seeds:
+                trains[(t, cond.label, seed)] = Stage(
+                    "train",
+                    f"{tname}-{cond.slug}-seed{seed}",
+                    settings={"target": model_key_settings(target), "lora": spec.lora.model_dump(mode="json"),
+                              "seed": seed},
+                    inputs=(mixes[cond.label],),
+                    params={"target": target, "target_name": tname, "condition": cond, "seed": seed},
+                    resources={"cpus": 2},
+                )
+    stages += list(trains.values())
+
+    for t, (target, tname) in enumerate(zip(spec.targets, names, strict=True)):
+        for cond in spec.conditions:
+            for seed in spec.seeds:
+                inputs = (prepare,) if cond.kind == "vanilla" else (prepare, trains[(t, cond.label, seed)])
+                stages.append(Stage(
+                    "respond",
+                    f"{tname}-{cond.slug}-seed{seed}",
+                    settings={"target": model_key_settings(target), "condition": cond.label,
+                              "decoding": spec.decoding.model_dump(mode="json"), "seed": seed},
+                    inputs=inputs,
+                    params={"target": target, "target_name": tname, "condition": cond, "seed": seed},
+                ))
+    return stages
+
+
+def conditions_by_label(spec: ExperimentSpec) -> dict[str, Condition]:
+    return {c.label: c for c in spec.conditions}

@@ -1,0 +1,193 @@
+"""What each kind of stage does. A runner reads its inputs' folders and writes into ``ctx.out``
+(the stage's partial folder); the executor commits the folder when the runner returns."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from collapselab.config.spec import DecodingSpec, ExperimentSpec, ModelSpec
+from collapselab.errors import DataError
+from collapselab.models.base import ChatPrompt, LanguageModel
+from collapselab.pipeline.graph import Stage
+from collapselab.store.atomic import read_jsonl, write_json, write_jsonl
+from collapselab.store.run import RunStore
+
+
+class ModelPool:
+    """Keeps the most recently used model loaded: consecutive stages on the same model (the
+    shards of one source, say) load it once. One at a time, to bound memory."""
+
+    def __init__(self, loader: Callable[[ModelSpec], LanguageModel] | None = None) -> None:
+        from collapselab.models.base import load_model
+
+        self._loader = loader or load_model
+        self._key: str | None = None
+        self._model: LanguageModel | None = None
+
+    def get(self, spec: ModelSpec) -> LanguageModel:
+        key = spec.model_dump_json()
+        if key != self._key:
+            self.close()
+            self._model, self._key = self._loader(spec), key
+        assert self._model is not None
+        return self._model
+
+    def close(self) -> None:
+        if self._model is not None:
+            self._model.close()
+        self._model, self._key = None, None
+
+
+@dataclass
+class StageContext:
+    """Everything a runner may touch."""
+
+    stage: Stage
+    out: Path
+    spec: ExperimentSpec
+    store: RunStore
+    models: ModelPool
+    set_total: Callable[[int], None]
+    advance: Callable[[int], None]
+
+    def input_dir(self, stage: Stage) -> Path:
+        return self.store.final_dir(stage.ref)
+
+
+# -- prepare ---------------------------------------------------------------------------------------
+def run_prepare(ctx: StageContext) -> None:
+    """Load the human corpus, split it (stratified, seeded) and cut the train prompts into shards."""
+    from collapselab.corpora.base import CORPORA
+    from collapselab.corpora.split import format_prompt, make_shards, split_records
+
+    spec = ctx.spec
+    records = CORPORA.get(spec.corpus.kind)(spec.corpus)
+    if not records:
+        raise DataError(f"corpus {spec.corpus.kind!r} ({spec.corpus.path or spec.corpus.name or 'built-in'}) is empty")
+    train, test = split_records(records, spec.split)
+    shards = make_shards(train, spec.n_shards, spec.split.seed)
+    shard_of = {r.id: i for i, shard in enumerate(shards) for r in shard}
+
+    def row(r: Any, **extra: Any) -> dict[str, Any]:
+        return {**r.to_dict(), "user": format_prompt(r, spec.corpus.context_first), **extra}
+
+    write_jsonl(ctx.out / "train.jsonl", [row(r, shard=shard_of[r.id]) for r in train])
+    write_jsonl(ctx.out / "test.jsonl", [row(r) for r in test])
+    write_json(ctx.out / "summary.json", {
+        "corpus_records": len(records), "train": len(train), "test": len(test),
+        "shards": [len(s) for s in shards],
+        "train_categories": dict(Counter(r.category for r in train)),
+        "test_categories": dict(Counter(r.category for r in test)),
+    })
+
+
+# -- generate / respond (shared) -------------------------------------------------------------------
+def _answer(ctx: StageContext, model_spec: ModelSpec, rows: list[dict], decoding: DecodingSpec,
+            extra: dict[str, Any], output: str) -> None:
+    from collapselab.synth.generate import answer_prompts
+
+    ctx.set_total(len(rows))
+    model = ctx.models.get(model_spec)
+    prompts = [ChatPrompt(r["id"], r["user"], decoding.system_prompt) for r in rows]
+    decoding_json = decoding.model_dump(mode="json")
+
+    def make_record(r: dict, g: Any) -> dict[str, Any]:
+        return {
+            "prompt_id": r["id"], "prompt": r["user"], "category": r["category"], "response": g.text,
+            "human_response": r["response"], **extra, "model": model_spec.id, "decoding": decoding_json,
+            "seed": decoding.seed, "prompt_tokens": g.prompt_tokens, "new_tokens": g.new_tokens,
+            "finish_reason": g.finish_reason,
+        }
+
+    records, summary = answer_prompts(
+        model, rows, prompts, decoding, ctx.out, make_record,
+        chunk_size=max(1, model_spec.batch_size * 2), progress=ctx.advance,
+    )
+    write_jsonl(ctx.out / output, records)
+    write_json(ctx.out / "summary.json", {**summary, **extra, "model": model_spec.id})
+    (ctx.out / "partial.jsonl").unlink(missing_ok=True)
+
+
+def run_generate(ctx: StageContext) -> None:
+    """A source answers one shard of the train prompts."""
+    p = ctx.stage.params
+    train = read_jsonl(ctx.input_dir(ctx.stage.input("prepare")) / "train.jsonl")
+    rows = [r for r in train if r["shard"] == p["shard"]]
+    _answer(ctx, p["model"], rows, p["decoding"], {"source": p["source"], "shard": p["shard"]}, "synthetic.jsonl")
+
+
+def run_respond(ctx: StageContext) -> None:
+    """The vanilla or fine-tuned target answers the test prompts."""
+    p = ctx.stage.params
+    test = read_jsonl(ctx.input_dir(ctx.stage.input("prepare")) / "test.jsonl")
+    target: ModelSpec = p["target"]
+    if p["condition"].kind != "vanilla":
+        adapter = ctx.input_dir(ctx.stage.input("train")) / "adapter"
+        target = target.model_copy(update={"adapter": str(adapter)})
+    decoding = ctx.spec.decoding.model_copy(update={"seed": p["seed"]})
+    extra = {"target": p["target_name"], "condition": p["condition"].label}
+    _answer(ctx, target, test, decoding, extra, "responses.jsonl")
+
+
+# -- mix -------------------------------------------------------------------------------------------
+def run_mix(ctx: StageContext) -> None:
+    """The training set of one condition, with provenance on every example."""
+    from collapselab.synth.mix import human_examples, synthetic_examples
+
+    cond = ctx.stage.params["condition"]
+    train = read_jsonl(ctx.input_dir(ctx.stage.input("prepare")) / "train.jsonl")
+    dropped = 0
+    if cond.kind == "human":
+        examples = human_examples(train)
+    else:
+        examples = []
+        for gen in (s for s in ctx.stage.inputs if s.kind == "generate"):
+            part, n_empty = synthetic_examples(read_jsonl(ctx.input_dir(gen) / "synthetic.jsonl"))
+            examples += part
+            dropped += n_empty
+        order = {r["id"]: i for i, r in enumerate(train)}
+        examples.sort(key=lambda e: order[e["id"]])
+    if not examples:
+        raise DataError(f"condition {cond.label}: no training examples left (dropped {dropped} empty answers)")
+    write_jsonl(ctx.out / "train.jsonl", examples)
+    write_json(ctx.out / "summary.json", {
+        "condition": cond.label, "examples": len(examples), "dropped_empty": dropped,
+        "by_origin": dict(Counter(e["origin"] for e in examples)),
+        "system_prompt": ctx.stage.settings["system_prompt"],
+    })
+
+
+# -- train -----------------------------------------------------------------------------------------
+def run_train(ctx: StageContext) -> None:
+    """LoRA fine-tuning of one target on one condition's training set with one seed."""
+    from collapselab.models.hf import resolve_weights
+    from collapselab.train.lora import TrainExample, train_lora
+
+    p = ctx.stage.params
+    target: ModelSpec = p["target"]
+    if target.backend != "hf":
+        raise DataError(f"target {target.id}: only 'hf' targets can be fine-tuned")
+    ctx.models.close()  # free the sampling model's memory before training
+    mix = read_jsonl(ctx.input_dir(ctx.stage.input("mix")) / "train.jsonl")
+    system = ctx.stage.input("mix").settings["system_prompt"]
+    examples = [TrainExample(ChatPrompt(e["id"], e["prompt"], system), e["response"], e["id"]) for e in mix]
+
+    def progress(step: int, total: int, loss: float) -> None:
+        ctx.set_total(total)
+        ctx.advance(1)
+
+    train_lora(resolve_weights(target), examples, ctx.spec.lora, seed=p["seed"], out_dir=ctx.out,
+               chat_mode=target.chat, progress=progress)
+
+
+RUNNERS: dict[str, Callable[[StageContext], None]] = {
+    "prepare": run_prepare,
+    "generate": run_generate,
+    "mix": run_mix,
+    "train": run_train,
+    "respond": run_respond,
+}

@@ -1,0 +1,1 @@
+"""Prompting models over a prompt set (resumable), and mixing sources into training sets."""

@@ -1,0 +1,426 @@
+"""One linear LoRA fine-tuning recipe: setup → train → save (in the style of torchtune's recipes).
+
+:func:`train_lora` reads top to bottom: seed, load, split, tokenize, wrap with LoRA, then a plain
+loop of optimizer steps with periodic validation and early stopping, then save the best adapter.
+There is no trainer class to subclass; a different recipe is a different function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from collapselab.config.spec import LoraSpec
+from collapselab.errors import TrainingError
+from collapselab.models.base import ChatPrompt
+from collapselab.models.formatting import EncodedExample, encode_example, uses_chat_template
+
+#: Gradient-norm clipping. The study's settings are those of the Hugging Face ``Trainer``, whose
+#: default ``max_grad_norm`` is 1.0; it is kept so that the early, large-gradient steps of a
+#: fresh adapter behave as they did there.
+MAX_GRAD_NORM = 1.0
+
+#: Label value ignored by the loss (prompt tokens and padding), as in Hugging Face models.
+IGNORE_INDEX = -100
+
+Progress = Callable[[int, int, float], None]  # (optimizer step, total steps, train loss)
+
+
+@dataclass(frozen=True)
+class TrainExample:
+    """One training pair: a prompt, the answer the model should learn to give, and a unique id."""
+
+    prompt: ChatPrompt
+    response: str
+    id: str
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run did; the same fields as ``train_summary.json``.
+
+    ``n_train``/``n_val`` count the examples used after dropping; ``train_tokens`` counts the
+    non-padding tokens (prompt and answer) fed through training forward passes; ``best_step`` and
+    ``best_val_loss`` are ``None`` without a validation split (the last adapter is then saved).
+    """
+
+    n_train: int
+    n_val: int
+    n_truncated: int
+    n_dropped: int
+    total_steps: int
+    steps_run: int
+    stopped_early: bool
+    best_step: int | None
+    best_val_loss: float | None
+    final_train_loss: float
+    train_tokens: int
+    seconds: float
+    seed: int
+    val_ids: list[str]
+    target_modules: list[str]
+    chat: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def train_lora(
+    model_dir: Path,
+    examples: Sequence[TrainExample],
+    lora: LoraSpec,
+    *,
+    seed: int,
+    out_dir: Path,
+    chat_mode: str = "auto",
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Fine-tune a LoRA adapter on ``examples`` and write it to ``out_dir``.
+
+    The defaults of :class:`~collapselab.config.spec.LoraSpec` are the study's (Schaffelder &
+    Gatt, "Synthetic Eggs in Many Baskets", ACL Findings 2026, arXiv 2511.01490): LoRA r 16,
+    α 32, dropout 0.1 on q/k/v/o/gate/up/down projections; AdamW, lr 5e-5, cosine schedule with
+    3% warmup, weight decay 0.01; at most 3 epochs with early stopping on a 5% validation split
+    (evaluated every 20 optimizer steps, patience 5); bf16; max length 1,024; seed 42.
+
+    How the recipe works:
+
+    * **Layout.** Each example is tokenized by :func:`~collapselab.models.formatting.encode_example`,
+      the same function generation and scoring use, so the model is trained on exactly the layout
+      it is later sampled with (chat template or raw text, per ``chat_mode``). Labels are the
+      answer tokens plus the end-of-turn tokens; prompt tokens and padding are masked.
+    * **Length.** Sequences longer than ``lora.max_length`` lose the end of their answer (counted
+      in ``n_truncated``; such an answer also loses its end-of-turn token); an example whose prompt
+      alone fills ``max_length`` has nothing to learn from and is dropped (``n_dropped``).
+    * **Validation split.** ``ceil(val_fraction · n)`` examples (at least one, at most ``n - 1``;
+      none when ``val_fraction`` is 0) chosen by a seeded hash of their ids, so the split does not
+      depend on the order of ``examples``.
+    * **Precision.** LoRA weights (the only trainable ones) and the frozen base weights are
+      float32; with ``dtype: bfloat16`` the forward pass runs under CPU/GPU autocast to bf16, and
+      the loss is computed in float32.
+    * **Optimisation.** AdamW with ``weight_decay`` on every trainable tensor (LoRA adds no biases or
+      norms, so there is nothing to exempt); gradients clipped to norm :data:`MAX_GRAD_NORM`;
+      ``transformers.get_scheduler`` with ``ceil(warmup_ratio · total_steps)`` warmup steps
+      (``constant`` means constant after warmup). ``steps_per_epoch = ceil(ceil(n_train /
+      batch_size) / grad_accum)`` and ``total_steps = ceil(epochs · steps_per_epoch)``, so
+      fractional epochs stop part-way through the last one. The training order is reshuffled each
+      epoch from a seeded generator.
+    * **Loss.** Mean negative log-likelihood over all answer tokens of an optimizer step (all its
+      gradient-accumulation micro-batches together), so every answer token weighs the same.
+    * **Validation and early stopping.** The token-weighted mean validation loss is computed every
+      ``eval_every`` optimizer steps and after the last step; after ``patience`` evaluations in a
+      row without a new best, training stops (``patience`` 0: never). The adapter with the best
+      validation loss is the one saved.
+    * **Failure.** A non-finite loss raises :class:`~collapselab.errors.TrainingError` naming the
+      step, before anything is written to ``out_dir``.
+    * **Determinism.** The same inputs, seed, thread count and hardware give bit-identical adapter
+      weights (Python, NumPy and torch global RNGs are seeded: they drive LoRA init and dropout).
+
+    Writes to ``out_dir`` (each file atomically): ``adapter/`` in PEFT format
+    (``adapter_config.json`` + ``adapter_model.safetensors``), ``loss_curve.jsonl`` (one object per
+    optimizer step: ``step``, ``epoch``, ``train_loss``, ``lr`` and, on evaluation steps,
+    ``val_loss``) and ``train_summary.json`` (the fields of :class:`TrainResult`).
+
+    ``progress(step, total_steps, train_loss)`` is called after every optimizer step.
+    """
+    import numpy as np
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
+
+    started = time.perf_counter()
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+
+    # --- setup -----------------------------------------------------------------------------------
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    chat = uses_chat_template(tokenizer, chat_mode)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, dtype=torch.float32)
+
+    train_examples, val_examples = split_validation(examples, lora.val_fraction, seed)
+    train_set, train_truncated, train_dropped = encode_examples(
+        tokenizer, train_examples, chat, lora.max_length
+    )
+    val_set, val_truncated, val_dropped = encode_examples(tokenizer, val_examples, chat, lora.max_length)
+    if not train_set:
+        raise TrainingError(
+            f"no training examples left: {len(train_examples)} in the training split, "
+            f"{train_dropped} dropped because the prompt alone fills max_length={lora.max_length}"
+        )
+    val_ids = [example.id for example, _ in val_set]
+
+    targets = matching_targets(model, lora.target_modules)
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=targets,
+            task_type="CAUSAL_LM",
+        ),
+    )
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+    micro_per_epoch = math.ceil(len(train_set) / lora.batch_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / lora.grad_accum)
+    total_steps = math.ceil(lora.epochs * steps_per_epoch)
+    optimizer = torch.optim.AdamW(
+        [p for _, p in trainable], lr=lora.learning_rate, weight_decay=lora.weight_decay
+    )
+    # HF's plain "constant" ignores warmup; "constant_with_warmup" honours warmup_ratio like the others
+    scheduler_name = "constant_with_warmup" if lora.scheduler == "constant" else lora.scheduler
+    scheduler = get_scheduler(
+        scheduler_name,
+        optimizer,
+        num_warmup_steps=math.ceil(lora.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+
+    device = next(model.parameters()).device
+    pad_id = _pad_id(tokenizer)
+    use_bf16 = lora.dtype == "bfloat16"
+
+    def nll(batch: list[EncodedExample]) -> tuple[Any, int]:
+        """Summed answer-token NLL (float32) and the number of answer tokens of one micro-batch."""
+        input_ids, attention_mask, labels = collate(batch, pad_id)
+        input_ids, attention_mask, labels = input_ids.to(device), attention_mask.to(device), labels.to(device)
+        # only the forward runs under autocast; backward then follows the dtypes autocast chose
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        next_tokens = labels[:, 1:]
+        keep = next_tokens != IGNORE_INDEX
+        # select the answer positions first: a float32 copy of the full logits would be huge
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1][keep].float(), next_tokens[keep], reduction="sum"
+        )
+        return loss, int(keep.sum())
+
+    def validation_loss() -> float:
+        model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for first in range(0, len(val_set), lora.batch_size):
+                loss, n = nll([encoded for _, encoded in val_set[first : first + lora.batch_size]])
+                total, count = total + float(loss), count + n
+        model.train()
+        return total / count
+
+    # --- train -----------------------------------------------------------------------------------
+    curve: list[dict[str, Any]] = []
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    best_weights: dict[str, Any] | None = None
+    evals_without_improvement = 0
+    stopped_early = False
+    train_tokens = 0
+    train_loss = float("nan")
+    step = 0
+
+    model.train()
+    shuffle = torch.Generator().manual_seed(seed)
+    schedule = _optimizer_steps(len(train_set), lora.batch_size, lora.grad_accum, shuffle)
+    for step, (epoch, micro_batches) in enumerate(itertools.islice(schedule, total_steps), start=1):
+        batches = [[train_set[i][1] for i in indices] for indices in micro_batches]
+        step_tokens = sum(len(e.answer_ids) for batch in batches for e in batch)
+        step_loss = 0.0
+        for batch in batches:
+            loss_sum, _ = nll(batch)
+            if not torch.isfinite(loss_sum):
+                raise TrainingError(
+                    f"training loss became {float(loss_sum)} at optimizer step {step} of {total_steps} "
+                    f"(learning rate {scheduler.get_last_lr()[0]:.3g}); nothing was saved"
+                )
+            # dividing by the step's token count makes the accumulated gradient that of the mean
+            # over all answer tokens of the step, however they fall into micro-batches
+            (loss_sum / step_tokens).backward()
+            step_loss += float(loss_sum.detach())
+            train_tokens += sum(len(e.input_ids) for e in batch)
+        torch.nn.utils.clip_grad_norm_([p for _, p in trainable], MAX_GRAD_NORM)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        train_loss = step_loss / step_tokens
+        record: dict[str, Any] = {"step": step, "epoch": round(epoch, 6), "train_loss": train_loss, "lr": lr}
+        if val_set and (step % lora.eval_every == 0 or step == total_steps):
+            val_loss = validation_loss()
+            if not math.isfinite(val_loss):
+                raise TrainingError(f"validation loss became {val_loss} at optimizer step {step}; nothing was saved")
+            record["val_loss"] = val_loss
+            if best_val_loss is None or val_loss < best_val_loss:
+                best_val_loss, best_step, evals_without_improvement = val_loss, step, 0
+                best_weights = {name: p.detach().clone() for name, p in trainable}
+            else:
+                evals_without_improvement += 1
+                stopped_early = lora.patience > 0 and evals_without_improvement >= lora.patience
+        curve.append(record)
+        if progress is not None:
+            progress(step, total_steps, train_loss)
+        if stopped_early:
+            break
+
+    # --- save ------------------------------------------------------------------------------------
+    if best_weights is not None:
+        with torch.no_grad():
+            for name, p in trainable:
+                p.copy_(best_weights[name])
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir / f".adapter.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)  # left over from a crashed run of this process id
+    model.save_pretrained(staging, safe_serialization=True)
+    if (out_dir / "adapter").exists():
+        shutil.rmtree(out_dir / "adapter")
+    os.replace(staging, out_dir / "adapter")
+    _write_atomic(out_dir / "loss_curve.jsonl", "".join(json.dumps(r) + "\n" for r in curve))
+    result = TrainResult(
+        n_train=len(train_set),
+        n_val=len(val_set),
+        n_truncated=train_truncated + val_truncated,
+        n_dropped=train_dropped + val_dropped,
+        total_steps=total_steps,
+        steps_run=step,
+        stopped_early=stopped_early,
+        best_step=best_step,
+        best_val_loss=best_val_loss,
+        final_train_loss=train_loss,
+        train_tokens=train_tokens,
+        seconds=round(time.perf_counter() - started, 3),
+        seed=seed,
+        val_ids=val_ids,
+        target_modules=list(targets),
+        chat=chat,
+    )
+    _write_atomic(out_dir / "train_summary.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    return result
+
+
+def split_validation(
+    examples: Sequence[TrainExample], val_fraction: float, seed: int
+) -> tuple[list[TrainExample], list[TrainExample]]:
+    """Split into (train, validation), both in input order.
+
+    The validation share is ``ceil(val_fraction · n)`` (the rounding of ``datasets``'
+    ``train_test_split``), at least one and at most ``n - 1`` examples; none when
+    ``val_fraction`` is 0 or there is a single example. Members are the examples whose
+    ``sha256(seed, id)`` ranks lowest, so the split depends on the ids and the seed only.
+    """
+    ids = [example.id for example in examples]
+    if len(set(ids)) != len(ids):
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise TrainingError(f"training example ids must be unique; repeated: {duplicates}")
+    n = len(examples)
+    n_val = min(n - 1, math.ceil(val_fraction * n)) if val_fraction > 0 and n >= 2 else 0
+    ranked = sorted(ids, key=lambda i: hashlib.sha256(f"{seed}\x00{i}".encode()).digest())
+    val_ids = set(ranked[:n_val])
+    return (
+        [e for e in examples if e.id not in val_ids],
+        [e for e in examples if e.id in val_ids],
+    )
+
+
+def encode_examples(
+    tokenizer: Any, examples: Sequence[TrainExample], chat: bool, max_length: int
+) -> tuple[list[tuple[TrainExample, EncodedExample]], int, int]:
+    """Tokenize examples, cutting each to ``max_length`` tokens.
+
+    Returns the kept ``(example, encoding)`` pairs, the number whose answer was cut, and the
+    number dropped because the prompt alone is ``max_length`` tokens or longer (no answer token
+    would be left to learn from).
+    """
+    kept: list[tuple[TrainExample, EncodedExample]] = []
+    truncated = dropped = 0
+    for example in examples:
+        encoded = encode_example(tokenizer, example.prompt, example.response, chat)
+        if len(encoded.prompt_ids) >= max_length:
+            dropped += 1
+            continue
+        if len(encoded.input_ids) > max_length:
+            truncated += 1
+            room = max_length - len(encoded.prompt_ids)
+            encoded = EncodedExample(encoded.prompt_ids, encoded.answer_ids[:room], min(encoded.n_content, room))
+        kept.append((example, encoded))
+    return kept, truncated, dropped
+
+
+def collate(batch: Sequence[EncodedExample], pad_id: int) -> tuple[Any, Any, Any]:
+    """Right-pad a micro-batch: ``(input_ids, attention_mask, labels)`` as ``(B, T)`` long tensors,
+    with labels ``-100`` on prompt tokens and padding."""
+    import torch
+
+    width = max(len(e.input_ids) for e in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    for row, e in enumerate(batch):
+        n_prompt, n_all = len(e.prompt_ids), len(e.input_ids)
+        input_ids[row, :n_all] = torch.tensor(e.input_ids)
+        attention_mask[row, :n_all] = 1
+        labels[row, n_prompt:n_all] = torch.tensor(e.answer_ids)
+    return input_ids, attention_mask, labels
+
+
+def matching_targets(model: Any, wanted: Sequence[str]) -> list[str]:
+    """The entries of ``wanted`` that name linear layers of ``model`` (by last name component).
+
+    Raises :class:`TrainingError` when none match, listing the model's linear layer names, so a
+    spec written for one architecture does not silently train nothing on another.
+    """
+    import torch
+
+    linear = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    found = [t for t in wanted if t in linear]
+    if not found:
+        raise TrainingError(
+            f"none of the LoRA target modules {list(wanted)} is a linear layer of this model; "
+            f"its linear layers are: {sorted(linear)}"
+        )
+    return found
+
+
+def _optimizer_steps(
+    n: int, batch_size: int, grad_accum: int, generator: Any
+) -> Iterator[tuple[float, list[list[int]]]]:
+    """Endless ``(epoch reached, micro-batches of example indices)`` per optimizer step.
+
+    Each epoch is a fresh permutation drawn from ``generator``; its micro-batches are grouped
+    ``grad_accum`` at a time, the last group of an epoch possibly smaller (no step spans two epochs).
+    """
+    import torch
+
+    for epoch in itertools.count():
+        order = torch.randperm(n, generator=generator).tolist()
+        micro = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+        for first in range(0, len(micro), grad_accum):
+            group = micro[first : first + grad_accum]
+            yield epoch + (first + len(group)) / len(micro), group
+
+
+def _pad_id(tokenizer: Any) -> int:
+    # the pad id only fills masked positions, so any valid id works when a tokenizer has none
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
