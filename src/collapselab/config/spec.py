@@ -178,6 +178,8 @@ class Condition(Spec):
             raise ValueError("a 'single' condition needs exactly one source")
         if self.kind == "multi" and len(self.sources) < 2:
             raise ValueError("a 'multi' condition needs at least two sources")
+        if any(not s.strip() for s in self.sources):
+            raise ValueError("a source name is empty")
         if len(set(self.sources)) != len(self.sources):
             raise ValueError(f"condition lists a source twice: {self.sources}")
         if self.weights:
