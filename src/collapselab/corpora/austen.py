@@ -140,12 +140,13 @@ def _fetch_deb(target: Path) -> None:
 
 def _run(cmd: list[str], cwd: Path, target: Path) -> None:
     try:
-        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise DataError(f"`{' '.join(cmd)}` failed: {exc}. " + _how_to_provide(target)) from exc
     if done.returncode != 0:
         output = (done.stderr or done.stdout).strip()
-        hint = " (the package lists may be missing: run `apt-get update`)" if "locate package" in output else ""
+        missing_lists = "locate package" in output
+        hint = " (the package lists may be missing: run `apt-get update`)" if missing_lists else ""
         raise DataError(f"`{' '.join(cmd)}` failed with exit status {done.returncode}{hint}: {output}. "
                         + _how_to_provide(target))
 
@@ -215,7 +216,7 @@ def load_austen(spec: CorpusSpec) -> list[Record]:
     """The six novels as continuation tasks (``corpus.kind: austen``).
 
     One record per paragraph of ``spec.min_chars``..``spec.max_chars`` characters (~2,800 at
-    300–700): prompt = an instruction and the paragraph's opening words, response = the rest,
+    300-700): prompt = an instruction and the paragraph's opening words, response = the rest,
     category = the novel's title, id = ``austen-<novel-slug>-<paragraph index>``. ``spec.path``,
     when given, is the data folder (as ``$COLLAPSELAB_AUSTEN_DIR``); otherwise the cache is used.
     """
@@ -227,7 +228,8 @@ def load_austen(spec: CorpusSpec) -> list[Record]:
         data_dir = ensure_austen_data()
     records: list[Record] = []
     for title, lines in read_novels(data_dir).items():
-        records.extend(continuation_records(novel_paragraphs(lines, title), id_prefix=f"austen-{slugify(title)}",
+        paragraphs = novel_paragraphs(lines, title)
+        records.extend(continuation_records(paragraphs, id_prefix=f"austen-{slugify(title)}",
                                             category=title, spec=spec))
     return records
 

@@ -31,6 +31,12 @@ def check_columns(columns: ColumnMap, available: Collection[str], source: str) -
                             f"{', '.join(map(str, available)) or 'none'}); set corpus.columns.{field}")
 
 
+def mapped_columns(columns: ColumnMap, available: Collection[str]) -> list[str]:
+    """The columns ``columns`` names that exist in ``available``, without repeats: the ones to read."""
+    names = (columns.id, columns.prompt, columns.response, columns.context, columns.category)
+    return list(dict.fromkeys(name for name in names if name is not None and name in available))
+
+
 def _required(columns: ColumnMap) -> list[tuple[str, str]]:
     required = [("prompt", columns.prompt), ("response", columns.response)]
     if columns.id is not None:
@@ -139,7 +145,8 @@ def load_csv(spec: CorpusSpec) -> list[Record]:
                 # DictReader files surplus cells under None and fills missing ones with None
                 if None in row or None in row.values():
                     problem = "more" if None in row else "fewer"
-                    raise DataError(f"{path} line {reader.line_num}: {problem} fields than the header's {len(header)}")
+                    raise DataError(f"{path} line {reader.line_num}: {problem} fields than the header's "
+                                    f"{len(header)}")
                 rows.append((f"line {reader.line_num}", row))
     except csv.Error as exc:
         raise DataError(f"{path} line {reader.line_num}: malformed CSV ({exc})") from exc
@@ -156,10 +163,7 @@ def load_parquet(spec: CorpusSpec) -> list[Record]:
     try:
         available = pq.read_schema(path).names
         check_columns(spec.columns, available, str(path))
-        wanted = [name for name in (spec.columns.id, spec.columns.prompt, spec.columns.response,
-                                    spec.columns.context, spec.columns.category)
-                  if name is not None and name in available]
-        table = pq.read_table(path, columns=list(dict.fromkeys(wanted)))
+        table = pq.read_table(path, columns=mapped_columns(spec.columns, available))
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise DataError(f"{path}: cannot read as Parquet ({exc})") from exc
     rows = ((f"row {i}", row) for i, row in enumerate(table.to_pylist()))
@@ -182,7 +186,8 @@ def load_txt_folder(spec: CorpusSpec) -> list[Record]:
     for file in files:
         slug = slugify(file.stem) or "text"
         if slug in owner:  # ids would collide
-            raise DataError(f"{file}: its name gives the same id prefix {slug!r} as {owner[slug].name}; rename one")
+            raise DataError(f"{file}: its name gives the same id prefix {slug!r} as {owner[slug].name}; "
+                            "rename one")
         owner[slug] = file
         try:
             lines = file.read_text(encoding="utf-8-sig").splitlines()

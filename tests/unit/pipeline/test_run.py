@@ -52,7 +52,7 @@ def test_synthetic_records_keep_provenance(finished_run):
     assert set(mix["origin"]) == {"a", "b"}
     assert mix.groupby("origin").size().tolist() == [8, 8]
     row = mix.iloc[0]
-    assert row["decoding"]["temperature"] == 0.7 and row["seed"] == 3 and row["model"].startswith("mock/")
+    assert row["decoding"]["temperature"] == pytest.approx(0.7) and row["seed"] == 3 and row["model"].startswith("mock/")
     # the multi condition reuses source a's answers to shard 0 from the single-source generation
     gen = pd.read_json(stage_dir(run_dir, spec, "generate/a-shard0") / "synthetic.jsonl", lines=True)
     a_rows = mix[mix["origin"] == "a"].set_index("id")["response"]
