@@ -7,7 +7,7 @@ One pydantic model per stage, composed into :class:`ExperimentSpec`. Unknown key
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -220,6 +220,37 @@ class Condition(Spec):
         raise ValueError(f"condition {text!r}: expected vanilla, human, single:SRC or multi:SRC,SRC")
 
 
+class MetricSpec(Spec):
+    """One metric of the suite: a registered name (``collapselab ls metrics``) and its settings."""
+
+    name: str
+    settings: dict[str, Any] = {}
+
+
+class CollapseSpec(Spec):
+    """Experiment 1 — distribution collapse: the metric suite on every condition's responses and
+    on each source's synthetic training data, its statistics and the report."""
+
+    enabled: bool = True
+    metrics: tuple[MetricSpec, ...] | None = None  # None: the default suite (all families)
+    embedding_model: str | None = None  # None: the packaged all-MiniLM-L6-v2; else a folder or hub name
+    embedding_batch_size: int = Field(64, ge=1)
+    score_batch_size: int = Field(8, ge=1)
+    training_data: bool = True  # also measure each source's synthetic training answers
+    bootstrap: int = Field(1000, ge=0)  # resamples for per-item aggregates
+    corpus_bootstrap: int = Field(100, ge=0)  # resamples for corpus-level metrics (recomputed each time)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    seed: int = 0
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metric_shorthand(cls, value):  # type: ignore[no-untyped-def]
+        """Allow ``metrics: [heaps, {name: distinct, settings: {n: 2}}]``."""
+        if value is None or not isinstance(value, (list, tuple)):
+            return value
+        return [{"name": item} if isinstance(item, str) else item for item in value]
+
+
 class RunSpec(Spec):
     """Execution settings that do not change results (never part of a stage key)."""
 
@@ -240,6 +271,7 @@ class ExperimentSpec(Spec):
     targets: tuple[ModelSpec, ...]
     lora: LoraSpec = LoraSpec()
     seeds: tuple[int, ...] = (42,)
+    collapse: CollapseSpec = CollapseSpec()
     run: RunSpec = RunSpec()
 
     @field_validator("conditions", mode="before")

@@ -21,7 +21,8 @@ from collapselab.store.run import StageRef
 
 #: Bump a kind's version when its code changes what it writes: its folders (and everything
 #: downstream) are then recomputed instead of silently reused.
-CODE_VERSIONS = {"prepare": 1, "generate": 1, "mix": 1, "train": 1, "respond": 1}
+CODE_VERSIONS = {"prepare": 1, "generate": 1, "mix": 1, "train": 1, "respond": 1,
+                 "embed": 1, "score": 1, "evaluate": 1, "stats": 1}
 
 STAGE_ORDER = tuple(CODE_VERSIONS)
 
@@ -186,7 +187,9 @@ def build_graph(spec: ExperimentSpec) -> list[Stage]:
                     inputs=inputs,
                     params={"target": target, "target_name": tname, "condition": cond, "seed": seed},
                 ))
-    return stages
+    from collapselab.pipeline.collapse import add_collapse_stages
+
+    return add_collapse_stages(spec, stages)
 
 
 def conditions_by_label(spec: ExperimentSpec) -> dict[str, Condition]:

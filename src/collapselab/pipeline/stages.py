@@ -184,10 +184,23 @@ def run_train(ctx: StageContext) -> None:
                chat_mode=target.chat, progress=progress)
 
 
+def _collapse(name: str) -> Callable[[StageContext], None]:
+    def run(ctx: StageContext) -> None:
+        from collapselab.pipeline import collapse
+
+        getattr(collapse, name)(ctx)
+
+    return run
+
+
 RUNNERS: dict[str, Callable[[StageContext], None]] = {
     "prepare": run_prepare,
     "generate": run_generate,
     "mix": run_mix,
     "train": run_train,
     "respond": run_respond,
+    "embed": _collapse("run_embed"),
+    "score": _collapse("run_score"),
+    "evaluate": _collapse("run_evaluate"),
+    "stats": _collapse("run_stats"),
 }

@@ -242,13 +242,13 @@ def train_lora(
             loss_sum, _ = nll(batch)
             if not torch.isfinite(loss_sum):
                 raise TrainingError(
-                    f"training loss became {float(loss_sum)} at optimizer step {step} of {total_steps} "
+                    f"training loss became {loss_sum.item()} at optimizer step {step} of {total_steps} "
                     f"(learning rate {scheduler.get_last_lr()[0]:.3g}); nothing was saved"
                 )
             # dividing by the step's token count makes the accumulated gradient that of the mean
             # over all answer tokens of the step, however they fall into micro-batches
             (loss_sum / step_tokens).backward()
-            step_loss += float(loss_sum.detach())
+            step_loss += loss_sum.item()
             train_tokens += sum(len(e.input_ids) for e in batch)
         torch.nn.utils.clip_grad_norm_([p for _, p in trainable], MAX_GRAD_NORM)
         lr = scheduler.get_last_lr()[0]

@@ -1,0 +1,8 @@
+"""Metric families (one file each), registered by name; ``collapselab ls metrics`` lists them."""
+
+from collapselab.metrics.base import METRICS, Metric, MetricResult, TextSet, build_metric
+
+__all__ = ["METRICS", "Metric", "MetricResult", "TextSet", "build_metric"]
+
+# Registration only (no heavy imports): each catalog registers its family's factories lazily.
+from collapselab.metrics import catalog_perplexity  # noqa: E402,F401

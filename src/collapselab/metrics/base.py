@@ -1,0 +1,130 @@
+"""The contract every metric family follows, and the registry ``collapselab ls metrics`` lists.
+
+A metric is built by a registered factory whose keyword arguments are its settings; it reads a
+:class:`TextSet` (texts plus the expensive shared inputs — sentences, embeddings, token
+log-probabilities — computed once per text set and reused by every metric) and returns a
+:class:`MetricResult`: per-item values (one per text, for the statistics) and corpus-level
+aggregates. Its reported name carries its parameters, e.g. ``self_bleu[order=3,mode=individual]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from collapselab.registry import Registry
+
+Need = Literal["sentences", "embeddings", "sentence_embeddings", "logprobs", "human_logprobs", "human"]
+
+
+@dataclass
+class TextSet:
+    """The texts of one group — a condition's responses, a source's synthetic training answers or
+    the human references — with the shared inputs the metrics need.
+
+    ``sentences[i]`` are the sentences of ``texts[i]`` (markdown stripped, split);
+    ``sentence_embeddings`` stacks the embeddings of all sentences in that order, and
+    ``sentence_owner[j]`` is the index of the text sentence ``j`` belongs to. ``embeddings[i]`` is
+    the embedding of the whole text ``i``. ``logprobs[i]`` are the per-token log-probabilities of
+    text ``i`` under the scoring model (the vanilla target, for output perplexity);
+    ``human_logprobs[k]`` those of the k-th human reference under this set's own model (for
+    human-text perplexity). ``human`` is the human reference set for
+    the distance-to-human metrics.
+    """
+
+    name: str
+    kind: str  # "condition", "source" or "human"
+    ids: list[str]
+    texts: list[str]
+    sentences: list[list[str]] | None = None
+    embeddings: np.ndarray | None = None
+    sentence_embeddings: np.ndarray | None = None
+    sentence_owner: np.ndarray | None = None
+    logprobs: list[np.ndarray] | None = None
+    human_logprobs: list[np.ndarray] | None = None
+    human: TextSet | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class MetricResult:
+    """Per-item values (arrays aligned with ``TextSet.ids``; NaN where undefined, and counted in
+    ``aggregates['n_undefined']`` by the caller) and corpus aggregates. ``details`` holds
+    anything a plot needs (e.g. a Heaps curve)."""
+
+    per_item: dict[str, np.ndarray] = field(default_factory=dict)
+    aggregates: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Metric(Protocol):
+    """A configured metric."""
+
+    name: str  # reported name, parameters included
+    family: str
+    higher_is_better: bool | None  # None: no better direction (e.g. length)
+    needs: frozenset[str]
+
+    def compute(self, texts: TextSet) -> MetricResult: ...
+
+
+@dataclass
+class MetricInfo:
+    family: str
+    higher_is_better: bool | None
+    description: str
+
+
+#: Metric factories: ``name -> factory(**settings) -> Metric``. Registered lazily by family module.
+METRICS: Registry[Callable[..., Metric]] = Registry("metric")
+
+
+def register_metric(name: str, *, family: str, higher_is_better: bool | None, description: str,
+                    module: str, factory: str) -> None:
+    """Register a factory ``module:factory`` lazily (listing metrics imports no family module)."""
+    direction = {True: "higher", False: "lower", None: "-"}[higher_is_better]
+    METRICS.add(name, f"{module}:{factory}", description=description, family=family, direction=direction)
+
+
+def build_metric(name: str, **settings: Any) -> Metric:
+    return METRICS.get(name)(**settings)
+
+
+def param_name(base: str, **params: Any) -> str:
+    """``param_name("distinct", n=2)`` → ``distinct[n=2]``."""
+    if not params:
+        return base
+    return base + "[" + ",".join(f"{k}={v}" for k, v in params.items()) + "]"
+
+
+def subset(texts: TextSet, indices: np.ndarray) -> TextSet:
+    """The text set restricted to (possibly repeated) ``indices`` — what a bootstrap resample
+    recomputes a corpus-level metric on. Sentences and their embeddings follow their texts; the
+    human reference set is kept whole (it is the fixed target of comparison)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    sent_emb = owner = None
+    if texts.sentence_embeddings is not None and texts.sentence_owner is not None:
+        rows = [np.flatnonzero(texts.sentence_owner == i) for i in indices]
+        flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        sent_emb = texts.sentence_embeddings[flat]
+        owner = np.concatenate([np.full(len(r), k) for k, r in enumerate(rows)]) if rows else flat
+    return TextSet(
+        name=texts.name,
+        kind=texts.kind,
+        ids=[texts.ids[i] for i in indices],
+        texts=[texts.texts[i] for i in indices],
+        sentences=[texts.sentences[i] for i in indices] if texts.sentences is not None else None,
+        embeddings=texts.embeddings[indices] if texts.embeddings is not None else None,
+        sentence_embeddings=sent_emb,
+        sentence_owner=owner,
+        logprobs=[texts.logprobs[i] for i in indices] if texts.logprobs is not None else None,
+        human_logprobs=texts.human_logprobs,
+        human=texts.human,
+        meta=texts.meta,
+    )

@@ -1,0 +1,27 @@
+"""Registration of the lexical and length families (kept apart so listing metrics imports neither
+sacreBLEU nor NLTK)."""
+
+from collapselab.metrics.base import register_metric
+
+_LEXICAL = "collapselab.metrics.lexical"
+
+register_metric("lexical_diversity", family="lexical", higher_is_better=True,
+                description="100 − Self-BLEU (sacreBLEU, order 3, effective order; sentences ≥ 4 words); "
+                            "settings: mode=individual|aggregated, max_order=3, sample=100 (0 = all), seed=0",
+                module=_LEXICAL, factory="LexicalDiversity")
+register_metric("distinct", family="lexical", higher_is_better=True,
+                description="distinct n-grams / total n-grams (Li et al. 2016); setting: n=2",
+                module=_LEXICAL, factory="Distinct")
+register_metric("compression_ratio", family="lexical", higher_is_better=False,
+                description="raw / zlib-compressed size of the joined texts (Shaib et al. 2024); "
+                            "higher = more redundant",
+                module=_LEXICAL, factory="CompressionRatio")
+register_metric("ngram_entropy", family="lexical", higher_is_better=True,
+                description="Shannon entropy (bits) of the n-gram distribution; setting: n=2",
+                module=_LEXICAL, factory="NgramEntropy")
+register_metric("mattr", family="lexical", higher_is_better=True,
+                description="moving-average type-token ratio (Covington & McFall 2010); setting: window=50",
+                module=_LEXICAL, factory="Mattr")
+register_metric("length", family="length", higher_is_better=None,
+                description="words (NLTK tokens with a letter or digit) and sentences per response",
+                module="collapselab.metrics.length", factory="Length")

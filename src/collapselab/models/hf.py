@@ -1,0 +1,448 @@
+"""The transformers backend: ``hf/<name>`` where name is a packaged model, a local folder, a GGUF
+file or a hub id, optionally with a LoRA adapter on top.
+
+Sampling is deterministic per prompt: the noise behind a prompt's tokens comes from its own
+random stream, seeded by :func:`~collapselab.models.base.prompt_seed` ``(decoding.seed, prompt.id)``,
+the same amount per generated token, so it never depends on which other prompts share the batch
+or in which order prompts come. What can still differ across batch compositions are the
+model's logits themselves (see :meth:`HFModel.generate`).
+
+torch, transformers and peft are imported only when a model is loaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gc
+import inspect
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from collapselab.config.spec import DecodingSpec, ModelSpec
+from collapselab.errors import ModelError
+from collapselab.models.base import ChatPrompt, Generation, Progress, prompt_seed
+from collapselab.models.formatting import encode_example, render_prompt_ids, uses_chat_template
+from collapselab.models.packaged import PACKAGED, is_prepared, packaged_dir, packaged_source, resolve_gguf, resolve_packaged
+
+if TYPE_CHECKING:
+    import torch
+
+# "org/name" as the hub spells repo ids; a name that does not exist locally and looks like this
+# is taken for a hub id (users with the internet download it).
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+# Files worth downloading from a hub repo: weights as safetensors only (never pickles), configs,
+# tokenizer files, chat templates.
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
+# Nucleus sampling first looks among this many most likely tokens and sorts the whole vocabulary
+# only for the rare rows whose top-p mass lies beyond them: a full sort of a 49k vocabulary for a
+# batch of 32 costs as much as the model's forward pass on a CPU.
+_NUCLEUS_CANDIDATES = 256
+
+
+# --------------------------------------------------------------------------------------------
+# Naming a model
+# --------------------------------------------------------------------------------------------
+
+
+def _locate(name: str) -> tuple[str, str | Path]:
+    """Classify a model name as ("packaged", name), ("folder", path), ("gguf", path) or ("hub", id)."""
+    if name in PACKAGED:
+        return "packaged", name
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model folder {path} has no config.json (expected a transformers model folder)")
+        return "folder", path
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"GGUF file {path} does not exist")
+        return "gguf", path
+    if path.exists():
+        raise ModelError(f"{path} is neither a model folder (with config.json) nor a .gguf file")
+    if _HUB_ID.fullmatch(name) and not name.startswith("."):
+        return "hub", name
+    close = difflib.get_close_matches(name, PACKAGED.names(), n=1, cutoff=0.5)
+    hint = f"; did you mean 'hf/{close[0]}'?" if close else ""
+    raise ModelError(
+        f"unknown model 'hf/{name}'{hint} It is not a packaged model ({', '.join(PACKAGED.names())}), "
+        "an existing folder or .gguf file, or a hub id like 'org/name'"
+    )
+
+
+def _check_adapter(adapter: str) -> Path:
+    path = Path(adapter).expanduser()
+    if not path.is_dir():
+        raise ModelError(f"adapter folder {path} does not exist")
+    if not (path / "adapter_config.json").is_file():
+        raise ModelError(f"adapter folder {path} has no adapter_config.json (expected a PEFT adapter)")
+    if not (path / "adapter_model.safetensors").is_file():
+        # peft would fall back to adapter_model.bin, a pickle: refuse rather than unpickle
+        raise ModelError(f"adapter folder {path} has no adapter_model.safetensors (pickled adapters are not loaded)")
+    return path
+
+
+def check_hf_spec(spec: ModelSpec) -> None:
+    """Validate an ``hf/...`` spec without loading weights (raises :class:`ModelError`)."""
+    kind, value = _locate(spec.name)
+    if kind == "packaged" and not is_prepared(packaged_dir(str(value))):
+        packaged_source(str(value)).require()  # names the pip command if a package is missing
+    if spec.adapter is not None:
+        _check_adapter(spec.adapter)
+
+
+def resolve_weights(spec: ModelSpec) -> Path:
+    """A local folder with the spec's weights (safetensors), config and tokenizer.
+
+    Packaged models and GGUF files are dequantized into the cache on first use; hub ids are
+    downloaded (or found in the hub cache when offline).
+    """
+    kind, value = _locate(spec.name)
+    if kind == "packaged":
+        return resolve_packaged(str(value))
+    if kind == "gguf":
+        return resolve_gguf(Path(value))
+    if kind == "hub":
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(str(value), allow_patterns=_HUB_PATTERNS))
+        except Exception as exc:  # offline, unknown repo, gated repo: all user-fixable
+            raise ModelError(
+                f"could not get hub model {value!r} ({type(exc).__name__}: {exc}). Offline machines can use a "
+                f"packaged model ({', '.join(PACKAGED.names())}) or a local folder"
+            ) from exc
+    return Path(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------------------------
+
+
+def _nucleus(logits: torch.Tensor, top_p: float, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The top-p nucleus of each row among its ``k`` most likely tokens.
+
+    Returns candidate ids [B, k], a mask of the kept candidates [B, k] (the smallest prefix whose
+    probability reaches ``top_p``, as transformers' TopPLogitsWarper keeps) and a mask [B] of the
+    rows whose nucleus does not fit in ``k`` candidates (to be redone with ``k = V``).
+    """
+    import torch
+
+    vocab = logits.shape[-1]
+    values, ids = torch.topk(logits, k, dim=-1) if k < vocab else torch.sort(logits, dim=-1, descending=True)
+    probs = torch.exp(values - torch.logsumexp(logits, dim=-1, keepdim=True))
+    cum = torch.cumsum(probs, dim=-1)
+    keep = (cum - probs) < top_p  # a token stays if the mass before it is still below top_p
+    keep[:, 0] = True
+    overflow = (cum[:, -1] < top_p) if k < vocab else torch.zeros_like(keep[:, 0])
+    return ids, keep, overflow
+
+
+def sample_rows(logits: torch.Tensor, uniforms: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """Sample one token per row with temperature and top-p by the Gumbel-max trick.
+
+    ``logits`` [B, V]; ``uniforms`` [B, V] in [0, 1), one per vocabulary entry, from the row's
+    own random stream. The winner is ``argmax(logit / T + Gumbel(u[id]))`` over the nucleus, an
+    exact sample of the softmax restricted to the nucleus. Why Gumbel-max rather than inverse-CDF:
+    each token's noise is tied to its id, so a slight change of the logits (another batch
+    composition in bf16) changes the pick only if it reorders the top two noisy scores; an
+    inverse-CDF pick shifts whenever the cumulative sums before the chosen token move. Every
+    operation is row-wise: a row's pick never depends on the other rows.
+    """
+    import torch
+
+    scores = logits.float() / temperature
+    if top_p >= 1.0:
+        return torch.argmax(scores - torch.log(-torch.log(uniforms)), dim=-1)
+    k = min(_NUCLEUS_CANDIDATES, scores.shape[-1])
+    ids, keep, overflow = _nucleus(scores, top_p, k)
+    chosen = _gumbel_winner(scores, uniforms, ids, keep)
+    if overflow.any():  # a flat distribution: those rows' nuclei need the whole vocabulary sorted
+        rows = overflow.nonzero().squeeze(-1)
+        full_ids, full_keep, _ = _nucleus(scores[rows], top_p, scores.shape[-1])
+        chosen[rows] = _gumbel_winner(scores[rows], uniforms[rows], full_ids, full_keep)
+    return chosen
+
+
+def _gumbel_winner(scores: torch.Tensor, uniforms: torch.Tensor, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    noisy = scores.gather(-1, ids) - torch.log(-torch.log(uniforms.gather(-1, ids)))
+    noisy = noisy.masked_fill(~keep, float("-inf"))
+    return ids.gather(-1, noisy.argmax(dim=-1, keepdim=True)).squeeze(-1)
+
+
+def _row_sampler(seeds: Sequence[int], temperature: float, top_p: float) -> Any:
+    """A transformers LogitsProcessor that samples each row from its own seeded generator and
+    returns logits that are -inf except at the chosen token, so greedy decoding emits it.
+
+    Each row draws exactly one uniform number per vocabulary entry per step, so step ``t`` of a
+    prompt always sees the same noise, whatever the batch. Keeping ``model.generate`` (in greedy
+    mode) keeps its KV cache, padding and stopping logic.
+    """
+    import torch
+    from transformers import LogitsProcessor
+
+    class RowSampler(LogitsProcessor):
+        def __init__(self) -> None:
+            self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            uniforms = torch.empty(scores.shape, dtype=torch.float32)
+            for row, generator in zip(uniforms, self.generators, strict=True):
+                row.uniform_(generator=generator)
+            chosen = sample_rows(scores, uniforms.to(scores.device), temperature, top_p)
+            out = torch.full_like(scores, float("-inf"))
+            out.scatter_(1, chosen.unsqueeze(-1), 0.0)
+            return out
+
+    return RowSampler()
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+
+
+def _batches(order: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(order), size):
+        yield order[start:start + size]
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids and attention_mask, left-padded so every row's last token is at the end."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row):] = 1
+    return ids, mask
+
+
+class HFModel:
+    """A transformers causal LM behind the :class:`~collapselab.models.base.LanguageModel` protocol."""
+
+    def __init__(self, spec: ModelSpec, model: Any, tokenizer: Any) -> None:
+        self.spec = spec
+        self.model = model
+        self.tokenizer = tokenizer
+        self._is_chat = uses_chat_template(tokenizer, spec.chat)
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        limit = spec.max_context or getattr(config, "max_position_embeddings", None)
+        if not limit:
+            tok_limit = getattr(tokenizer, "model_max_length", None)
+            limit = tok_limit if tok_limit and tok_limit < 1_000_000 else 2048
+        self._max_context = int(limit)
+        self.stop_ids = self._stop_token_ids()
+        self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+        self._boundary_id = next(i for i in (tokenizer.bos_token_id, tokenizer.eos_token_id, self.pad_id) if i is not None)
+        # the model's own generation_config (e.g. Qwen's repetition_penalty, top_k) must not leak
+        # into the study's decoding: replace it with one that only knows the special tokens
+        from transformers import GenerationConfig
+
+        model.generation_config = GenerationConfig(eos_token_id=self.stop_ids, pad_token_id=self.pad_id)
+        forward = inspect.signature(type(model).forward).parameters
+        self._can_keep_logits = "logits_to_keep" in forward
+
+    # -- protocol -----------------------------------------------------------------------------
+
+    @property
+    def is_chat(self) -> bool:
+        return self._is_chat
+
+    @property
+    def max_context(self) -> int:
+        return self._max_context
+
+    def generate(
+        self,
+        prompts: Sequence[ChatPrompt],
+        decoding: DecodingSpec,
+        *,
+        progress: Progress | None = None,
+    ) -> list[Generation]:
+        """Sample one answer per prompt, batched (``spec.batch_size``), longest prompts first.
+
+        A prompt without a system turn gets ``decoding.system_prompt`` (chat models only; base
+        models drop it). Determinism: the random numbers behind a prompt's tokens depend only on
+        ``(decoding.seed, prompt.id)``, so a prompt gives bitwise the same text in any batch whose
+        logits are bitwise the same: always for the same prompts with the same batch size, order
+        and thread count (a resumed run that re-sends the same list). Across different batch
+        compositions the logits can differ in the last bits (padding, matrix shapes); the sampled
+        text then differs only from a step where that reorders the two best noisy scores
+        (Gumbel-max), which is rare in float32 and occasional in bf16. Temperature 0 is greedy.
+        """
+        if not prompts:
+            return []
+        prompt_ids = [render_prompt_ids(self.tokenizer, self._with_system(p, decoding), self._is_chat) for p in prompts]
+        self._check_lengths(prompts, [len(ids) + decoding.max_new_tokens for ids in prompt_ids],
+                            lambda i: f"{len(prompt_ids[i])} prompt tokens + {decoding.max_new_tokens} new tokens")
+        results: list[Generation | None] = [None] * len(prompts)
+        # longest first: rows of similar length share a batch (less padding) and memory peaks early
+        order = sorted(range(len(prompts)), key=lambda i: (-len(prompt_ids[i]), i))
+        for batch in _batches(order, self.spec.batch_size):
+            seeds = [prompt_seed(decoding.seed, prompts[i].id) for i in batch]
+            for i, gen in zip(batch, self._generate_batch([prompt_ids[i] for i in batch], seeds, decoding), strict=True):
+                results[i] = gen
+            if progress is not None:
+                progress(len(batch))
+        return [r for r in results if r is not None]
+
+    def continuation_logprobs(
+        self,
+        prompts: Sequence[ChatPrompt],
+        continuations: Sequence[str],
+        *,
+        progress: Progress | None = None,
+    ) -> list[list[float]]:
+        """Per pair, the log-probability of each content token of the continuation given the
+        prompt and the tokens before it (teacher forcing; end-of-turn tokens excluded), computed in
+        float32 with the layout of :func:`~collapselab.models.formatting.encode_example`.
+
+        Prompts are used as given (no default system prompt is added). A prompt that renders to
+        no tokens (a base model without BOS and an empty prompt) is conditioned on the BOS token
+        (EOS if there is none) as a document boundary: the first token needs a position to be
+        predicted from.
+        """
+        import torch
+
+        if len(prompts) != len(continuations):
+            raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+        rows: list[list[int]] = []
+        n_scored: list[int] = []
+        for prompt, answer in zip(prompts, continuations, strict=True):
+            ex = encode_example(self.tokenizer, prompt, answer, self._is_chat)
+            context = ex.prompt_ids or [self._boundary_id]
+            # only the content tokens are scored, so the end tokens need not be fed at all
+            rows.append(context + ex.answer_ids[: ex.n_content])
+            n_scored.append(ex.n_content)
+        self._check_lengths(prompts, [len(r) for r in rows], lambda i: f"{len(rows[i])} prompt + answer tokens")
+
+        results: list[list[float]] = [[] for _ in prompts]
+        order = sorted((i for i in range(len(rows)) if n_scored[i] > 0), key=lambda i: (-len(rows[i]), i))
+        with torch.inference_mode():
+            for batch in _batches(order, self.spec.batch_size):
+                ids, mask = _left_pad([rows[i] for i in batch], self.pad_id)
+                # left padding puts every row's answer at the end, so only the last positions'
+                # logits are needed: a large saving in memory for big vocabularies (Gemma: 262k)
+                keep = max(n_scored[i] for i in batch) + 1
+                kwargs: dict[str, Any] = {"logits_to_keep": keep} if self._can_keep_logits else {}
+                # plain forward (unlike generate) does not derive positions from the mask
+                positions = (mask.cumsum(-1) - 1).clamp_(min=0)
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                                    **kwargs).logits
+                width = logits.shape[1]
+                for row, i in enumerate(batch):
+                    n = n_scored[i]
+                    # logits at position t predict token t + 1: the last n tokens come from the
+                    # n positions before the final one
+                    scores = torch.log_softmax(logits[row, width - n - 1: width - 1].float(), dim=-1)
+                    targets = ids[row, -n:].unsqueeze(-1)
+                    results[i] = scores.gather(-1, targets).squeeze(-1).tolist()
+                if progress is not None:
+                    progress(len(batch))
+        if progress is not None and len(order) < len(rows):
+            progress(len(rows) - len(order))  # empty continuations, nothing to compute
+        return results
+
+    def close(self) -> None:
+        """Drop the weights so their memory can be reused."""
+        self.model = None
+        self.tokenizer = None
+        gc.collect()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _stop_token_ids(self) -> list[int]:
+        """EOS ids (tokenizer's and the model's generation config's) plus, for chat models, the
+        template's end-of-turn token (e.g. Gemma's ``<end_of_turn>``, which is not its EOS)."""
+        tok = self.tokenizer
+        ids: list[int] = []
+        candidates: list[Any] = [tok.eos_token_id, self.model.generation_config.eos_token_id]
+        if self._is_chat:
+            # an empty answer encodes to just the template's end tokens
+            end = encode_example(tok, ChatPrompt("", "x"), "", chat=True).answer_ids
+            if end and end[0] in getattr(tok, "added_tokens_decoder", {}):  # a control token, not text
+                candidates.append(end[0])
+        for c in candidates:
+            for i in c if isinstance(c, (list, tuple)) else [c]:
+                if i is not None and int(i) not in ids:
+                    ids.append(int(i))
+        if not ids:
+            raise ModelError(f"model {self.spec.id!r}: the tokenizer has no end-of-sequence token")
+        return ids
+
+    @staticmethod
+    def _with_system(prompt: ChatPrompt, decoding: DecodingSpec) -> ChatPrompt:
+        if prompt.system is None and decoding.system_prompt:
+            return ChatPrompt(prompt.id, prompt.user, decoding.system_prompt)
+        return prompt
+
+    def _check_lengths(self, prompts: Sequence[ChatPrompt], needed: Sequence[int], describe: Any) -> None:
+        """Fail before any work if one prompt does not fit the context window."""
+        for i, n in enumerate(needed):
+            if n > self._max_context:
+                raise ModelError(
+                    f"prompt {prompts[i].id!r} is too long for model {self.spec.id!r}: {describe(i)} = {n} "
+                    f"> max_context {self._max_context} (shorten it, lower max_new_tokens or raise max_context)"
+                )
+
+    def _generate_batch(self, prompt_ids: list[list[int]], seeds: list[int], decoding: DecodingSpec) -> list[Generation]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        ids, mask = _left_pad(prompt_ids, self.pad_id)
+        config = GenerationConfig(max_new_tokens=decoding.max_new_tokens, do_sample=False, num_beams=1,
+                                  eos_token_id=self.stop_ids, pad_token_id=self.pad_id)
+        processors = LogitsProcessorList()
+        if decoding.temperature > 0:
+            processors.append(_row_sampler(seeds, decoding.temperature, decoding.top_p))
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                                      logits_processor=processors)
+        new = out[:, ids.shape[1]:].tolist()
+        stops = set(self.stop_ids)
+        results = []
+        for prompt, tokens in zip(prompt_ids, new, strict=True):
+            end = next((j for j, t in enumerate(tokens) if t in stops), None)
+            content = tokens if end is None else tokens[:end]
+            text = self.tokenizer.decode(content, skip_special_tokens=True).strip()
+            results.append(Generation(
+                text=text,
+                prompt_tokens=len(prompt),
+                # the end token counts as generated (the model computed it), padding does not
+                new_tokens=len(tokens) if end is None else end + 1,
+                finish_reason="length" if end is None else "stop",
+            ))
+        return results
+
+
+def load_hf_model(spec: ModelSpec) -> HFModel:
+    """Load an ``hf/...`` model in ``spec.dtype`` from safetensors, with its LoRA adapter merged in
+    if ``spec.adapter`` is set (merging makes the adapted model run at the base model's speed)."""
+    check_hf_spec(spec)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = resolve_weights(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, spec.dtype), use_safetensors=True)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"could not load model {spec.id!r} from {folder}: {exc}") from exc
+    if spec.adapter is not None:
+        from peft import PeftModel
+
+        adapter = _check_adapter(spec.adapter)
+        try:
+            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False).merge_and_unload()
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise ModelError(f"could not apply adapter {adapter} to {spec.id!r}: {exc}") from exc
+    model.eval()
+    return HFModel(spec, model, tokenizer)
