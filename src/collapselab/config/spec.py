@@ -238,7 +238,7 @@ class CollapseSpec(Spec):
     score_batch_size: int = Field(8, ge=1)
     training_data: bool = True  # also measure each source's synthetic training answers
     bootstrap: int = Field(1000, ge=0)  # resamples for per-item aggregates
-    corpus_bootstrap: int = Field(100, ge=0)  # resamples for corpus-level metrics (recomputed each time)
+    jackknife_groups: int = Field(20, ge=0)  # delete-a-group jackknife for corpus-level metrics (0: none)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     seed: int = 0
 

@@ -18,7 +18,7 @@ register_metric("mauve", family="distance_to_human", higher_is_better=True,
                 description="MAUVE between the set's and the human references' MiniLM embeddings",
                 module=_DISTANCE, factory="Mauve")
 register_metric("js_divergence", family="distance_to_human", higher_is_better=False,
-                description="Jensen-Shannon divergence (bits) of n-gram distributions vs the human references",
+                description="Jensen-Shannon divergence (bits) of n-gram distributions vs human references",
                 module=_DISTANCE, factory="JSDivergence")
 register_metric("frechet", family="distance_to_human", higher_is_better=False,
                 description="Frechet distance of Gaussian fits to the set's and human embeddings",

@@ -30,7 +30,8 @@ def _human(metric: str, texts: TextSet) -> TextSet:
 
 def _raw_embeddings(metric: str, texts: TextSet) -> np.ndarray:
     if texts.embeddings is None:
-        raise ValueError(f"{metric}: text set {texts.name!r} has no embeddings (the embedding stage did not run)")
+        raise ValueError(f"{metric}: text set {texts.name!r} has no embeddings "
+                         "(the embedding stage did not run)")
     return np.asarray(texts.embeddings)
 
 
@@ -104,7 +105,7 @@ class Mauve:
             aggregates={"value": float(out.mauve), "mauve_star": float(out.mauve_star),
                         "frontier_integral": float(out.frontier_integral),
                         "num_buckets": float(out.num_buckets)},
-            details={"features": "embeddings", "seed": self.seed,
+            details={"features": "text embeddings", "seed": self.seed,
                      "p_hist": out.p_hist.tolist(), "q_hist": out.q_hist.tolist()},
         )
 
@@ -120,7 +121,7 @@ def ngram_ids(per_text: Sequence[Sequence[str]], n: int, codes: np.ndarray) -> n
     lengths = np.fromiter((len(t) for t in per_text), dtype=np.int64, count=len(per_text))
     ends = np.cumsum(lengths)  # exclusive end of each text in the flat token array
     owner = np.repeat(np.arange(len(lengths)), lengths)
-    starts = np.flatnonzero(np.arange(len(codes)) + n <= ends[owner]) if len(codes) else np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.arange(len(codes)) + n <= ends[owner])  # n-gram fits in its text
     ids = codes[starts]
     base = int(codes.max()) + 1 if len(codes) else 1
     for k in range(1, n):
@@ -130,7 +131,8 @@ def ngram_ids(per_text: Sequence[Sequence[str]], n: int, codes: np.ndarray) -> n
     return ids
 
 
-def ngram_counts(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]], n: int) -> tuple[np.ndarray, np.ndarray]:
+def ngram_counts(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]],
+                 n: int) -> tuple[np.ndarray, np.ndarray]:
     """Count vectors over the union of the n-grams of two tokenized sets (same index ↔ same
     n-gram)."""
     flat = [tok for text in a for tok in text] + [tok for text in b for tok in text]
@@ -161,8 +163,9 @@ class JSDivergence:
 
     P(g), Q(g) = relative frequencies of n-gram g over the lower-cased
     :func:`~collapselab.metrics.text.simple_tokens` of each text (words and punctuation marks —
-    the tokenizer of every n-gram statistic of the suite); n-grams do not cross text boundaries. 0 = identical distributions, 1 = disjoint supports. Lower is better
-    (closer to human). The squared Jensen–Shannon *distance* of scipy, in base 2.
+    the tokenizer of every n-gram statistic of the suite); n-grams do not cross text boundaries.
+    0 = identical distributions, 1 = disjoint supports. Lower is better (closer to human). It is
+    the square of scipy's Jensen–Shannon *distance* in base 2.
     """
 
     family = "distance_to_human"
@@ -183,7 +186,7 @@ class JSDivergence:
         agg = {"n_ngrams": float(p.sum()), "n_human_ngrams": float(q.sum())}
         if p.sum() == 0 or q.sum() == 0:
             return MetricResult(aggregates={"value": float("nan"), **agg},
-                                details={"reason": f"no {self.n}-grams in the set or in the human references"})
+                                details={"reason": f"no {self.n}-grams in the set or the human references"})
         return MetricResult(aggregates={"value": js_divergence_counts(p, q), **agg})
 
 
@@ -206,8 +209,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     Tr (Σ₁Σ₂)^{1/2} = Σ_k √λ_k with λ the eigenvalues of Σ₁Σ₂, which equal those of the symmetric
     PSD matrix Σ₁^{1/2} Σ₂ Σ₁^{1/2}. Two symmetric eigendecompositions replace the reference
     code's general ``scipy.linalg.sqrtm(Σ₁Σ₂)`` (pytorch-fid): the same value (to ~1e-12 on
-    full-rank covariances), ~5–10× faster at d = 384 — it is recomputed on every bootstrap
-    resample — and, all eigenvalues being real, no imaginary round-off to discard and no ε·I
+    full-rank covariances), ~2× faster at d = 384 (it is recomputed on every bootstrap
+    resample) and, all eigenvalues being real, no imaginary round-off to discard and no ε·I
     retry for singular covariances (fewer texts than dimensions).
     """
     root1 = psd_sqrt(sigma1)

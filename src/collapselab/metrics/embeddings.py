@@ -77,7 +77,8 @@ class Embedder:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as e:
-            raise ModelError("embeddings need sentence-transformers: pip install 'collapselab[embeddings]'") from e
+            raise ModelError("embeddings need sentence-transformers: "
+                             "pip install 'collapselab[embeddings]'") from e
         local = Path(self.model_name).is_dir()
         try:
             # local_files_only for a folder: never let a typo'd path turn into a hub request

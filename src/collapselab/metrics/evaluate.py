@@ -5,14 +5,18 @@ Two kinds of interval, both percentile bootstrap over the set's texts:
 * metrics whose aggregates are a function of their per-item values (they expose
   ``aggregate_items``, e.g. perplexity) resample the per-item values — cheap, ``bootstrap``
   resamples;
-* every other (corpus-level) metric is recomputed on ``corpus_bootstrap`` resampled text sets
-  (:func:`collapselab.metrics.base.subset`). Resampling with replacement duplicates texts, which
-  biases pairwise-diversity resamples downwards; the interval is reported as computed and the
-  point estimate is always the full-set value.
+* every other (corpus-level) metric is recomputed with the texts of one of ``jackknife_groups``
+  random groups left out (delete-a-group jackknife; Efron & Tibshirani 1993, ch. 11), giving
+  θ̂ ± t_(g−1) · SE_jack with SE_jack² = (g−1)/g · Σ_k (θ̂_(−k) − θ̄)². Not the bootstrap: resampling
+  texts *with replacement* duplicates them, which moves set-level diversity and distance metrics
+  (distinct-n, Self-BLEU over a pool, pairwise distances, MAUVE) so far that neither percentile nor
+  basic bootstrap intervals contain the full-set value; leaving groups out never duplicates a text
+  and every replicate has the same size, so the size-dependence of these metrics cancels out of
+  the spread. The point estimate is always the full-set value.
 
 A metric that cannot run on a set (e.g. human-text perplexity on training data, which has no
 model of its own) is skipped and listed with its reason in ``details["skipped"]``; resamples on
-which a metric fails are counted in ``details[name]["failed_resamples"]``.
+which a metric fails are counted in ``details[name]["failed_resamples"]`` (jackknife replicates).
 """
 
 from __future__ import annotations
@@ -62,9 +66,21 @@ def _percentile_ci(samples: np.ndarray, confidence: float) -> tuple[float, float
     return float(low), float(high)
 
 
+def _jackknife_ci(replicates: np.ndarray, estimate: float, confidence: float) -> tuple[float, float]:
+    from scipy import stats
+
+    replicates = replicates[np.isfinite(replicates)]
+    g = replicates.size
+    if g < 2 or not np.isfinite(estimate):
+        return float("nan"), float("nan")
+    se = float(np.sqrt((g - 1) / g * np.sum((replicates - replicates.mean()) ** 2)))
+    half = float(stats.t.ppf(0.5 + confidence / 2, g - 1)) * se
+    return estimate - half, estimate + half
+
+
 def bootstrap_intervals(metric: Metric, texts: TextSet, result: MetricResult, *, bootstrap: int,
-                        corpus_bootstrap: int, confidence: float, seed: int) -> tuple[dict[str, tuple[float, float]], int]:
-    """Percentile intervals for every aggregate; returns (intervals, failed resamples)."""
+                        jackknife_groups: int, confidence: float, seed: int) -> tuple[dict[str, tuple[float, float]], int]:
+    """Intervals for every aggregate (see the module docstring); returns (intervals, failed replicates)."""
     rng = np.random.default_rng(seed)
     keys = list(result.aggregates)
     draws: dict[str, list[float]] = {k: [] for k in keys}
@@ -77,16 +93,20 @@ def bootstrap_intervals(metric: Metric, texts: TextSet, result: MetricResult, *,
             agg = aggregate_items(values[rng.integers(0, n, n)])
             for k in keys:
                 draws[k].append(agg.get(k, np.nan))
-    elif corpus_bootstrap and len(texts) > 1:
+    elif jackknife_groups >= 2 and len(texts) > 2:
         n = len(texts)
-        for _ in range(corpus_bootstrap):
+        groups = np.array_split(rng.permutation(n), min(jackknife_groups, n))
+        for group in groups:
+            keep = np.setdiff1d(np.arange(n), group)
             try:
-                agg = metric.compute(subset(texts, rng.integers(0, n, n))).aggregates
-            except Exception:  # a resample too degenerate for the metric (e.g. one distinct text)
+                agg = metric.compute(subset(texts, keep)).aggregates
+            except Exception:  # a replicate too degenerate for the metric
                 failed += 1
                 continue
             for k in keys:
                 draws[k].append(agg.get(k, np.nan))
+        return {k: _jackknife_ci(np.asarray(v, dtype=float), float(result.aggregates[k]), confidence)
+                for k, v in draws.items()}, failed
     return {k: _percentile_ci(np.asarray(v, dtype=float), confidence) for k, v in draws.items()}, failed
 
 
@@ -96,7 +116,7 @@ def evaluate_textset(
     labels: dict[str, Any],
     *,
     bootstrap: int = 1000,
-    corpus_bootstrap: int = 100,
+    jackknife_groups: int = 20,
     confidence: float = 0.95,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
@@ -118,7 +138,7 @@ def evaluate_textset(
         result = metric.compute(texts)
         seconds = time.perf_counter() - started
         intervals, failed = bootstrap_intervals(metric, texts, result, bootstrap=bootstrap,
-                                                corpus_bootstrap=corpus_bootstrap, confidence=confidence,
+                                                jackknife_groups=jackknife_groups, confidence=confidence,
                                                 seed=seed)
         primary = primary_statistic(metric, result)
         item_ids = texts.human.ids if result.details.get("per_item_ids") == "human" and texts.human else texts.ids

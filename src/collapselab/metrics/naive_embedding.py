@@ -70,7 +70,8 @@ def heaps_points_naive(tokens: Sequence[str], step: int = 1000) -> tuple[list[in
 def heaps_naive(tokens: Sequence[str], step: int = 1000) -> tuple[float, float]:
     """(K, β) by plain ``curve_fit`` (default start) on the naive curve."""
     ns, vs = heaps_points_naive(tokens, step)
-    (k, beta), _ = curve_fit(lambda n, k, b: k * n ** b, np.array(ns, float), np.array(vs, float), maxfev=10_000)
+    (k, beta), _ = curve_fit(lambda n, k, b: k * n ** b, np.array(ns, float), np.array(vs, float),
+                             maxfev=10_000)
     return float(k), float(beta)
 
 

@@ -31,9 +31,10 @@ from collapselab.metrics.text import simple_tokens, word_tokenize
 Tokens = tuple[tuple[str, ...], ...]
 Tokenizer = Literal["word", "simple"]
 
-# Per-text caches, not per-set: a bootstrap resample (texts drawn with replacement) and the human
-# set every condition is compared with then hit the cache. 8,192 texts hold a few sets and the human
-# references; interning shares each type's string across texts (memory, and faster set/dict ops).
+# Per-text caches, not per-set: a bootstrap resample (texts drawn with replacement) and the
+# human set every condition is compared with then hit the cache. 8,192 texts hold a few sets
+# and the human references; interning shares each type's string across texts (memory, and
+# faster set/dict ops).
 
 
 @functools.lru_cache(maxsize=8192)

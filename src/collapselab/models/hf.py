@@ -39,6 +39,14 @@ _HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.ti
 # only for the rare rows whose top-p mass lies beyond them: a full sort of a 49k vocabulary for a
 # batch of 32 costs as much as the model's forward pass on a CPU.
 _NUCLEUS_CANDIDATES = 256
+# Batch invariance on CPU. A row's logits are bitwise the same in every batch if (a) each row's
+# tokens sit at the same offset modulo the kernels' block width, which holds when the padded
+# batch width is a multiple of _PAD_MULTIPLE (the attention kernels reduce over keys in blocks of
+# 16 on AVX-512; 64 leaves margin for other CPUs), and (b) every matrix product has at least
+# _MIN_ROWS rows (MKL's float32 GEMM and bf16 decoding attention take other code paths for 1-3
+# rows). Measured with torch 2.13 on x86 AVX-512 CPUs; GPUs give no such guarantee.
+_PAD_MULTIPLE = 64
+_MIN_ROWS = 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,10 +220,11 @@ def _batches(order: list[int], size: int) -> Iterator[list[int]]:
 
 
 def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """input_ids and attention_mask, left-padded so every row's last token is at the end."""
+    """input_ids and attention_mask, left-padded so every row's last token is at the end, to a
+    width that is a multiple of ``_PAD_MULTIPLE`` (see there: it makes results batch-invariant)."""
     import torch
 
-    width = max(len(r) for r in rows)
+    width = -(-max(len(r) for r in rows) // _PAD_MULTIPLE) * _PAD_MULTIPLE
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
@@ -331,7 +340,8 @@ class HFModel:
                 ids, mask = _left_pad([rows[i] for i in batch], self.pad_id)
                 # left padding puts every row's answer at the end, so only the last positions'
                 # logits are needed: a large saving in memory for big vocabularies (Gemma: 262k)
-                keep = max(n_scored[i] for i in batch) + 1
+                # (at least _MIN_ROWS positions, so the LM head's product never has fewer rows)
+                keep = max(max(n_scored[i] for i in batch) + 1, _MIN_ROWS)
                 kwargs: dict[str, Any] = {"logits_to_keep": keep} if self._can_keep_logits else {}
                 # plain forward (unlike generate) does not derive positions from the mask
                 positions = (mask.cumsum(-1) - 1).clamp_(min=0)
@@ -397,7 +407,12 @@ class HFModel:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
-        ids, mask = _left_pad(prompt_ids, self.pad_id)
+        # a small batch is filled up with copies of its first row (results discarded) so its
+        # matrix products take the same code paths as a full batch's: see _MIN_ROWS
+        n_real = len(prompt_ids)
+        filler = max(0, _MIN_ROWS - n_real)
+        ids, mask = _left_pad(prompt_ids + prompt_ids[:1] * filler, self.pad_id)
+        seeds = seeds + seeds[:1] * filler
         config = GenerationConfig(max_new_tokens=decoding.max_new_tokens, do_sample=False, num_beams=1,
                                   eos_token_id=self.stop_ids, pad_token_id=self.pad_id)
         processors = LogitsProcessorList()
@@ -406,7 +421,7 @@ class HFModel:
         with torch.inference_mode():
             out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
                                       logits_processor=processors)
-        new = out[:, ids.shape[1]:].tolist()
+        new = out[:n_real, ids.shape[1]:].tolist()
         stops = set(self.stop_ids)
         results = []
         for prompt, tokens in zip(prompt_ids, new, strict=True):

@@ -143,7 +143,7 @@ def add_collapse_stages(spec: ExperimentSpec, stages: list[Stage]) -> list[Stage
         evaluates.append(Stage(
             "evaluate", _slug(info.name),
             settings={"set": info.name, "metrics": metrics, "bootstrap": spec.collapse.bootstrap,
-                      "corpus_bootstrap": spec.collapse.corpus_bootstrap, "confidence": spec.collapse.confidence,
+                      "jackknife_groups": spec.collapse.jackknife_groups, "confidence": spec.collapse.confidence,
                       "seed": spec.collapse.seed},
             inputs=tuple(dict.fromkeys(inputs)), params={"set": info},
         ))
@@ -190,12 +190,12 @@ def run_embed(ctx) -> None:
     import pandas as pd
 
     from collapselab.metrics.embeddings import Embedder
-    from collapselab.metrics.text import split_sentences, strip_markdown
+    from collapselab.metrics.text import sentences_of
     from collapselab.store.atomic import write_bytes, write_json
 
     info: SetInfo = ctx.stage.params["set"]
     rows = read_set_rows(ctx, info)
-    sentences = [split_sentences(strip_markdown(r["text"])) for r in rows]
+    sentences = [sentences_of(r["text"]) for r in rows]
     flat = [s for sents in sentences for s in sents]
     ctx.set_total(len(rows) + len(flat))
     model = ctx.spec.collapse.embedding_model
@@ -300,7 +300,7 @@ def run_evaluate(ctx) -> None:
               ("condition", "target", "seed", "source")}, "generation": info.labels.get("generation", 0)}
     aggregates, per_item, details = evaluate_textset(
         texts, specs, labels, bootstrap=stage.settings["bootstrap"],
-        corpus_bootstrap=stage.settings["corpus_bootstrap"], confidence=stage.settings["confidence"],
+        jackknife_groups=stage.settings["jackknife_groups"], confidence=stage.settings["confidence"],
         seed=stage.settings["seed"], progress=ctx.advance,
     )
     aggregates.to_parquet(ctx.out / "aggregates.parquet", index=False)

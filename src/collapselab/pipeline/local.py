@@ -46,6 +46,12 @@ def configure_threads(spec: ExperimentSpec) -> None:
     """Use every core (or ``run.threads``) for torch; must happen before the first model loads."""
     threads = spec.run.threads or os.cpu_count() or 1
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    try:  # BLAS pools (numpy, faiss) ignore OMP_NUM_THREADS once loaded: limit them explicitly
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+    except ImportError:
+        pass
     try:
         import torch
     except ImportError:

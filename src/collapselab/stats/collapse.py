@@ -3,7 +3,7 @@
 * ``tests.parquet`` — Kruskal–Wallis across conditions and Bonferroni-corrected pairwise
   Mann–Whitney U for every per-item metric (per target and generation; seed-stratified when a run
   has several seeds), via :func:`collapselab.stats.summary.compare_conditions`;
-* ``concordance_*.parquet`` — how the metrics rank the conditions and where they disagree;
+* ``concordance/<target>/{ranks,value_ranks,correlations,pairwise}.parquet`` — how the metrics rank the conditions and where they disagree;
 * ``factorial.parquet`` — an aligned-rank-transform ANOVA over the grid's varying factors
   (source diversity, source tier, target) when more than one varies;
 * ``seed_spread.parquet`` — between-seed spread of each metric's primary aggregate;
@@ -53,14 +53,13 @@ def collapse_statistics(aggregates: pd.DataFrame, per_item: pd.DataFrame, labels
         directions = group.drop_duplicates("metric").set_index("metric")["higher_is_better"].to_dict()
         directions = {k: (None if pd.isna(v) else bool(v)) for k, v in directions.items()}
         result = metric_concordance(table, directions)
+        folder = out / "concordance" / str(target)
+        folder.mkdir(parents=True, exist_ok=True)
         for name in ("ranks", "value_ranks"):
             frame = getattr(result, name).reset_index().rename(columns={"index": "condition"})
-            frame.insert(0, "target", target)
-            _write(frame, out / f"concordance_{name}_{target}.parquet")
+            _write(frame, folder / f"{name}.parquet")
         for name in ("correlations", "pairwise"):
-            frame = getattr(result, name).copy()
-            frame.insert(0, "target", target)
-            _write(frame, out / f"concordance_{name}_{target}.parquet")
+            _write(getattr(result, name).copy(), folder / f"{name}.parquet")
         concordance_summary.append({"target": target, **result.kendalls_w})
 
     # 3. factorial analysis over the synthetic conditions, when the grid varies several factors

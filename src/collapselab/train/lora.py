@@ -73,6 +73,7 @@ class TrainResult:
     chat: bool
 
     def to_dict(self) -> dict[str, Any]:
+        """The summary as JSON-ready data."""
         return dataclasses.asdict(self)
 
 
@@ -124,8 +125,10 @@ def train_lora(
       validation loss is the one saved.
     * **Failure.** A non-finite loss raises :class:`~collapselab.errors.TrainingError` naming the
       step, before anything is written to ``out_dir``.
-    * **Determinism.** The same inputs, seed, thread count and hardware give bit-identical adapter
-      weights (Python, NumPy and torch global RNGs are seeded: they drive LoRA init and dropout).
+    * **Device.** A CUDA GPU when available, else the CPU (the caller sets torch's thread count).
+    * **Determinism.** On a CPU, the same inputs, seed, thread count and hardware give
+      bit-identical adapter weights (Python, NumPy and torch global RNGs are seeded: they drive
+      LoRA init and dropout).
 
     Writes to ``out_dir`` (each file atomically): ``adapter/`` in PEFT format
     (``adapter_config.json`` + ``adapter_model.safetensors``), ``loss_curve.jsonl`` (one object per
@@ -147,10 +150,9 @@ def train_lora(
     np.random.seed(seed)
     torch.manual_seed(seed)
 
+    # data first: a problem with the examples surfaces before the (slow) model load
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     chat = uses_chat_template(tokenizer, chat_mode)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, dtype=torch.float32)
-
     train_examples, val_examples = split_validation(examples, lora.val_fraction, seed)
     train_set, train_truncated, train_dropped = encode_examples(
         tokenizer, train_examples, chat, lora.max_length
@@ -163,6 +165,7 @@ def train_lora(
         )
     val_ids = [example.id for example, _ in val_set]
 
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, dtype=torch.float32)
     targets = matching_targets(model, lora.target_modules)
     model = get_peft_model(
         model,
@@ -174,6 +177,9 @@ def train_lora(
             task_type="CAUSAL_LM",
         ),
     )
+    # a GPU when there is one (paper-sized targets); bit-identical reruns are promised on CPU only
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
 
     micro_per_epoch = math.ceil(len(train_set) / lora.batch_size)
@@ -191,14 +197,13 @@ def train_lora(
         num_training_steps=total_steps,
     )
 
-    device = next(model.parameters()).device
     pad_id = _pad_id(tokenizer)
     use_bf16 = lora.dtype == "bfloat16"
 
     def nll(batch: list[EncodedExample]) -> tuple[Any, int]:
         """Summed answer-token NLL (float32) and the number of answer tokens of one micro-batch."""
         input_ids, attention_mask, labels = collate(batch, pad_id)
-        input_ids, attention_mask, labels = input_ids.to(device), attention_mask.to(device), labels.to(device)
+        input_ids, attention_mask, labels = (t.to(device) for t in (input_ids, attention_mask, labels))
         # only the forward runs under autocast; backward then follows the dtypes autocast chose
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
@@ -261,7 +266,10 @@ def train_lora(
         if val_set and (step % lora.eval_every == 0 or step == total_steps):
             val_loss = validation_loss()
             if not math.isfinite(val_loss):
-                raise TrainingError(f"validation loss became {val_loss} at optimizer step {step}; nothing was saved")
+                raise TrainingError(
+                    f"validation loss became {val_loss} at optimizer step {step} of {total_steps}; "
+                    "nothing was saved"
+                )
             record["val_loss"] = val_loss
             if best_val_loss is None or val_loss < best_val_loss:
                 best_val_loss, best_step, evals_without_improvement = val_loss, step, 0
@@ -354,7 +362,9 @@ def encode_examples(
         if len(encoded.input_ids) > max_length:
             truncated += 1
             room = max_length - len(encoded.prompt_ids)
-            encoded = EncodedExample(encoded.prompt_ids, encoded.answer_ids[:room], min(encoded.n_content, room))
+            encoded = EncodedExample(
+                encoded.prompt_ids, encoded.answer_ids[:room], min(encoded.n_content, room)
+            )
         kept.append((example, encoded))
     return kept, truncated, dropped
 

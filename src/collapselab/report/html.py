@@ -1,0 +1,182 @@
+"""The report as one self-contained HTML file.
+
+Everything is inline — the CSS, every plot (PNG ``data:`` URIs) — and the page needs no
+JavaScript (collapsible blocks are ``<details>``), so the file can be mailed, archived or opened
+offline and makes no network request.
+
+Model text is untrusted: a response can contain ``<script>`` or ``</details>``. The template is
+rendered by jinja2 with ``autoescape=True`` and nothing is marked safe — except by
+:func:`breakable`, which escapes first — so every string (responses, prompts, condition and
+source names, the config) reaches the page as text.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import markupsafe
+import pandas as pd
+
+from collapselab.report import plots
+from collapselab.report.inputs import ReportInputs
+from collapselab.report.tables import build_tables, condition_order, fmt_text
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).with_name("templates")
+#: characters of a prompt / response shown before it is cut with an ellipsis
+EXCERPT_CHARS = 600
+#: example prompts shown per condition (the same prompts for every condition, so they compare)
+EXAMPLES_PER_CONDITION = 3
+
+
+@dataclass
+class Plot:
+    """A rendered figure: anchor id, title, caption and its PNG data URI (None: nothing to draw)."""
+
+    id: str
+    title: str
+    caption: str
+    uri: str | None
+
+
+def excerpt(text: Any, limit: int = EXCERPT_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (at a word boundary when one is near) with "…"."""
+    text = "" if text is None or (isinstance(text, float) and text != text) else str(text)
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")
+    if space > limit * 0.8:
+        cut = cut[:space]
+    return cut.rstrip() + " …"
+
+
+def examples(responses: pd.DataFrame, per_condition: int = EXAMPLES_PER_CONDITION) -> list[dict[str, Any]]:
+    """A few responses per condition set for the same prompts (those all sets answered, in
+    prompt order), each with its prompt and the human reference, cut to :data:`EXCERPT_CHARS`."""
+    if responses.empty:
+        return []
+    sets = list(dict.fromkeys(responses["set_name"]))
+    answered = [set(responses.loc[responses["set_name"] == s, "prompt_id"]) for s in sets]
+    shared = set.intersection(*answered) if answered else set()
+    order = [p for p in dict.fromkeys(responses["prompt_id"]) if p in shared] or list(
+        dict.fromkeys(responses["prompt_id"]))
+    chosen = order[:per_condition]
+    out = []
+    for s in sets:
+        part = responses[(responses["set_name"] == s) & responses["prompt_id"].isin(chosen)]
+        first = part.iloc[0] if len(part) else responses[responses["set_name"] == s].iloc[0]
+        total = int((responses["set_name"] == s).sum())
+        out.append({
+            "set_name": str(s),
+            "condition": fmt_text(first.get("condition")),
+            "target": fmt_text(first.get("target")),
+            "seed": fmt_text(first.get("seed")),
+            "total": total,
+            "items": [{"prompt_id": fmt_text(r.get("prompt_id")), "prompt": excerpt(r.get("prompt")),
+                       "response": excerpt(r.get("response")), "human": excerpt(r.get("human_response"))}
+                      for _, r in part.iterrows()],
+        })
+    return out
+
+
+def _plot(id_: str, title: str, caption: str, build: Callable[[], Any], failures: list[str]) -> Plot:
+    """Render one figure; a plot that fails is reported in the warning box, not fatal — the tables
+    (and every other plot) of a long run are still worth having."""
+    try:
+        fig = build()
+        uri = plots.figure_to_data_uri(fig) if fig is not None else None
+    except Exception as exc:  # noqa: BLE001 - shown to the reader, logged with its traceback
+        log.exception("plot %s failed", id_)
+        failures.append(f"Plot \"{title}\" could not be drawn: {type(exc).__name__}: {exc}")
+        uri = None
+    return Plot(id_, title, caption, uri)
+
+
+def build_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Any]:
+    """Every figure of the report, by section (``None`` URIs where the run has no data)."""
+    agg = inputs.aggregates
+    main = [
+        _plot("plot-metrics", "Metrics per condition",
+              "Primary statistic of each metric with its 95% bootstrap interval; dashed: human references.",
+              lambda: plots.metric_intervals(agg), failures),
+        _plot("plot-heaps", "Vocabulary growth",
+              "Distinct word types V after N tokens (log–log); the slope is Heaps' β — steeper: new words keep coming.",
+              lambda: plots.heaps_curves(inputs.details, agg), failures),
+        _plot("plot-length", "Response length",
+              "Per-response length distributions on shared bins; dashed: human references.",
+              lambda: plots.length_histograms(inputs.per_item), failures),
+        _plot("plot-embeddings", "Embedding map",
+              "2-D PCA of all response embeddings; a narrower cloud means less semantic spread.",
+              lambda: plots.embedding_map(inputs.embedding_map), failures),
+    ]
+    heatmaps = [
+        _plot(f"plot-concordance-{i}", f"Metric concordance ({target})",
+              "Kendall τ between metrics across conditions; τ > 0: the metrics agree on which condition is better.",
+              lambda frames=frames, target=target: plots.concordance_heatmap(
+                  frames.get("correlations", pd.DataFrame()), f"Kendall τ between metrics — {target}"), failures)
+        for i, (target, frames) in enumerate(inputs.concordance.items())
+    ]
+    sources = _plot("plot-sources", "Training-data diversity per source",
+                    "Each source's synthetic training answers (and the human data, black) with 95% intervals.",
+                    lambda: plots.source_diversity(agg), failures)
+    training = _plot("plot-training", "Training loss",
+                     "Train loss per optimizer step (thin) and validation loss (dots).",
+                     lambda: plots.training_curves(inputs.training), failures)
+    return {"main": main, "heatmaps": heatmaps, "sources": sources, "training": training}
+
+
+_BREAK_AFTER = re.compile(r"([_\[,=:/.])(?=\S)")
+
+
+def breakable(text: Any) -> markupsafe.Markup:
+    """Escaped text with line-break opportunities (``<wbr>``) after ``_ [ , = : / .``, so long
+    identifiers such as ``lexical_diversity[mode=individual,max_order=3]`` wrap at their parts
+    instead of widening a table or breaking mid-word.
+
+    Safe by construction: the text is escaped *first*, so it holds no ``<`` of its own and the only
+    markup in the result is the inserted ``<wbr>``."""
+    escaped = str(markupsafe.escape(text))
+    return markupsafe.Markup(_BREAK_AFTER.sub(r"\1<wbr>", escaped))
+
+
+def _environment() -> jinja2.Environment:
+    # autoescape=True for every template (not select_autoescape by file name): the one guarantee
+    # that model text cannot become markup
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+    )
+    env.filters["breakable"] = breakable
+    return env
+
+
+def render_html(inputs: ReportInputs) -> str:
+    """The whole report as one HTML document (a string; :func:`collapselab.report.write.write_report`
+    saves it)."""
+    tables = build_tables(inputs)
+    failures: list[str] = []
+    figures = build_plots(inputs, failures)
+    conditions = condition_order(inputs.aggregates)
+    template = _environment().get_template("report.html.j2")
+    return template.render(
+        title=inputs.title or "collapselab report",
+        run_dir=inputs.run_dir,
+        stage_counts=inputs.stage_counts,
+        conditions=conditions,
+        warnings=[*tables.warnings, *failures],
+        t=tables,
+        figures=figures,
+        examples=examples(inputs.responses),
+        excerpt_chars=EXCERPT_CHARS,
+        config_yaml=inputs.config_yaml,
+        has_factorial=not tables.factorial.empty,
+        has_seed_spread=not tables.seed_spread.empty,
+    )

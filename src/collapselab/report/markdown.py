@@ -1,0 +1,90 @@
+"""The report's tables as Markdown (GitHub-flavoured tables; no plots), for a README, a pull
+request or a lab notebook. The tables are :func:`collapselab.report.tables.build_tables`'s — the
+same cells as the HTML report; this module only formats them.
+
+Cell text is escaped: ``|`` and line breaks would break the table, and ``<``, ``>``, ``&``, ``[``,
+``]``, ``*`` and backticks would let model text turn into markup, links or code spans.
+"""
+
+from __future__ import annotations
+
+import re
+
+from collapselab.report.inputs import ReportInputs
+from collapselab.report.tables import Table, build_tables
+
+# CommonMark lets any ASCII punctuation be backslash-escaped; these are the ones that can start
+# markup inside a table cell ("_" is left alone: GFM does not emphasise inside words, and escaping
+# it would litter every metric name with backslashes)
+_SPECIAL = re.compile(r"([\\`*\[\]<>|&])")
+
+
+def escape(text: object) -> str:
+    """Text safe inside a Markdown table cell: one line, no markup."""
+    # no-break spaces (inside intervals) matter for HTML wrapping only; plain spaces read better here
+    one_line = re.sub(r"\s*[\r\n]+\s*", " ", str(text)).replace("\u00a0", " ").strip()
+    return _SPECIAL.sub(r"\\\1", one_line)
+
+
+def table(t: Table) -> str:
+    """A :class:`Table` as a GFM pipe table (numeric columns right-aligned, highlights bold),
+    followed by its caption; an empty table becomes its caption in italics."""
+    if t.empty:
+        return f"_{escape(t.caption)}_\n" if t.caption else "_none_\n"
+    header = "| " + " | ".join(escape(c) for c in t.columns) + " |"
+    rule = "|" + "|".join("---:" if c in t.numeric else "---" for c in t.columns) + "|"
+    lines = [header, rule]
+    for row in t.rows():
+        cells = []
+        for cell in row.cells:
+            text = escape(cell.text)
+            if cell.highlight and text:
+                text = f"**{text}**"
+            if row.css == "reference" and text:
+                text = f"_{text}_"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    out = "\n".join(lines) + "\n"
+    if t.caption:
+        out += f"\n{escape(t.caption)}\n"
+    return out
+
+
+def _fence(text: str) -> str:
+    """A fenced code block longer than any backtick run inside ``text`` (so YAML cannot close it)."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}yaml\n{text.rstrip()}\n{fence}\n"
+
+
+def render_markdown(inputs: ReportInputs) -> str:
+    """The report's tables — summary, tests, concordance and the rest — as one Markdown document."""
+    t = build_tables(inputs)
+    parts = [f"# {escape(inputs.title or 'collapselab report')}\n"]
+    meta = ["collapselab report, Experiment 1 (distribution collapse)"]
+    if inputs.run_dir:
+        meta.append(f"run folder {escape(inputs.run_dir)}")
+    if inputs.stage_counts:
+        meta.append("stages: " + ", ".join(f"{n} {escape(k)}" for k, n in inputs.stage_counts.items()))
+    parts.append(" · ".join(meta) + "\n")
+    if t.warnings:
+        parts.append("## Read before the numbers\n")
+        parts.append("\n".join(f"- {escape(w)}" for w in t.warnings) + "\n")
+
+    parts += ["## Summary\n", table(t.summary)]
+    parts += ["## Statistical tests\n", "### Across all conditions\n", table(t.omnibus),
+              "### Pairs that differ\n", table(t.significant_pairs),
+              "<details><summary>All test rows</summary>\n", table(t.all_tests), "</details>\n"]
+    parts += ["## Metric concordance: which conclusions are robust\n", table(t.kendalls_w)]
+    for c in t.concordance:
+        parts += [f"### Target {escape(c.target)}\n", table(c.agreement), "#### Ranks per metric\n",
+                  table(c.ranks), "#### Correlations between metrics\n", table(c.correlations)]
+    if not t.factorial.empty:
+        parts += ["## Factorial ANOVA\n", table(t.factorial)]
+    if not t.seed_spread.empty:
+        parts += ["## Seed spread\n", table(t.seed_spread)]
+    parts += ["## Training-data diversity per source\n", table(t.sources)]
+    parts += ["## Training\n", table(t.training)]
+    if inputs.config_yaml:
+        parts += ["## Resolved config\n", _fence(inputs.config_yaml)]
+    return "\n".join(parts)

@@ -1,0 +1,79 @@
+"""Write the report folder: ``report.html``, ``report.md`` and the full results as CSV and Parquet.
+
+Files written (all atomically — temp file in the same folder, then ``os.replace`` — so a reader or
+an interrupted run never sees half a file):
+
+* ``report.html`` (self-contained) and ``report.md``;
+* ``aggregates``, ``per_item``, ``tests`` — always, ``.csv`` and ``.parquet``;
+* ``factorial``, ``seed_spread``, ``embedding_map``, ``kendalls_w`` and
+  ``concordance_<target>_<ranks|value_ranks|correlations|pairwise>`` — when the run has them (an
+  empty frame has no columns, which CSV cannot represent).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from collapselab.report.html import render_html
+from collapselab.report.inputs import ReportInputs
+from collapselab.report.markdown import render_markdown
+from collapselab.store.atomic import write_bytes, write_text
+
+
+def _parquet_ready(frame: pd.DataFrame) -> pd.DataFrame:
+    """Arrow needs one type per column; the tests' ``seed`` column mixes seeds (int) with
+    "pooled" / "seed-level" (str). Such mixed columns are written as text (missing stays missing)."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype != object:
+            continue
+        types = {type(v) for v in out[column] if v is not None and not (isinstance(v, float) and v != v)}
+        if len(types) > 1:
+            out[column] = out[column].map(lambda v: v if v is None or (isinstance(v, float) and v != v) else str(v))
+    return out
+
+
+def _safe_name(name: str) -> str:
+    """A target name as a file-name part (target names may hold "/" or spaces)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_") or "target"
+
+
+def _write_frame(frame: pd.DataFrame, out_dir: Path, stem: str, paths: dict[str, Path]) -> None:
+    paths[f"{stem}.csv"] = write_text(out_dir / f"{stem}.csv", frame.to_csv(index=False))
+    buffer = io.BytesIO()
+    _parquet_ready(frame).to_parquet(buffer, index=False)
+    paths[f"{stem}.parquet"] = write_bytes(out_dir / f"{stem}.parquet", buffer.getvalue())
+
+
+def result_frames(inputs: ReportInputs) -> dict[str, pd.DataFrame]:
+    """The result tables to save, by file stem (always: aggregates, per_item, tests; the others
+    only when non-empty)."""
+    frames = {"aggregates": inputs.aggregates, "per_item": inputs.per_item, "tests": inputs.tests}
+    optional = {"factorial": inputs.factorial, "seed_spread": inputs.seed_spread,
+                "embedding_map": inputs.embedding_map, "kendalls_w": pd.DataFrame(inputs.kendalls_w)}
+    for target, parts in inputs.concordance.items():
+        for name, frame in parts.items():
+            optional[f"concordance_{_safe_name(target)}_{name}"] = frame
+    frames.update({k: v for k, v in optional.items() if not v.empty})
+    if "kendalls_w" in frames:  # lists of dropped conditions / metrics: one text cell each
+        frames["kendalls_w"] = frames["kendalls_w"].map(
+            lambda v: ", ".join(map(str, v)) if isinstance(v, list | tuple) else v)
+    return frames
+
+
+def write_report(inputs: ReportInputs, out_dir: Path) -> dict[str, Path]:
+    """Render and write the whole report into ``out_dir`` (created if needed); returns every
+    written file by its name."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    # tables first, the renderings last: report.html appearing means the folder is complete
+    for stem, frame in result_frames(inputs).items():
+        _write_frame(frame, out_dir, stem, paths)
+    paths["report.md"] = write_text(out_dir / "report.md", render_markdown(inputs))
+    paths["report.html"] = write_text(out_dir / "report.html", render_html(inputs))
+    return paths
