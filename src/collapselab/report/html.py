@@ -5,8 +5,8 @@ JavaScript (collapsible blocks are ``<details>``), so the file can be mailed, ar
 offline and makes no network request.
 
 Model text is untrusted: a response can contain ``<script>`` or ``</details>``. The template is
-rendered by jinja2 with ``autoescape=True`` and nothing is marked safe — except by
-:func:`breakable`, which escapes first — so every string (responses, prompts, condition and
+rendered by jinja2 with ``autoescape=True`` and nothing is marked safe — except by the
+filters :func:`breakable` and :func:`number`, which escape first — so every string (responses, prompts, condition and
 source names, the config) reaches the page as text.
 """
 
@@ -133,11 +133,12 @@ def build_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Any]:
     return {"main": main, "heatmaps": heatmaps, "sources": sources, "training": training}
 
 
-_BREAK_AFTER = re.compile(r"([_\[,=:/.])(?=\S)")
+_BREAK_AFTER = re.compile(r"([_\[,=:/]|\.(?=[A-Za-z]))(?=\S)")
 
 
 def breakable(text: Any) -> markupsafe.Markup:
-    """Escaped text with line-break opportunities (``<wbr>``) after ``_ [ , = : / .``, so long
+    """Escaped text with line-break opportunities (``<wbr>``) after ``_ [ , = : /`` and a ``.``
+    before a letter (``length.words``), so long
     identifiers such as ``lexical_diversity[mode=individual,max_order=3]`` wrap at their parts
     instead of widening a table or breaking mid-word.
 
@@ -145,6 +146,19 @@ def breakable(text: Any) -> markupsafe.Markup:
     markup in the result is the inserted ``<wbr>``."""
     escaped = str(markupsafe.escape(text))
     return markupsafe.Markup(_BREAK_AFTER.sub(r"\1<wbr>", escaped))
+
+
+_INTERVAL = re.compile(r"^(\S+) (\[[^\]]*\])$")
+
+
+def number(text: Any) -> markupsafe.Markup:
+    """A numeric cell; "value [low, high]" becomes the value with its interval on a second, smaller
+    line, so a table of intervals stays narrow. Escaped first, like :func:`breakable`."""
+    escaped = str(markupsafe.escape(text))
+    match = _INTERVAL.match(escaped)
+    if match:
+        escaped = f'{match.group(1)}<span class="ci">{match.group(2)}</span>'
+    return markupsafe.Markup(escaped)
 
 
 def _environment() -> jinja2.Environment:
@@ -155,6 +169,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )
     env.filters["breakable"] = breakable
+    env.filters["number"] = number
     return env
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import re
 import sys
-import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -50,11 +50,21 @@ def plain(text: Any) -> str:
     return str(text).replace("$", r"\$")
 
 
+def wrap(name: Any, width: int = 34) -> str:
+    """A metric name on lines of about ``width`` characters, broken after ``_ [ , =`` — never
+    inside a word (``lexical_diversity[mode=individual,`` / ``max_order=3]``)."""
+    pieces = re.findall(r"[^_\[,=]+[_\[,=]?|[_\[,=]", plain(name))
+    lines = [""]
+    for piece in pieces:
+        if lines[-1] and len(lines[-1]) + len(piece) > width:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(lines)
+
+
 def _title(metric: str, direction: bool | None, width: int = 34) -> str:
     """A metric's panel title, wrapped at its parameters, with its direction."""
-    mark = arrow(direction) or "(no direction)"
-    wrapped = textwrap.fill(plain(metric).replace(",", ", "), width, break_long_words=True)
-    return f"{wrapped} {mark}"
+    return f"{wrap(metric, width)} {arrow(direction) or '(no direction)'}"
 
 
 def condition_colors(names: Iterable[Any], palette: Sequence[str] = CONDITION_PALETTE) -> dict[str, str]:
@@ -391,7 +401,7 @@ def concordance_heatmap(correlations: pd.DataFrame, title: str = "") -> Figure |
     ax = fig.subplots()
     image = ax.imshow(np.ma.masked_invalid(tau), cmap="RdBu", vmin=-1, vmax=1)
     ax.set_facecolor("#f0f0f0")  # undefined τ cells
-    names = [textwrap.fill(plain(m).replace(",", ", "), 24) for m in metrics]
+    names = [wrap(m, 24) for m in metrics]
     ax.set_xticks(range(len(metrics)), names, rotation=40, ha="right")
     ax.set_yticks(range(len(metrics)), names)
     for i in range(len(metrics)):

@@ -25,8 +25,15 @@ ALPHA = 0.05
 #: placeholder of a missing / undefined number (NaN is never shown as "nan")
 MISSING = "—"
 
-_KIND_ORDER = {"condition": 0, "source": 1, "human": 2}
 _PAIR_TESTS = ("mann_whitney", "van_elteren")
+#: how test and effect-size identifiers read in a table (the CSV keeps the identifiers)
+TEST_NAMES = {"kruskal_wallis": "Kruskal–Wallis", "stratified_kruskal_wallis": "stratified Kruskal–Wallis",
+              "mann_whitney": "Mann–Whitney U", "van_elteren": "van Elteren",
+              "epsilon_squared": "ε²", "rank_biserial": "rank-biserial r"}
+
+
+def _readable(value: Any) -> str:
+    return TEST_NAMES.get(str(value), fmt_text(value))
 
 
 # ------------------------------------------------------------------------------------------
@@ -144,6 +151,7 @@ class Cell:
     text: str
     highlight: bool = False
     numeric: bool = False
+    wide: bool = False
 
 
 @dataclass
@@ -157,7 +165,8 @@ class Table:
     """A table ready to show: ``frame`` holds text cells under display headers.
 
     ``highlight`` lists (row position, column) cells to emphasise (best value, significant p);
-    ``numeric`` the columns to right-align; ``row_css`` one CSS class per row ("" for none).
+    ``numeric`` the columns to right-align; ``row_css`` one CSS class per row ("" for none);
+    ``wide`` the columns of running text (notes, metric lists) that deserve room to wrap.
     """
 
     frame: pd.DataFrame
@@ -165,6 +174,7 @@ class Table:
     highlight: set[tuple[int, str]] = field(default_factory=set)
     numeric: set[str] = field(default_factory=set)
     row_css: list[str] = field(default_factory=list)
+    wide: set[str] = field(default_factory=set)
 
     @property
     def empty(self) -> bool:
@@ -177,7 +187,7 @@ class Table:
     def rows(self) -> list[Row]:
         out = []
         for i, values in enumerate(self.frame.itertuples(index=False, name=None)):
-            cells = [Cell(str(v), (i, c) in self.highlight, c in self.numeric)
+            cells = [Cell(str(v), (i, c) in self.highlight, c in self.numeric, c in self.wide)
                      for c, v in zip(self.columns, values, strict=True)]
             out.append(Row(cells, self.row_css[i] if i < len(self.row_css) else ""))
         return out
@@ -387,7 +397,7 @@ def omnibus_table(tests: pd.DataFrame) -> Table:
         return _empty("no omnibus tests")
     frame = pd.DataFrame({
         "metric": rows["metric"].map(fmt_text),
-        "test": rows["test"].map(fmt_text),
+        "test": rows["test"].map(_readable),
         "statistic": rows["statistic"].map(fmt_num),
         "df": rows["df"].map(fmt_int),
         "p": rows["p"].map(fmt_p),
@@ -432,7 +442,7 @@ def pairwise_table(tests: pd.DataFrame, metric_directions: Mapping[str, bool | N
         "metric": rows["metric"].map(fmt_text),
         "a": rows["group_a"].map(fmt_text),
         "b": rows["group_b"].map(fmt_text),
-        "test": rows["test"].map(fmt_text),
+        "test": rows["test"].map(_readable),
         "statistic": rows["statistic"].map(fmt_num),
         "p (adj.)": rows["p_adj"].map(fmt_p),
         "r": rows["effect"].map(fmt_effect),
@@ -455,7 +465,7 @@ def all_tests_table(tests: pd.DataFrame) -> Table:
     rows = tests.reset_index(drop=True)
     frame = pd.DataFrame({
         "metric": rows["metric"].map(fmt_text),
-        "test": rows["test"].map(fmt_text),
+        "test": rows["test"].map(_readable),
         "a": rows["group_a"].map(fmt_text),
         "b": rows["group_b"].map(fmt_text),
         "statistic": rows["statistic"].map(fmt_num),
@@ -463,16 +473,21 @@ def all_tests_table(tests: pd.DataFrame) -> Table:
         "p": rows["p"].map(fmt_p),
         "p (adj.)": rows["p_adj"].map(fmt_p),
         "effect": rows["effect"].map(fmt_effect),
-        "effect size": rows["effect_name"].map(fmt_text),
-        "n a": rows["n_a"].map(fmt_int),
-        "n b": rows["n_b"].map(fmt_int),
-        "dropped a": rows["n_dropped_a"].map(fmt_int),
-        "dropped b": rows["n_dropped_b"].map(fmt_int),
+        "effect size": rows["effect_name"].map(_readable),
+        "n (a / b)": [_pair(a, b) for a, b in zip(rows["n_a"], rows["n_b"], strict=True)],
+        "NaN dropped (a / b)": [_pair(a, b) for a, b in zip(rows["n_dropped_a"], rows["n_dropped_b"], strict=True)],
         "note": rows["note"].map(lambda v: "" if is_missing(v) else str(v)),
     })
-    frame, caption = _with_scope(frame, rows, "All test rows, including non-significant ones.")
+    frame, caption = _with_scope(frame, rows, "All test rows, including non-significant ones. For the "
+                                 "omnibus tests n and dropped count all conditions together.")
     return Table(frame, caption, set(),
-                 {"statistic", "df", "p", "p (adj.)", "effect", "n a", "n b", "dropped a", "dropped b"})
+                 {"statistic", "df", "p", "p (adj.)", "effect", "n (a / b)", "NaN dropped (a / b)"},
+                 wide={"note"})
+
+
+def _pair(a: Any, b: Any) -> str:
+    """Two counts as "a / b", or one when the second is missing (the omnibus tests' total)."""
+    return fmt_int(a) if is_missing(b) else f"{fmt_int(a)} / {fmt_int(b)}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -513,7 +528,7 @@ def kendalls_w_table(entries: Sequence[Mapping[str, Any]]) -> Table:
     })
     caption = ("Kendall's W over the directed metrics: 1 = every metric ranks the conditions the same way, "
                "0 = no agreement; χ² test with n − 1 df (approximate for few conditions).")
-    return Table(frame, caption, set(), {"W", "χ²", "df", "p", "conditions", "metrics"})
+    return Table(frame, caption, set(), {"W", "χ²", "df", "p", "conditions", "metrics"}, wide={"note"})
 
 
 def agreement_table(pairwise: pd.DataFrame) -> Table:
@@ -544,7 +559,8 @@ def agreement_table(pairwise: pd.DataFrame) -> Table:
     caption = ("Which conclusions are robust: for each pair of conditions, the directed metrics' votes on "
                "which is better and the share backing the majority verdict (ties count against it). "
                "Bold: every metric agrees.")
-    return Table(frame, caption, highlight, {"a better", "b better", "tied", "agreement"})
+    return Table(frame, caption, highlight, {"a better", "b better", "tied", "agreement"},
+                 wide={"metrics for a", "metrics for b"})
 
 
 def _in_order(index: pd.Index, order: Sequence[str]) -> list:
@@ -601,7 +617,7 @@ def correlation_table(correlations: pd.DataFrame) -> Table:
         "note": rows["note"].map(lambda v: "" if is_missing(v) else str(v)),
     })
     caption = "τ > 0: the two metrics agree on which conditions are better (values oriented so larger = better)."
-    return Table(frame, caption, set(), {"τ", "p (τ)", "ρ", "p (ρ)", "conditions"})
+    return Table(frame, caption, set(), {"τ", "p (τ)", "ρ", "p (ρ)", "conditions"}, wide={"note"})
 
 
 # ------------------------------------------------------------------------------------------

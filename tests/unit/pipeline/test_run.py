@@ -63,7 +63,8 @@ def test_synthetic_records_keep_provenance(finished_run):
 
 def test_training_outputs(finished_run):
     spec, run_dir, _, _ = finished_run
-    out = stage_dir(run_dir, spec, f"train/{build_graph(spec)[-1].params['target_name']}-human-seed42")
+    train = next(s for s in build_graph(spec) if s.kind == "train" and s.params["condition"].kind == "human")
+    out = RunStore(run_dir).final_dir(train.ref)
     assert (out / "adapter" / "adapter_config.json").exists()
     assert (out / "adapter" / "adapter_model.safetensors").exists()
     curve = [json.loads(line) for line in (out / "loss_curve.jsonl").read_text().splitlines()]
@@ -90,8 +91,9 @@ def test_rerun_skips_everything_and_a_change_reruns_only_dependents(finished_run
     assert not again.ran
     changed = load_config(cfg, ["lora.r=4"], use_env=False)
     report = run_stages(changed, run_dir)
-    assert report.ran and all(label.startswith(("train/", "respond/")) for label in report.ran)
-    assert not any("vanilla" in label for label in report.ran)
+    downstream = ("train/", "respond/", "score/", "embed/", "evaluate/", "stats/")
+    assert report.ran and all(label.startswith(downstream) for label in report.ran)
+    assert not any(label.startswith(("respond/", "embed/", "evaluate/")) and "vanilla" in label for label in report.ran)
 
 
 def test_corrupt_corpus_line_names_file_and_line(tmp_path, tiny_model_dir):
@@ -114,3 +116,26 @@ def test_prompt_longer_than_context_is_a_clear_error_and_keeps_earlier_stages(tm
         run_stages(spec, tmp_path / "out")
     prepare = build_graph(spec)[0]
     assert RunStore(tmp_path / "out").is_done(prepare.ref)
+
+
+def test_collapse_metrics_for_every_set(finished_run):
+    spec, run_dir, _, _ = finished_run
+    store = RunStore(run_dir)
+    evaluates = [s for s in build_graph(spec) if s.kind == "evaluate"]
+    aggs = pd.concat([pd.read_parquet(store.final_dir(s.ref) / "aggregates.parquet") for s in evaluates])
+    # 4 conditions, 3 training sets (human, a, b) and the human references
+    assert set(aggs["set_kind"]) == {"condition", "source", "human"}
+    assert sorted(aggs.loc[aggs["set_kind"] == "source", "source"].unique()) == ["a", "b", "human"]
+    conditions = aggs[aggs["set_kind"] == "condition"]
+    assert set(conditions["condition"]) == {"vanilla", "human", "single:a", "multi:a,b"}
+    # perplexity only where a model scored the texts; one primary statistic per metric and set
+    assert {"output_perplexity", "human_perplexity"} <= set(conditions["metric"])
+    assert "human_perplexity" not in set(aggs.loc[aggs["set_kind"] == "source", "metric"])
+    primaries = aggs[aggs["primary"]].groupby(["set_name", "metric"]).size()
+    assert (primaries == 1).all()
+    stats_dir = store.final_dir(next(s for s in build_graph(spec) if s.kind == "stats").ref)
+    tests = pd.read_parquet(stats_dir / "tests.parquet")
+    assert set(tests["test"]) == {"kruskal_wallis", "mann_whitney"}
+    assert len(tests[(tests["test"] == "kruskal_wallis") & (tests["metric"] == "output_perplexity")]) == 1
+    # 4 conditions → 6 pairs per metric
+    assert (tests[tests["test"] == "mann_whitney"].groupby("metric").size() == 6).all()
