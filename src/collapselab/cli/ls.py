@@ -34,6 +34,7 @@ def ls_command(what: str) -> None:
         from collapselab.pipeline.graph import STAGE_ORDER
 
         sections = {
+            "metrics": _metrics,
             "models": lambda: _registry_table("packaged models (hf/<name>)", PACKAGED),
             "backends": lambda: _registry_table("model backends (<backend>/<name>)", BACKENDS),
             "corpora": lambda: _registry_table("corpora (corpus.kind)", CORPORA),
@@ -45,6 +46,18 @@ def ls_command(what: str) -> None:
         for name, make in sections.items():
             if what in ("all", name):
                 console.print(make())
+
+
+def _metrics() -> Table:
+    from collapselab.metrics import METRICS
+
+    table = Table(title="metrics (collapse.metrics)")
+    for column in ("name", "family", "better", "description"):
+        table.add_column(column)
+    for name in METRICS:
+        info = METRICS.info(name)
+        table.add_row(name, info["family"], info["direction"], info["description"])
+    return table
 
 
 def _conditions() -> Table:

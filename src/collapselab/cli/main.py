@@ -48,8 +48,16 @@ def status(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
     status_command(run_dir)
 
 
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
+    """Write RUN_DIR/report/: report.html (self-contained), report.md, results as CSV and Parquet."""
+    from collapselab.cli.report import report_command
+
+    report_command(run_dir)
+
+
 @app.command("ls")
-def ls(what: str = typer.Argument("all", help="models, backends, corpora, conditions, stages or all")) -> None:
+def ls(what: str = typer.Argument("all", help="models, backends, corpora, metrics, conditions, stages or all")) -> None:
     """List what is registered: packaged models, backends, corpora, condition kinds, stage kinds."""
     from collapselab.cli.ls import ls_command
 

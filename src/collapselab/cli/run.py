@@ -24,3 +24,8 @@ def run_command(config: Path, overrides: list[str] | None, run_dir: Path | None)
             f"[green]done[/] in {report.seconds:.0f} s: ran {len(report.ran)} stages, "
             f"{len(report.skipped)} were already done. Run folder: {run_dir}"
         )
+        if spec.collapse.enabled:
+            from collapselab.cli.report import write_run_report
+
+            paths = write_run_report(spec, run_dir)
+            console.print(f"report: [bold]{paths['html']}[/]")

@@ -36,6 +36,19 @@ def validate_experiment(spec: ExperimentSpec) -> list[Stage]:
             check_model(model)
         except Exception as exc:  # ModelError, or a backend SDK error
             raise ConfigError(f"{field}.id: {exc}") from None
+    if spec.collapse.enabled:
+        from collapselab.metrics import METRICS, build_metric
+        from collapselab.pipeline.collapse import metric_specs
+
+        for i, m in enumerate(metric_specs(spec)):
+            if m.name not in METRICS:
+                raise ConfigError(f"collapse.metrics.{i}.name: {METRICS.unknown_message(m.name)}")
+            try:  # builds the metric with its settings; imports its family module
+                build_metric(m.name, **m.settings)
+            except TypeError as exc:
+                raise ConfigError(f"collapse.metrics.{i}.settings: {exc}") from None
+            except ValueError as exc:
+                raise ConfigError(f"collapse.metrics.{i}.settings: {exc}") from None
     if spec.trained_conditions:
         for i, t in enumerate(spec.targets):
             if t.backend != "hf":

@@ -104,6 +104,8 @@ def fmt_p(value: Any) -> str:
     if is_missing(value):
         return MISSING
     p = float(value)
+    if p == 0:  # underflow (or scipy's exact 0 for a perfect correlation), not "0.0e+00"
+        return "0"
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
 
 
@@ -670,12 +672,15 @@ def seed_spread_table(spread: pd.DataFrame, aggregates: pd.DataFrame | None = No
 
     rows["_cell"] = rows.apply(cell, axis=1)
     metrics = [str(m) for m in pd.unique(rows["metric"])]
+    if aggregates is not None and not aggregates.empty:  # the summary table's column order
+        first = {m: i for i, m in enumerate(map(str, pd.unique(aggregates["metric"])))}
+        metrics.sort(key=lambda m: first.get(m, len(first)))
     table = rows.pivot_table(index=keys, columns="metric", values="_cell", aggfunc="first", sort=False)
     if keys[-1] == "condition":  # config order, not the pivot's
         positions = {c: i for i, c in enumerate(order)}
         table = table.iloc[sorted(range(len(table)), key=lambda i: positions.get(
             str(table.index[i][-1] if isinstance(table.index[i], tuple) else table.index[i]), len(order)))]
-    frame = table.reset_index()
+    frame = table.reindex(columns=metrics).reset_index()
     frame = frame.rename(columns={m: metric_header(m, known.get(m)) for m in metrics})
     frame = frame.map(lambda v: MISSING if is_missing(v) else fmt_text(v))
     caption = (f"Mean ± sd (ddof = 1) of each metric's primary statistic over {usual} training seeds. "

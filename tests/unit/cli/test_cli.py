@@ -70,3 +70,13 @@ def test_nan_loss_fails_cleanly_and_keeps_upstream(tmp_path, tiny_model_dir):
     assert "nan" in res.stderr.lower() or "not finite" in res.stderr.lower()
     done = list((tmp_path / "run" / "stages").glob("*/*/_DONE"))
     assert {p.parent.parent.name for p in done} == {"prepare", "mix"}
+
+
+def test_validate_checks_metric_names_and_settings(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("targets: [hf/smollm2-135m-instruct]\ncollapse: {metrics: [distinct, heap]}\n")
+    res = cli("validate", cfg)
+    assert res.returncode == 2 and "collapse.metrics.1.name" in res.stderr and "did you mean 'heaps'" in res.stderr
+    cfg.write_text("targets: [hf/smollm2-135m-instruct]\ncollapse: {metrics: [{name: distinct, settings: {m: 2}}]}\n")
+    res = cli("validate", cfg)
+    assert res.returncode == 2 and "collapse.metrics.0.settings" in res.stderr

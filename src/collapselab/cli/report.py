@@ -1,0 +1,29 @@
+"""``collapselab report``: write the report of a run from its stage outputs (nothing is recomputed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from collapselab.cli.common import console, user_errors
+from collapselab.errors import CollapselabError
+
+
+def write_run_report(spec, run_dir: Path) -> dict[str, Path]:
+    """Collect the run's outputs and write ``RUN_DIR/report/`` (HTML, Markdown, CSV, Parquet)."""
+    from collapselab.report.inputs import collect
+    from collapselab.report.write import write_report
+
+    return write_report(collect(spec, run_dir), run_dir / "report")
+
+
+def report_command(run_dir: Path) -> None:
+    with user_errors():
+        from collapselab.config.load import load_config
+
+        config = run_dir / "experiment.yaml"
+        if not config.is_file():
+            raise CollapselabError(f"{run_dir}: not a run folder (no experiment.yaml)")
+        spec = load_config(config, use_env=False)
+        paths = write_run_report(spec, run_dir)
+        console.print(f"report: {paths['html']}")
+        console.print(f"tables: {paths['html'].parent}")
