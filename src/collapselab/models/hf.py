@@ -278,18 +278,20 @@ class HFModel:
     ) -> list[Generation]:
         """Sample one answer per prompt, batched (``spec.batch_size``), longest prompts first.
 
-        A prompt without a system turn gets ``decoding.system_prompt`` (chat models only; base
-        models drop it). Determinism: the random numbers behind a prompt's tokens depend only on
-        ``(decoding.seed, prompt.id)``, so a prompt gives bitwise the same text in any batch whose
-        logits are bitwise the same: always for the same prompts with the same batch size, order
-        and thread count (a resumed run that re-sends the same list). Across different batch
-        compositions the logits can differ in the last bits (padding, matrix shapes); the sampled
-        text then differs only from a step where that reorders the two best noisy scores
-        (Gumbel-max), which is rare in float32 and occasional in bf16. Temperature 0 is greedy.
+        Prompts are rendered exactly as given (``prompt.system`` is the system turn; callers put
+        ``decoding.system_prompt`` there, as for scoring and training). Temperature 0 is greedy.
+
+        Determinism: the noise behind a prompt's tokens depends only on ``(decoding.seed,
+        prompt.id)``. On CPU a row's logits are also bitwise independent of the batch (see
+        ``_PAD_MULTIPLE``), so a prompt gets the same text alone or in any batch, in any order, in
+        bf16 and float32 (verified with torch 2.13 on x86 AVX-512). Where kernels are not
+        batch-invariant (GPUs), the same list of prompts with the same batch size still gives the
+        same text, and another batch composition changes a text only from a step where last-bit
+        differences reorder the two best noisy scores (rare in float32, occasional in bf16).
         """
         if not prompts:
             return []
-        prompt_ids = [render_prompt_ids(self.tokenizer, self._with_system(p, decoding), self._is_chat) for p in prompts]
+        prompt_ids = [render_prompt_ids(self.tokenizer, p, self._is_chat) for p in prompts]
         self._check_lengths(prompts, [len(ids) + decoding.max_new_tokens for ids in prompt_ids],
                             lambda i: f"{len(prompt_ids[i])} prompt tokens + {decoding.max_new_tokens} new tokens")
         results: list[Generation | None] = [None] * len(prompts)
@@ -314,7 +316,7 @@ class HFModel:
         prompt and the tokens before it (teacher forcing; end-of-turn tokens excluded), computed in
         float32 with the layout of :func:`~collapselab.models.formatting.encode_example`.
 
-        Prompts are used as given (no default system prompt is added). A prompt that renders to
+        A prompt that renders to
         no tokens (a base model without BOS and an empty prompt) is conditioned on the BOS token
         (EOS if there is none) as a document boundary: the first token needs a position to be
         predicted from.
@@ -337,7 +339,7 @@ class HFModel:
         order = sorted((i for i in range(len(rows)) if n_scored[i] > 0), key=lambda i: (-len(rows[i]), i))
         with torch.inference_mode():
             for batch in _batches(order, self.spec.batch_size):
-                ids, mask = _left_pad([rows[i] for i in batch], self.pad_id)
+                ids, mask = (t.to(self.device) for t in _left_pad([rows[i] for i in batch], self.pad_id))
                 # left padding puts every row's answer at the end, so only the last positions'
                 # logits are needed: a large saving in memory for big vocabularies (Gemma: 262k)
                 # (at least _MIN_ROWS positions, so the LM head's product never has fewer rows)
@@ -361,11 +363,20 @@ class HFModel:
             progress(len(rows) - len(order))  # empty continuations, nothing to compute
         return results
 
+    @property
+    def device(self) -> Any:
+        """The torch device the weights are on."""
+        return self.model.device
+
     def close(self) -> None:
         """Drop the weights so their memory can be reused."""
+        import torch
+
         self.model = None
         self.tokenizer = None
         gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -388,12 +399,6 @@ class HFModel:
             raise ModelError(f"model {self.spec.id!r}: the tokenizer has no end-of-sequence token")
         return ids
 
-    @staticmethod
-    def _with_system(prompt: ChatPrompt, decoding: DecodingSpec) -> ChatPrompt:
-        if prompt.system is None and decoding.system_prompt:
-            return ChatPrompt(prompt.id, prompt.user, decoding.system_prompt)
-        return prompt
-
     def _check_lengths(self, prompts: Sequence[ChatPrompt], needed: Sequence[int], describe: Any) -> None:
         """Fail before any work if one prompt does not fit the context window."""
         for i, n in enumerate(needed):
@@ -411,7 +416,7 @@ class HFModel:
         # matrix products take the same code paths as a full batch's: see _MIN_ROWS
         n_real = len(prompt_ids)
         filler = max(0, _MIN_ROWS - n_real)
-        ids, mask = _left_pad(prompt_ids + prompt_ids[:1] * filler, self.pad_id)
+        ids, mask = (t.to(self.device) for t in _left_pad(prompt_ids + prompt_ids[:1] * filler, self.pad_id))
         seeds = seeds + seeds[:1] * filler
         config = GenerationConfig(max_new_tokens=decoding.max_new_tokens, do_sample=False, num_beams=1,
                                   eos_token_id=self.stop_ids, pad_token_id=self.pad_id)
@@ -440,7 +445,8 @@ class HFModel:
 
 def load_hf_model(spec: ModelSpec) -> HFModel:
     """Load an ``hf/...`` model in ``spec.dtype`` from safetensors, with its LoRA adapter merged in
-    if ``spec.adapter`` is set (merging makes the adapted model run at the base model's speed)."""
+    if ``spec.adapter`` is set (merging makes the adapted model run at the base model's speed), on
+    the first CUDA GPU if there is one, else on the CPU."""
     check_hf_spec(spec)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -459,5 +465,7 @@ def load_hf_model(spec: ModelSpec) -> HFModel:
             model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False).merge_and_unload()
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise ModelError(f"could not apply adapter {adapter} to {spec.id!r}: {exc}") from exc
+    if torch.cuda.is_available():
+        model = model.to("cuda")
     model.eval()
     return HFModel(spec, model, tokenizer)

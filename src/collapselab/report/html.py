@@ -5,9 +5,9 @@ JavaScript (collapsible blocks are ``<details>``), so the file can be mailed, ar
 offline and makes no network request.
 
 Model text is untrusted: a response can contain ``<script>`` or ``</details>``. The template is
-rendered by jinja2 with ``autoescape=True`` and nothing is marked safe — except by the
-filters :func:`breakable` and :func:`number`, which escape first — so every string (responses, prompts, condition and
-source names, the config) reaches the page as text.
+rendered by jinja2 with ``autoescape=True`` and nothing is marked safe — except by the filters
+:func:`breakable` and :func:`number`, which escape first — so every string (responses, prompts,
+condition and source names, the config) reaches the page as text.
 """
 
 from __future__ import annotations
@@ -68,10 +68,11 @@ def examples(responses: pd.DataFrame, per_condition: int = EXAMPLES_PER_CONDITIO
     shared = set.intersection(*answered) if answered else set()
     order = [p for p in dict.fromkeys(responses["prompt_id"]) if p in shared] or list(
         dict.fromkeys(responses["prompt_id"]))
-    chosen = order[:per_condition]
+    chosen = {p: i for i, p in enumerate(order[:per_condition])}
     out = []
     for s in sets:
         part = responses[(responses["set_name"] == s) & responses["prompt_id"].isin(chosen)]
+        part = part.iloc[part["prompt_id"].map(chosen).argsort(kind="stable")]  # same order everywhere
         first = part.iloc[0] if len(part) else responses[responses["set_name"] == s].iloc[0]
         total = int((responses["set_name"] == s).sum())
         out.append({
@@ -108,7 +109,8 @@ def build_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Any]:
               "Primary statistic of each metric with its 95% bootstrap interval; dashed: human references.",
               lambda: plots.metric_intervals(agg), failures),
         _plot("plot-heaps", "Vocabulary growth",
-              "Distinct word types V after N tokens (log–log); the slope is Heaps' β — steeper: new words keep coming.",
+              "Distinct word types V after N tokens (log–log); the slope is Heaps' β — steeper: new words "
+              "keep coming.",
               lambda: plots.heaps_curves(inputs.details, agg), failures),
         _plot("plot-length", "Response length",
               "Per-response length distributions on shared bins; dashed: human references.",
@@ -119,13 +121,16 @@ def build_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Any]:
     ]
     heatmaps = [
         _plot(f"plot-concordance-{i}", f"Metric concordance ({target})",
-              "Kendall τ between metrics across conditions; τ > 0: the metrics agree on which condition is better.",
+              "Kendall τ between metrics across conditions; τ > 0: the metrics agree on which condition is "
+              "better.",
               lambda frames=frames, target=target: plots.concordance_heatmap(
-                  frames.get("correlations", pd.DataFrame()), f"Kendall τ between metrics — {target}"), failures)
+                  frames.get("correlations", pd.DataFrame()), f"Kendall τ between metrics — {target}"),
+              failures)
         for i, (target, frames) in enumerate(inputs.concordance.items())
     ]
     sources = _plot("plot-sources", "Training-data diversity per source",
-                    "Each source's synthetic training answers (and the human data, black) with 95% intervals.",
+                    "Each source's synthetic training answers (and the human data, black) with 95% "
+                    "intervals.",
                     lambda: plots.source_diversity(agg), failures)
     training = _plot("plot-training", "Training loss",
                      "Train loss per optimizer step (thin) and validation loss (dots).",

@@ -36,11 +36,11 @@ def table(t: Table) -> str:
     lines = [header, rule]
     for row in t.rows():
         cells = []
-        for cell in row.cells:
+        for cell in row:
             text = escape(cell.text)
             if cell.highlight and text:
                 text = f"**{text}**"
-            if row.css == "reference" and text:
+            elif cell.reference and text:
                 text = f"_{text}_"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")

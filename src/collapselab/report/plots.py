@@ -29,6 +29,7 @@ from collapselab.report.tables import (
     arrow,
     condition_order,
     directions,
+    fmt_text,
     is_missing,
     primary_rows,
     set_kinds,
@@ -161,6 +162,9 @@ def metric_intervals(aggregates: pd.DataFrame) -> Figure | None:
             for r in part[part["metric"] == metric].itertuples(index=False):
                 color = colors[str(r.condition)] if len(series) == 1 else series_colors[str(key)]
                 _interval(ax, position[str(r.condition)] + offset, r.value, r.ci_low, r.ci_high, color)
+        if not rows.loc[rows["metric"] == metric, "value"].notna().any():
+            ax.text(0.5, 0.5, "undefined for every condition", transform=ax.transAxes, ha="center",
+                    va="center", color="#777777", fontsize=8.5)
         ref = human[human["metric"] == metric]
         if not ref.empty and not is_missing(ref["value"].iloc[0]):
             ax.axhline(ref["value"].iloc[0], color=HUMAN_COLOR, linestyle="--", linewidth=1,
@@ -175,8 +179,8 @@ def metric_intervals(aggregates: pd.DataFrame) -> Figure | None:
         ax.set_title(_title(metric, known.get(metric)))
     if len(series) > 1:
         handles = [fig.axes[0].plot([], [], "o", color=series_colors[str(k)])[0] for k, _ in series]
-        names = [", ".join(f"{c}={v}" for c, v in zip(series_cols, k if isinstance(k, tuple) else (k,), strict=True))
-                 for k, _ in series]
+        keys = [k if isinstance(k, tuple) else (k,) for k, _ in series]
+        names = [", ".join(f"{c} {fmt_text(v)}" for c, v in zip(series_cols, k, strict=True)) for k in keys]
         fig.legend(handles, [plain(n) for n in names], loc="outside lower center", ncols=min(len(names), 4),
                    frameon=False)
     return fig
@@ -204,7 +208,8 @@ def heaps_points(entry: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | No
 
 
 @_styled
-def heaps_curves(details: Mapping[str, Mapping[str, Any]], aggregates: pd.DataFrame | None = None) -> Figure | None:
+def heaps_curves(details: Mapping[str, Mapping[str, Any]],
+                 aggregates: pd.DataFrame | None = None) -> Figure | None:
     """Vocabulary growth V(N) of every set on log–log axes (a straight line = Heaps' law, slope β).
     With ``aggregates``, sets are labelled and coloured as elsewhere and β is in the legend."""
     curves = {s: c for s, e in details.items() if (c := heaps_points(e)) is not None}
@@ -357,7 +362,7 @@ def source_diversity(aggregates: pd.DataFrame) -> Figure | None:
     sets = sorted(map(str, pd.unique(rows["set_name"])), key=lambda s: kinds.get(s) == "human")
     colors = condition_colors([s for s in sets if kinds.get(s) == "source"], SOURCE_PALETTE)
     metrics = [str(m) for m in pd.unique(rows["metric"])]
-    fig, axes = _panels(len(metrics), ncols=3, size=(3.7, 1.3 + 0.34 * len(sets)))
+    fig, axes = _panels(len(metrics), ncols=3, size=(3.7, 1.5 + 0.36 * len(sets)))
     for ax, metric in zip(axes, metrics, strict=True):
         part = rows[rows["metric"] == metric].set_index("set_name")
         for y, s in enumerate(sets):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,8 +114,7 @@ def fmt_ci(value: Any, low: Any, high: Any) -> str:
     """``value [low, high]``; the interval is left out when it is undefined."""
     if is_missing(low) or is_missing(high):
         return fmt_num(value)
-    # no-break space inside the brackets: a narrow column may wrap the interval under the value,
-    # but never split the interval itself
+    # no-break space inside the brackets: a wrapped cell never splits the interval itself
     return f"{fmt_num(value)} [{fmt_num(low)},\u00a0{fmt_num(high)}]"
 
 
@@ -154,12 +154,7 @@ class Cell:
     highlight: bool = False
     numeric: bool = False
     wide: bool = False
-
-
-@dataclass
-class Row:
-    cells: list[Cell]
-    css: str = ""  # "reference" for rows that are a yardstick, not a contestant (human references)
+    reference: bool = False  # a yardstick (the human references), never a contestant
 
 
 @dataclass
@@ -167,16 +162,17 @@ class Table:
     """A table ready to show: ``frame`` holds text cells under display headers.
 
     ``highlight`` lists (row position, column) cells to emphasise (best value, significant p);
-    ``numeric`` the columns to right-align; ``row_css`` one CSS class per row ("" for none);
-    ``wide`` the columns of running text (notes, metric lists) that deserve room to wrap.
+    ``numeric`` the columns to right-align; ``wide`` the columns of running text (notes, metric
+    lists) that deserve room to wrap; ``reference`` the columns that are a yardstick, not a
+    contestant (the human references).
     """
 
     frame: pd.DataFrame
     caption: str = ""
     highlight: set[tuple[int, str]] = field(default_factory=set)
     numeric: set[str] = field(default_factory=set)
-    row_css: list[str] = field(default_factory=list)
     wide: set[str] = field(default_factory=set)
+    reference: set[str] = field(default_factory=set)
 
     @property
     def empty(self) -> bool:
@@ -186,13 +182,12 @@ class Table:
     def columns(self) -> list[str]:
         return [str(c) for c in self.frame.columns]
 
-    def rows(self) -> list[Row]:
-        out = []
-        for i, values in enumerate(self.frame.itertuples(index=False, name=None)):
-            cells = [Cell(str(v), (i, c) in self.highlight, c in self.numeric, c in self.wide)
-                     for c, v in zip(self.columns, values, strict=True)]
-            out.append(Row(cells, self.row_css[i] if i < len(self.row_css) else ""))
-        return out
+    def rows(self) -> list[list[Cell]]:
+        """The body, row by row, each cell with its display flags."""
+        return [[Cell(str(v), (i, c) in self.highlight, c in self.numeric, c in self.wide,
+                      c in self.reference)
+                 for c, v in zip(self.columns, values, strict=True)]
+                for i, values in enumerate(self.frame.itertuples(index=False, name=None))]
 
 
 def _empty(caption: str) -> Table:
@@ -252,12 +247,23 @@ def set_labels(table: pd.DataFrame) -> dict[str, str]:
                 base = next((fmt_text(r[k]) for k in ("source", "condition") if not is_missing(r.get(k))),
                             str(r["set_name"]))
             else:
-                base = fmt_text(r.get("condition")) if not is_missing(r.get("condition")) else str(r["set_name"])
+                condition = r.get("condition")
+                base = str(r["set_name"]) if is_missing(condition) else fmt_text(condition)
             parts = [base, *(f"{'gen' if c == 'generation' else c} {fmt_text(r[c])}" for c in extra)]
             labels[str(r["set_name"])] = " · ".join(parts)
-    # two sets with one label (e.g. two human reference sets) fall back to their unique names
-    counts = pd.Series(list(labels.values())).value_counts()
-    return {s: (s if counts[lab] > 1 else lab) for s, lab in labels.items()}
+    # two sets of one kind with one label (e.g. two human reference sets) fall back to their unique
+    # names; across kinds a shared label is fine ("human" the condition, "human" the source data):
+    # tables and plots keep kinds apart, and mixed lists use qualified_labels
+    kinds = dict(zip(sets["set_name"].astype(str), sets["set_kind"].astype(str), strict=True))
+    counts = pd.Series([(kinds[s], lab) for s, lab in labels.items()]).value_counts()
+    return {s: (s if counts[(kinds[s], lab)] > 1 else lab) for s, lab in labels.items()}
+
+
+def qualified_labels(table: pd.DataFrame) -> dict[str, str]:
+    """set_name → a label that names the kind where it could be ambiguous: "vanilla" (a condition),
+    "source human" (the training data), "human references"."""
+    kinds = set_kinds(table)
+    return {s: f"source {lab}" if kinds.get(s) == "source" else lab for s, lab in set_labels(table).items()}
 
 
 def set_kinds(table: pd.DataFrame) -> dict[str, str]:
@@ -289,77 +295,81 @@ def primary_rows(aggregates: pd.DataFrame, kinds: Sequence[str]) -> pd.DataFrame
 # ------------------------------------------------------------------------------------------
 
 
-def metric_table(aggregates: pd.DataFrame, kinds: Sequence[str], reference_kinds: Sequence[str] = ("human",),
-                 label: str = "condition", caption: str = "") -> Table:
-    """Sets × metrics: the primary statistic with its CI, best value per metric highlighted.
+def _column_labels(rows: pd.DataFrame, kinds: Sequence[str],
+                   reference_kinds: Sequence[str]) -> dict[str, str]:
+    """set_name → column header, contestants first (in order of appearance), then references."""
+    labels = set_labels(rows)
+    sets = _set_frame(rows)
+    ordered = [*sets.loc[sets["set_kind"].isin(kinds), "set_name"],
+               *sets.loc[sets["set_kind"].isin(reference_kinds), "set_name"]]
+    return {str(s): labels[str(s)] for s in ordered}
 
-    ``kinds`` are the sets that compete for "best" (best among the rows sharing target and
-    generation); ``reference_kinds`` are appended as yardstick rows (the human references), shown
-    but never highlighted. Metrics without a better direction get no highlight."""
+
+def metric_table(aggregates: pd.DataFrame, kinds: Sequence[str], reference_kinds: Sequence[str] = ("human",),
+                 caption: str = "") -> Table:
+    """Metrics × sets: each metric's primary statistic with its CI, the best set highlighted.
+
+    One row per metric (runs have many metrics and few conditions, so this stays narrow). ``kinds``
+    are the sets that compete for "best" (among the sets sharing target and generation);
+    ``reference_kinds`` are the yardstick columns (the human references), shown but never
+    highlighted. Metrics without a better direction get no highlight."""
     rows = primary_rows(aggregates, [*kinds, *reference_kinds])
     if rows.empty:
         return _empty("no aggregates for these sets")
     known = directions(aggregates)
-    labels = set_labels(rows)
     # a metric none of the contestants has (e.g. output perplexity of training data, which has no
-    # model of its own) would be a column of dashes; the skip is listed in the warnings instead
+    # model of its own) would be a row of dashes; the skip is listed in the warnings instead
     metrics = [str(m) for m in pd.unique(rows.loc[rows["set_kind"].isin(kinds), "metric"])]
     rows = rows[rows["metric"].isin(metrics)]
-    headers = {m: metric_header(m, known.get(m)) for m in metrics}
-    sets = _set_frame(rows)
-    sets["_order"] = sets["set_kind"].map(lambda k: 0 if k in kinds else 1)
-    sets = sets.sort_values("_order", kind="stable")  # contestants first, then references
+    columns = _column_labels(rows, kinds, reference_kinds)
+    values = rows.drop_duplicates(["metric", "set_name"]).set_index(["metric", "set_name"])
 
-    cells = rows.set_index(["set_name", "metric"])
-    body, css, contestants = [], [], []
-    for set_name in sets["set_name"]:
-        line = {label: labels[str(set_name)]}
-        for m in metrics:
-            if (set_name, m) in cells.index:
-                r = cells.loc[(set_name, m)]
-                r = r.iloc[0] if isinstance(r, pd.DataFrame) else r
-                line[headers[m]] = fmt_ci(r["value"], r["ci_low"], r["ci_high"])
+    body = []
+    for m in metrics:
+        line = {"metric": metric_header(m, known.get(m))}
+        for set_name, header in columns.items():
+            if (m, set_name) in values.index:
+                r = values.loc[(m, set_name)]
+                line[header] = fmt_ci(r["value"], r["ci_low"], r["ci_high"])
             else:
-                line[headers[m]] = MISSING
+                line[header] = MISSING
         body.append(line)
-        is_ref = sets.loc[sets["set_name"] == set_name, "set_kind"].iloc[0] not in kinds
-        css.append("reference" if is_ref else "")
-        contestants.append(not is_ref)
-    frame = pd.DataFrame(body, columns=[label, *headers.values()])
+    frame = pd.DataFrame(body, columns=["metric", *columns.values()])
 
     # best per metric within each (target, generation) scope; ties are all highlighted
     highlight: set[tuple[int, str]] = set()
-    position = {s: i for i, s in enumerate(sets["set_name"])}
     scope_cols = [c for c in ("target", "generation") if c in rows.columns]
-    competing = rows[rows["set_kind"].isin(kinds)]
-    for m in metrics:
+    competing = rows[rows["set_kind"].isin(kinds) & rows["value"].notna()]
+    for i, m in enumerate(metrics):
         direction = known.get(m)
-        if direction is None:
+        part = competing[competing["metric"] == m]
+        if direction is None or part.empty:
             continue
-        part = competing[(competing["metric"] == m) & competing["value"].notna()]
-        groups = part.groupby(scope_cols, dropna=False) if scope_cols else [((), part)]
-        for _, group in groups:
+        for _, group in part.groupby(scope_cols, dropna=False) if scope_cols else [((), part)]:
+            if group["value"].nunique() < 2:  # everyone ties: no winner to point at
+                continue
             best = group["value"].max() if direction else group["value"].min()
-            for s in group.loc[group["value"] == best, "set_name"]:
-                highlight.add((position[s], headers[m]))
+            highlight.update((i, columns[str(s)]) for s in group.loc[group["value"] == best, "set_name"])
+    references = {columns[str(s)] for s in rows.loc[rows["set_kind"].isin(reference_kinds), "set_name"]}
     note = ("Primary statistic of each metric with its 95% bootstrap interval [low, high]. "
-            "↑ higher is better, ↓ lower is better, no arrow: no better direction. "
-            "Bold: best per metric" + (" and target" if len(_varying(rows, ["target"])) else "") + ".")
-    if any(c == "reference" for c in css):
-        note += " Grey rows are references (not ranked)."
-    return Table(frame, caption or note, highlight, set(headers.values()), css)
+            "↑ higher is better, ↓ lower is better, no arrow: no better direction. Bold: best per metric"
+            + (" and target" if _varying(rows[rows["set_kind"].isin(kinds)], ["target"]) else "")
+            + " (none when all tie).")
+    if references:
+        note += " Grey, italic: references (not ranked)."
+    return Table(frame, caption or note, highlight, set(columns.values()), reference=references)
 
 
 def summary_table(aggregates: pd.DataFrame) -> Table:
-    """Conditions × metrics, with the human references as a yardstick row."""
-    return metric_table(aggregates, ("condition",), ("human",), "condition")
+    """Metrics × conditions, with the human references as a yardstick column."""
+    return metric_table(aggregates, ("condition",), ("human",))
 
 
 def source_table(aggregates: pd.DataFrame) -> Table:
     """Diversity of each source's synthetic training data, next to the human data."""
     if primary_rows(aggregates, ("source",)).empty:
         return _empty("no per-source training-data metrics in this run")
-    return metric_table(aggregates, ("source",), ("human",), "source")
+    return metric_table(aggregates, ("source",), ("human",))
 
 
 # ------------------------------------------------------------------------------------------
@@ -476,8 +486,8 @@ def all_tests_table(tests: pd.DataFrame) -> Table:
         "p (adj.)": rows["p_adj"].map(fmt_p),
         "effect": rows["effect"].map(fmt_effect),
         "effect size": rows["effect_name"].map(_readable),
-        "n (a / b)": [_pair(a, b) for a, b in zip(rows["n_a"], rows["n_b"], strict=True)],
-        "NaN dropped (a / b)": [_pair(a, b) for a, b in zip(rows["n_dropped_a"], rows["n_dropped_b"], strict=True)],
+        "n (a / b)": list(map(_pair, rows["n_a"], rows["n_b"])),
+        "NaN dropped (a / b)": list(map(_pair, rows["n_dropped_a"], rows["n_dropped_b"])),
         "note": rows["note"].map(lambda v: "" if is_missing(v) else str(v)),
     })
     frame, caption = _with_scope(frame, rows, "All test rows, including non-significant ones. For the "
@@ -554,8 +564,8 @@ def agreement_table(pairwise: pd.DataFrame) -> Table:
         "tied": rows["n_tied"].map(fmt_int),
         "verdict": rows["majority"].map(fmt_text),
         "agreement": [share(r) for r in rows.itertuples(index=False)],
-        "metrics for a": rows["metrics_a_better"].map(lambda v: "" if is_missing(v) else str(v).replace(",", ", ")),
-        "metrics for b": rows["metrics_b_better"].map(lambda v: "" if is_missing(v) else str(v).replace(",", ", ")),
+        "metrics for a": rows["metrics_a_better"].map(_name_list),
+        "metrics for b": rows["metrics_b_better"].map(_name_list),
     })
     highlight = {(i, "agreement") for i, a in enumerate(rows["agreement"]) if not is_missing(a) and a >= 1}
     caption = ("Which conclusions are robust: for each pair of conditions, the directed metrics' votes on "
@@ -573,34 +583,40 @@ def _in_order(index: pd.Index, order: Sequence[str]) -> list:
     return [lookup[c] for c in known] + [c for c in index if str(c) not in known]
 
 
+def _name_list(value: Any) -> str:
+    """The concordance's comma-joined metric names, spaced so they wrap."""
+    return "" if is_missing(value) else str(value).replace(",", ", ")
+
+
 def rank_table(ranks: pd.DataFrame, value_ranks: pd.DataFrame, metric_directions: Mapping[str, bool | None],
                order: Sequence[str] = ()) -> Table:
-    """Conditions × metrics: each metric's rank of the conditions (1 = best), the mean rank over the
-    directed metrics, and undirected metrics ranked by value (1 = highest) for reference."""
+    """Metrics × conditions: each directed metric's rank of the conditions (1 = best), their mean
+    rank, then the undirected metrics ranked by value (1 = highest) for reference."""
     ranks = _by_condition(ranks)
     value_ranks = _by_condition(value_ranks) if not value_ranks.empty else pd.DataFrame(index=ranks.index)
     if ranks.empty and value_ranks.empty:
         return _empty("no ranks")
-    ranks = ranks.loc[_in_order(ranks.index, order)]
-    frame = pd.DataFrame({"condition": [fmt_text(c) for c in ranks.index]})
+    conditions = _in_order(ranks.index, order)
+    headers = [fmt_text(c) for c in conditions]
+    body: list[dict[str, str]] = []
     highlight: set[tuple[int, str]] = set()
-    numeric = set()
 
-    def add(header: str, values: pd.Series, formatter, best: bool) -> None:
-        frame[header] = values.map(formatter).to_numpy()
-        numeric.add(header)
+    def add(label: str, values: pd.Series, formatter, best: bool) -> None:
+        values = values.reindex(conditions)
         if best and values.notna().any():
-            highlight.update((i, header) for i, r in enumerate(values) if r == values.min())
+            best_value = values.min()
+            highlight.update((len(body), h) for h, r in zip(headers, values, strict=True) if r == best_value)
+        body.append({"metric": label, **{h: formatter(v) for h, v in zip(headers, values, strict=True)}})
 
     for m in ranks.columns:
         add(metric_header(str(m), metric_directions.get(str(m))), ranks[m], fmt_rank, True)
-    if len(ranks.columns):
+    if len(ranks.columns) > 1:
         add("mean rank", ranks.mean(axis=1, skipna=True), fmt_num, True)
     for m in value_ranks.columns:
-        add(f"{m} (by value)", value_ranks[m].reindex(ranks.index), fmt_rank, False)
+        add(f"{m} (by value)", value_ranks[m], fmt_rank, False)
     caption = ("Rank of each condition per metric (1 = best; ties share the average rank). Bold: best. "
-               "Columns marked \"by value\" have no better direction: 1 = highest value.")
-    return Table(frame, caption, highlight, numeric)
+               "Rows marked \"by value\" have no better direction: 1 = highest value.")
+    return Table(pd.DataFrame(body, columns=["metric", *headers]), caption, highlight, set(headers))
 
 
 def correlation_table(correlations: pd.DataFrame) -> Table:
@@ -618,7 +634,8 @@ def correlation_table(correlations: pd.DataFrame) -> Table:
         "conditions": rows["n"].map(fmt_int),
         "note": rows["note"].map(lambda v: "" if is_missing(v) else str(v)),
     })
-    caption = "τ > 0: the two metrics agree on which conditions are better (values oriented so larger = better)."
+    caption = ("τ > 0: the two metrics agree on which conditions are better "
+               "(values oriented so larger = better).")
     return Table(frame, caption, set(), {"τ", "p (τ)", "ρ", "p (ρ)", "conditions"}, wide={"note"})
 
 
@@ -650,42 +667,41 @@ def factorial_table(factorial: pd.DataFrame) -> Table:
 
 
 def seed_spread_table(spread: pd.DataFrame, aggregates: pd.DataFrame | None = None) -> Table:
-    """Between-seed spread as (target ×) condition × metric cells "mean ± sd" — the layout of the
-    summary table, so the two read side by side. Cells note an unusual seed count and NaN seeds;
-    min, max, range and cv are in the written ``seed_spread`` files."""
+    """Between-seed spread as metrics × conditions cells "mean ± sd" — the layout of the summary
+    table, so the two read side by side. Cells note an unusual seed count and NaN seeds; min, max,
+    range and cv are in the written ``seed_spread`` files."""
     if spread.empty:
         return _empty("one seed per condition")
     rows = spread.reset_index(drop=True)
     known = directions(aggregates) if aggregates is not None else {}
     order = condition_order(aggregates) if aggregates is not None else []
-    keys = [c for c in ("target", "generation") if c in rows.columns and len(_varying(rows, [c]))]
-    keys.append("condition" if "condition" in rows.columns else "set_name")
-    usual = int(rows["n_seeds"].max()) if "n_seeds" in rows.columns else None
+    label_cols = [c for c in ("condition", "target", "generation") if c in rows.columns
+                  and (c == "condition" or _varying(rows, [c]))]
+    rows["column_label"] = rows[label_cols].astype(object).apply(
+        lambda r: " · ".join(fmt_text(v) for v in r), axis=1)
+    positions = {c: i for i, c in enumerate(order)}
+    columns = sorted(pd.unique(rows["column_label"]),
+                     key=lambda c: positions.get(c.split(" · ")[0], len(order)))
+    usual = int(rows["n_seeds"].max()) if "n_seeds" in rows.columns else 0
 
-    def cell(r: pd.Series) -> str:
-        text = f"{fmt_num(r['mean'])} ± {fmt_num(r['sd'])}"
-        if usual is not None and int(r["n_seeds"]) != usual:
-            text += f" (n\u00a0=\u00a0{int(r['n_seeds'])})"
-        if r.get("n_nan", 0):
-            text += f" ({int(r['n_nan'])}\u00a0NaN)"
+    def cell(r: Any) -> str:
+        text = f"{fmt_num(r.mean)} ± {fmt_num(r.sd)}"
+        if int(r.n_seeds) != usual:
+            text += f" (n\u00a0=\u00a0{int(r.n_seeds)})"
+        if getattr(r, "n_nan", 0):
+            text += f" ({int(r.n_nan)}\u00a0NaN)"
         return text
 
-    rows["_cell"] = rows.apply(cell, axis=1)
     metrics = [str(m) for m in pd.unique(rows["metric"])]
-    if aggregates is not None and not aggregates.empty:  # the summary table's column order
+    if aggregates is not None and not aggregates.empty:  # the summary table's row order
         first = {m: i for i, m in enumerate(map(str, pd.unique(aggregates["metric"])))}
         metrics.sort(key=lambda m: first.get(m, len(first)))
-    table = rows.pivot_table(index=keys, columns="metric", values="_cell", aggfunc="first", sort=False)
-    if keys[-1] == "condition":  # config order, not the pivot's
-        positions = {c: i for i, c in enumerate(order)}
-        table = table.iloc[sorted(range(len(table)), key=lambda i: positions.get(
-            str(table.index[i][-1] if isinstance(table.index[i], tuple) else table.index[i]), len(order)))]
-    frame = table.reindex(columns=metrics).reset_index()
-    frame = frame.rename(columns={m: metric_header(m, known.get(m)) for m in metrics})
-    frame = frame.map(lambda v: MISSING if is_missing(v) else fmt_text(v))
+    cells = {(str(r.metric), r.column_label): cell(r) for r in rows.itertuples(index=False)}
+    body = [{"metric": metric_header(m, known.get(m)), **{c: cells.get((m, c), MISSING) for c in columns}}
+            for m in metrics]
     caption = (f"Mean ± sd (ddof = 1) of each metric's primary statistic over {usual} training seeds. "
                "Min, max, range and cv are in seed_spread.csv.")
-    return Table(frame, caption, set(), {metric_header(m, known.get(m)) for m in metrics})
+    return Table(pd.DataFrame(body, columns=["metric", *columns]), caption, set(), set(columns))
 
 
 def training_table(training: Sequence[Mapping[str, Any]]) -> Table:
@@ -714,49 +730,85 @@ def training_table(training: Sequence[Mapping[str, Any]]) -> Table:
 # ------------------------------------------------------------------------------------------
 
 
+_NUMBER = re.compile(r"(\d+(?:\.\d+)?)")
+
+
+def _merge_reasons(metric: str, items: Sequence[tuple[str, str]]) -> list[str]:
+    """One line per metric and kind of reason, listing the sets. Reasons that differ only in one
+    number ("the set has 90 tokens" / "... 11 tokens") are merged, the numbers listed in set order;
+    anything else keeps its own line."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for label, reason in items:
+        groups.setdefault(_NUMBER.sub("#", reason), []).append((label, reason))
+    out = []
+    for group in groups.values():
+        labels = ", ".join(label for label, _ in group)
+        parts = [_NUMBER.split(reason) for _, reason in group]
+        varying = [i for i in range(1, len(parts[0]), 2) if len({p[i] for p in parts}) > 1]
+        if not varying:
+            out.append(f"{metric} on {labels}: {group[0][1]}")
+        elif len(varying) == 1:
+            i = varying[0]
+            text = "".join("n" if k == i else piece for k, piece in enumerate(parts[0]))
+            out.append(f"{metric} on {labels}: {text} (n = {', '.join(p[i] for p in parts)} respectively)")
+        else:
+            out += [f"{metric} on {label}: {reason}" for label, reason in group]
+    return out
+
+
 def warnings_list(inputs) -> list[str]:
     """Everything a reader must know before trusting a number: the statistics' notes, metrics
-    skipped on a set, failed bootstrap resamples, undefined items, values dropped from tests,
-    and conditions or metrics left out of the concordance. Nothing is summarised away."""
+    skipped on a set, metrics undefined on a set and why, failed bootstrap resamples, undefined
+    items, values dropped from tests, and conditions or metrics left out of the concordance.
+
+    Nothing is summarised away, but lines are merged per metric (a skip on 12 sources is one line
+    naming the 12), so the list stays readable."""
     out = [f"Statistics: {note}" for note in inputs.stats_notes]
-    labels = set_labels(inputs.aggregates)
-
-    # skipped metrics: one line per (metric, reason), listing the sets, so 12 sources do not make 12 lines
-    skipped: dict[tuple[str, str], list[str]] = {}
+    labels = qualified_labels(inputs.aggregates)
+    skipped: dict[str, list[tuple[str, str]]] = {}
+    reasons: dict[str, list[tuple[str, str]]] = {}
+    failed: dict[str, list[str]] = {}
     for set_name, info in inputs.details.items():
+        label = labels.get(set_name, set_name)
         for metric, reason in (info.get("skipped") or {}).items():
-            skipped.setdefault((str(metric), str(reason)), []).append(labels.get(set_name, set_name))
-    out += [f"{metric} skipped on {', '.join(sets)}: {reason}" for (metric, reason), sets in skipped.items()]
-
-    for set_name, info in inputs.details.items():
+            skipped.setdefault(str(metric), []).append((label, str(reason)))
         for metric, entry in info.items():
             if metric == "skipped" or not isinstance(entry, Mapping):
                 continue
-            label = labels.get(set_name, set_name)
-            failed = entry.get("failed_resamples") or 0
-            if failed:
-                out.append(f"{metric} on {label}: {failed} bootstrap resample(s) failed; "
-                           "the interval comes from the others")
             if entry.get("reason"):
-                out.append(f"{metric} on {label}: {entry['reason']}")
+                reasons.setdefault(str(metric), []).append((label, str(entry["reason"])))
+            if entry.get("failed_resamples"):
+                failed.setdefault(str(metric), []).append(f"{label} ({int(entry['failed_resamples'])})")
+    for metric, items in skipped.items():
+        out += [line.replace(f"{metric} on ", f"{metric} skipped on ", 1)
+                for line in _merge_reasons(metric, items)]
+    for metric, items in reasons.items():
+        out += _merge_reasons(metric, items)
+    out += [f"{metric}: bootstrap resamples failed on {', '.join(sets)}; each interval comes from the others"
+            for metric, sets in failed.items()]
 
     agg = inputs.aggregates
     if not agg.empty and "n_undefined" in agg.columns:
         undefined = agg[agg["n_undefined"].fillna(0) > 0].drop_duplicates(["set_name", "metric"])
-        for r in undefined.itertuples(index=False):
-            out.append(f"{r.metric} on {labels.get(r.set_name, r.set_name)}: {int(r.n_undefined)} of "
-                       f"{fmt_num(r.n)} items undefined (left out of its statistics)")
+        for metric, part in undefined.groupby("metric", sort=False):
+            sets = ", ".join(f"{labels.get(r.set_name, r.set_name)} ({int(r.n_undefined)} of {fmt_int(r.n)})"
+                             for r in part.itertuples(index=False))
+            out.append(f"{metric}: undefined items left out of its statistics on {sets}")
 
     tests = inputs.tests
     if not tests.empty:
         omnibus = tests[~tests["test"].isin(_PAIR_TESTS)]
-        for r in omnibus.itertuples(index=False):
-            scope = f"{r.metric} ({r.scope})" if "scope" in tests.columns else str(r.metric)
+        scope = omnibus["scope"] if "scope" in omnibus.columns else pd.Series("", index=omnibus.index)
+        short, _ = _scopes(scope)
+        dropped = []
+        for r, where in zip(omnibus.itertuples(index=False), short, strict=True):
+            name = f"{r.metric} ({where})" if where else str(r.metric)
             if is_missing(r.p):
-                out.append(f"Test {r.test} for {scope} not computed: {r.note}")
-            dropped = 0 if is_missing(r.n_dropped_a) else int(r.n_dropped_a)
-            if dropped:
-                out.append(f"Test {r.test} for {scope}: {dropped} undefined (NaN) per-item values left out")
+                out.append(f"{_readable(r.test)} for {name} not computed: {r.note}")
+            if not is_missing(r.n_dropped_a) and int(r.n_dropped_a):
+                dropped.append(f"{name} ({int(r.n_dropped_a)})")
+        if dropped:
+            out.append("Undefined (NaN) per-item values left out of the tests: " + ", ".join(dropped))
 
     for entry in inputs.kendalls_w:
         target = fmt_text(entry.get("target"))
@@ -808,8 +860,8 @@ def build_tables(inputs) -> ReportTables:
     for target, frames in inputs.concordance.items():
         concordance.append(ConcordanceTables(
             target=str(target),
-            ranks=rank_table(frames.get("ranks", pd.DataFrame()), frames.get("value_ranks", pd.DataFrame()), known,
-                             condition_order(inputs.aggregates)),
+            ranks=rank_table(frames.get("ranks", pd.DataFrame()), frames.get("value_ranks", pd.DataFrame()),
+                             known, condition_order(inputs.aggregates)),
             agreement=agreement_table(frames.get("pairwise", pd.DataFrame())),
             correlations=correlation_table(frames.get("correlations", pd.DataFrame())),
         ))

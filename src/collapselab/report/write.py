@@ -21,6 +21,7 @@ import pandas as pd
 from collapselab.report.html import render_html
 from collapselab.report.inputs import ReportInputs
 from collapselab.report.markdown import render_markdown
+from collapselab.report.tables import is_missing
 from collapselab.store.atomic import write_bytes, write_text
 
 
@@ -31,9 +32,9 @@ def _parquet_ready(frame: pd.DataFrame) -> pd.DataFrame:
     for column in out.columns:
         if out[column].dtype != object:
             continue
-        types = {type(v) for v in out[column] if v is not None and not (isinstance(v, float) and v != v)}
+        types = {type(v) for v in out[column] if not is_missing(v)}
         if len(types) > 1:
-            out[column] = out[column].map(lambda v: v if v is None or (isinstance(v, float) and v != v) else str(v))
+            out[column] = out[column].map(lambda v: v if is_missing(v) else str(v))
     return out
 
 

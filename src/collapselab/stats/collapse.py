@@ -23,6 +23,11 @@ FACTOR_COLUMNS = ("diversity", "tier", "target")
 
 
 def _write(frame: pd.DataFrame, path: Path) -> None:
+    frame = frame.copy()
+    for column in frame.columns:
+        # e.g. ``seed`` holds ints and "pooled"/"seed-level": Parquet needs one type per column
+        if frame[column].dtype == object and frame[column].map(type).nunique() > 1:
+            frame[column] = frame[column].map(lambda v: None if v is None else str(v))
     tmp = path.with_name(f".{path.name}.tmp")
     frame.to_parquet(tmp, index=False)
     tmp.replace(path)

@@ -1,7 +1,8 @@
 """One linear LoRA fine-tuning recipe: setup → train → save (in the style of torchtune's recipes).
 
-:func:`train_lora` reads top to bottom: seed, load, split, tokenize, wrap with LoRA, then a plain
-loop of optimizer steps with periodic validation and early stopping, then save the best adapter.
+:func:`train_lora` reads top to bottom: seed; split and tokenize the examples; load the model and
+wrap it with LoRA; a plain loop of optimizer steps with periodic validation and early stopping;
+save the best adapter.
 There is no trainer class to subclass; a different recipe is a different function.
 """
 
@@ -16,6 +17,7 @@ import os
 import random
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,7 @@ MAX_GRAD_NORM = 1.0
 #: Label value ignored by the loss (prompt tokens and padding), as in Hugging Face models.
 IGNORE_INDEX = -100
 
-Progress = Callable[[int, int, float], None]  # (optimizer step, total steps, train loss)
+TrainProgress = Callable[[int, int, float], None]  # (optimizer step, total steps, train loss)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def train_lora(
     seed: int,
     out_dir: Path,
     chat_mode: str = "auto",
-    progress: Progress | None = None,
+    progress: TrainProgress | None = None,
 ) -> TrainResult:
     """Fine-tune a LoRA adapter on ``examples`` and write it to ``out_dir``.
 
@@ -108,8 +110,9 @@ def train_lora(
       none when ``val_fraction`` is 0) chosen by a seeded hash of their ids, so the split does not
       depend on the order of ``examples``.
     * **Precision.** LoRA weights (the only trainable ones) and the frozen base weights are
-      float32; with ``dtype: bfloat16`` the forward pass runs under CPU/GPU autocast to bf16, and
-      the loss is computed in float32.
+      float32; with ``dtype: bfloat16`` the forward pass runs under CPU/GPU autocast, so matrix
+      products are bf16 while the residual stream, norms and the loss stay float32. (Checkpoints
+      are usually bf16, so the upcast loses nothing; it costs 4 bytes per base parameter.)
     * **Optimisation.** AdamW with ``weight_decay`` on every trainable tensor (LoRA adds no biases or
       norms, so there is nothing to exempt); gradients clipped to norm :data:`MAX_GRAD_NORM`;
       ``transformers.get_scheduler`` with ``ceil(warmup_ratio · total_steps)`` warmup steps
@@ -161,7 +164,7 @@ def train_lora(
     if not train_set:
         raise TrainingError(
             f"no training examples left: {len(train_examples)} in the training split, "
-            f"{train_dropped} dropped because the prompt alone fills max_length={lora.max_length}"
+            f"{train_dropped} dropped because no answer token fits in max_length={lora.max_length}"
         )
     val_ids = [example.id for example, _ in val_set]
 
@@ -331,7 +334,7 @@ def split_validation(
     """
     ids = [example.id for example in examples]
     if len(set(ids)) != len(ids):
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        duplicates = sorted(i for i, count in Counter(ids).items() if count > 1)[:5]
         raise TrainingError(f"training example ids must be unique; repeated: {duplicates}")
     n = len(examples)
     n_val = min(n - 1, math.ceil(val_fraction * n)) if val_fraction > 0 and n >= 2 else 0
@@ -349,14 +352,14 @@ def encode_examples(
     """Tokenize examples, cutting each to ``max_length`` tokens.
 
     Returns the kept ``(example, encoding)`` pairs, the number whose answer was cut, and the
-    number dropped because the prompt alone is ``max_length`` tokens or longer (no answer token
-    would be left to learn from).
+    number dropped because no answer token would be left to learn from: the prompt alone is
+    ``max_length`` tokens or longer, or the answer is empty and the model has no end token.
     """
     kept: list[tuple[TrainExample, EncodedExample]] = []
     truncated = dropped = 0
     for example in examples:
         encoded = encode_example(tokenizer, example.prompt, example.response, chat)
-        if len(encoded.prompt_ids) >= max_length:
+        if len(encoded.prompt_ids) >= max_length or not encoded.answer_ids:
             dropped += 1
             continue
         if len(encoded.input_ids) > max_length:
@@ -387,14 +390,20 @@ def collate(batch: Sequence[EncodedExample], pad_id: int) -> tuple[Any, Any, Any
 
 
 def matching_targets(model: Any, wanted: Sequence[str]) -> list[str]:
-    """The entries of ``wanted`` that name linear layers of ``model`` (by last name component).
+    """The entries of ``wanted`` that name linear layers of ``model`` (by last name component;
+    GPT-2-style ``Conv1D`` layers count as linear, as they do for PEFT).
 
     Raises :class:`TrainingError` when none match, listing the model's linear layer names, so a
     spec written for one architecture does not silently train nothing on another.
     """
     import torch
+    from transformers.pytorch_utils import Conv1D
 
-    linear = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    linear = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear | Conv1D)
+    }
     found = [t for t in wanted if t in linear]
     if not found:
         raise TrainingError(

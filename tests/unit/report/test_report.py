@@ -43,10 +43,11 @@ PLOTS = 7  # metrics, Heaps, length, embeddings, one concordance heatmap, source
 
 
 def _sets() -> list[dict]:
-    sets = [{"set_name": f"{TARGET}/{c}/seed{SEED}", "set_kind": "condition", "condition": c, "target": TARGET,
-             "seed": SEED, "source": None, "generation": None, "index": i} for i, c in enumerate(CONDITIONS)]
-    sets += [{"set_name": f"source/{s}", "set_kind": "source", "condition": None, "target": None, "seed": None,
-              "source": s, "generation": None, "index": i} for i, s in enumerate(SOURCES)]
+    sets = [{"set_name": f"{TARGET}/{c}/seed{SEED}", "set_kind": "condition", "condition": c,
+             "target": TARGET, "seed": SEED, "source": None, "generation": None, "index": i}
+            for i, c in enumerate(CONDITIONS)]
+    sets += [{"set_name": f"source/{s}", "set_kind": "source", "condition": None, "target": None,
+              "seed": None, "source": s, "generation": None, "index": i} for i, s in enumerate(SOURCES)]
     sets.append({"set_name": "human", "set_kind": "human", "condition": None, "target": None, "seed": None,
                  "source": None, "generation": None, "index": 0})
     return sets
@@ -91,8 +92,8 @@ def _per_item(rng: np.random.Generator) -> pd.DataFrame:
             "length.sentences": rng.poisson(6, N_ITEMS).astype(float),
         }
         for metric, values in columns.items():
-            frames.append(pd.DataFrame({**_labels(s), "metric": metric, "item_id": [f"q{i}" for i in range(N_ITEMS)],
-                                        "value": values}))
+            frames.append(pd.DataFrame({**_labels(s), "metric": metric,
+                                        "item_id": [f"q{i}" for i in range(N_ITEMS)], "value": values}))
     return pd.DataFrame(pd.concat(frames, ignore_index=True))
 
 
@@ -106,8 +107,9 @@ def _details() -> dict:
             if s["set_kind"] == "source" else {},
             "heaps[step=100]": {"N": n.tolist(), "V": np.round(9 * n**beta).tolist(), "seconds": 0.01,
                                 "failed_resamples": 0, "primary": "beta"},
-            "semantic_diversity[level=sentence]": {"seconds": 0.2, "primary": "value",
-                                                   "failed_resamples": 3 if s["condition"] == CONDITIONS[3] else 0},
+            "semantic_diversity[level=sentence]": {
+                "seconds": 0.2, "primary": "value",
+                "failed_resamples": 3 if s["condition"] == CONDITIONS[3] else 0},
         }
         details[s["set_name"]] = entry
     return details
@@ -124,8 +126,8 @@ def _responses() -> pd.DataFrame:
                 response = f"Sure! {SCRIPT} and {TITLE_SCRIPT} then {BREAKOUT} done."
             if (i, pid) == (2, "p2"):
                 response = LONG
-            rows.append({"set_name": f"{TARGET}/{c}/seed{SEED}", "condition": c, "target": TARGET, "seed": SEED,
-                         "prompt_id": pid, "prompt": prompt, "response": response,
+            rows.append({"set_name": f"{TARGET}/{c}/seed{SEED}", "condition": c, "target": TARGET,
+                         "seed": SEED, "prompt_id": pid, "prompt": prompt, "response": response,
                          "human_response": f"Human answer to {pid} & more."})
     return pd.DataFrame(rows)
 
@@ -187,7 +189,8 @@ def make_inputs() -> ReportInputs:
     spread = seed_spread(two_seeds, seed="seed", by=["target", "condition", "metric"])
     return ReportInputs(
         title="collapse-demo",
-        config_yaml="name: collapse-demo\n# a comment with <b>markup</b> & `ticks`\nconditions: [vanilla, human]\n",
+        config_yaml=("name: collapse-demo\n# a comment with <b>markup</b> & `ticks`\n"
+                     "conditions: [vanilla, human]\n"),
         aggregates=aggregates, per_item=per_item, tests=tests, concordance=concordance,
         kendalls_w=[{"target": TARGET, **result.kendalls_w}], factorial=_factorial(rng), seed_spread=spread,
         stats_notes=["one seed per condition: no between-seed spread"], details=_details(),
@@ -201,9 +204,9 @@ def minimal_inputs() -> ReportInputs:
     aggregates = _aggregates()
     return ReportInputs(
         title="bare", config_yaml="", aggregates=aggregates[aggregates["set_kind"] == "condition"],
-        per_item=pd.DataFrame(), tests=pd.DataFrame(), concordance={}, kendalls_w=[], factorial=pd.DataFrame(),
-        seed_spread=pd.DataFrame(), stats_notes=[], details={}, embedding_map=pd.DataFrame(),
-        responses=pd.DataFrame(), training=[],
+        per_item=pd.DataFrame(), tests=pd.DataFrame(), concordance={}, kendalls_w=[],
+        factorial=pd.DataFrame(), seed_spread=pd.DataFrame(), stats_notes=[], details={},
+        embedding_map=pd.DataFrame(), responses=pd.DataFrame(), training=[],
     )
 
 
@@ -258,16 +261,25 @@ def test_summary_table_marks_the_best_condition_per_directed_metric(inputs):
     from collapselab.report.tables import summary_table
 
     t = summary_table(inputs.aggregates)
-    assert list(t.frame["condition"]) == [*CONDITIONS, "human references"]
-    assert t.row_css[-1] == "reference" and not any(t.row_css[:-1])
-    assert "output_perplexity ↓" in t.columns and "distinct[n=2] ↑" in t.columns and "length" in t.columns
-    best = {(t.frame["condition"][i], c) for i, c in t.highlight}
+    assert t.columns == ["metric", *CONDITIONS, "human references"]
+    assert t.reference == {"human references"}
+    arrows = {True: " ↑", False: " ↓", None: ""}
+    assert list(t.frame["metric"]) == [m + arrows[METRICS[m][1]] for m in METRICS]
+    best = {(t.frame["metric"][i].split(" ")[0], c) for i, c in t.highlight}
     # lower perplexity is better: single (1.26); higher lexical diversity: human (76.55)
-    assert ("single:llama-8b", "output_perplexity ↓") in best
-    assert ("human", "lexical_diversity[mode=individual,max_order=3] ↑") in best
-    assert not any(c == "length" for _, c in best)  # no better direction, no "best"
-    assert not any(i == len(CONDITIONS) for i, _ in t.highlight)  # the reference row never wins
-    assert t.frame.loc[0, "output_perplexity ↓"] == "1.30 [1.29,\u00a01.31]"  # the interval never wraps
+    assert ("output_perplexity", "single:llama-8b") in best
+    assert ("lexical_diversity[mode=individual,max_order=3]", "human") in best
+    assert not any(m == "length" for m, _ in best)  # no better direction, no "best"
+    assert not any(c == "human references" for _, c in best)  # the yardstick never wins
+    assert t.frame.loc[0, "vanilla"] == "1.30 [1.29,\u00a01.31]"  # the interval never wraps
+
+
+def test_source_table_leaves_out_metrics_no_source_has(inputs):
+    from collapselab.report.tables import source_table
+
+    t = source_table(inputs.aggregates)
+    assert t.columns == ["metric", *SOURCES, "human references"]
+    assert "output_perplexity ↓" not in set(t.frame["metric"])  # skipped on sources: a warning instead
 
 
 def test_tests_tables_follow_the_statistics(inputs):
@@ -290,10 +302,21 @@ def test_warnings_list_every_dropped_or_failed_piece(inputs):
     from collapselab.report.tables import warnings_list
 
     text = "\n".join(warnings_list(inputs))
-    assert "output_perplexity skipped on llama-8b, gemma-9b" in text  # grouped: one line, both sources
-    assert "3 bootstrap resample(s) failed" in text
-    assert "2 of 30 items undefined" in text
+    # grouped: one line naming both sources
+    assert "output_perplexity skipped on source llama-8b, source gemma-9b: needs logprobs" in text
+    assert "bootstrap resamples failed on multi:llama-8b,gemma-9b (3)" in text
+    assert "output_perplexity: undefined items left out of its statistics on vanilla (2 of 30)" in text
     assert "one seed per condition" in text
+
+
+def test_reasons_differing_in_one_number_are_merged():
+    from collapselab.report.tables import _merge_reasons
+
+    lines = _merge_reasons("heaps", [("a", "needs 3000 tokens; the set has 90 tokens"),
+                                     ("b", "needs 3000 tokens; the set has 11 tokens"),
+                                     ("c", "something else")])
+    assert lines == ["heaps on a, b: needs 3000 tokens; the set has n tokens (n = 90, 11 respectively)",
+                     "heaps on c: something else"]
 
 
 def test_formatting():
@@ -316,8 +339,8 @@ def test_markdown_has_every_section(markdown):
                     "## Factorial ANOVA", "## Seed spread", "## Training-data diversity per source",
                     "## Training", "## Resolved config"):
         assert f"\n{heading}" in f"\n{markdown}", heading
-    assert "**single:llama-8b**" not in markdown  # highlights are values, not labels
-    assert "**1.26 \\[1.25, 1.27\\]**" in markdown
+    assert "**1.26 \\[1.25, 1.27\\]**" in markdown  # the best value, bold
+    assert "_4.34 \\[4.30, 4.38\\]_" in markdown  # a reference value, italic
 
 
 def test_markdown_tables_stay_rectangular(markdown):
@@ -397,6 +420,18 @@ def test_html_without_optional_parts():
     assert "No data for this plot" in page.all_text
     assert "No responses in this run" in page.all_text
     assert 'id="factorial"' not in html
+
+
+def test_a_failing_plot_is_a_warning_not_a_crash(monkeypatch):
+    from collapselab.report import html, plots
+
+    def broken(_):
+        raise ValueError("bad data")
+
+    monkeypatch.setattr(plots, "metric_intervals", broken)
+    page = Page(html.render_html(minimal_inputs()))
+    assert 'Plot "Metrics per condition" could not be drawn: ValueError: bad data' in page.all_text
+    assert page.count("img") == 0
 
 
 # ---------------------------------------------------------------------------------------------

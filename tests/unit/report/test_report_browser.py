@@ -25,8 +25,9 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
 
 def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
     """Run headless Chromium offline: no sandbox (containers), no GPU, no background traffic."""
-    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
+    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--no-first-run", "--disable-extensions",
                f"--user-data-dir={profile}", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
@@ -83,7 +84,7 @@ def test_hostile_text_is_shown_as_text(dom):
 def test_screenshot_renders(report_html, tmp_path):
     """The page lays out and paints (a failed render leaves no PNG)."""
     shot = tmp_path / "shot.png"
-    result = _chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000", "--hide-scrollbars",
-                       report_html.as_uri())
+    result = _chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000",
+                       "--hide-scrollbars", report_html.as_uri())
     assert result.returncode == 0, result.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

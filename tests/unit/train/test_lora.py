@@ -296,3 +296,8 @@ def test_only_existing_target_modules_are_used(tiny_model_dir):
     assert matching_targets(model, ("q_proj", "c_attn", "down_proj")) == ["q_proj", "down_proj"]
     with pytest.raises(TrainingError, match="q_proj"):  # the message lists the layers there are
         matching_targets(model, ("c_attn", "c_proj"))
+
+
+def test_base_model_trains_on_raw_text(tiny_base_model_dir, tmp_path):
+    result = train_lora(tiny_base_model_dir, make_examples(), spec(epochs=1), seed=0, out_dir=tmp_path)
+    assert not result.chat and (tmp_path / "adapter" / "adapter_model.safetensors").exists()
