@@ -57,6 +57,13 @@ def configure_threads(spec: ExperimentSpec) -> None:
     except ImportError:
         return
     torch.set_num_threads(threads)
+    try:  # the run shows its own progress bars; transformers' per-load bars are noise in logs
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
 
 
 def run_stages(
