@@ -25,5 +25,5 @@ def report_command(run_dir: Path) -> None:
             raise CollapselabError(f"{run_dir}: not a run folder (no experiment.yaml)")
         spec = load_config(config, use_env=False)
         paths = write_run_report(spec, run_dir)
-        console.print(f"report: {paths['html']}")
-        console.print(f"tables: {paths['html'].parent}")
+        console.print(f"report: {paths['report.html']}")
+        console.print(f"tables: {paths['report.html'].parent}")

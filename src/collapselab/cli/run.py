@@ -28,4 +28,4 @@ def run_command(config: Path, overrides: list[str] | None, run_dir: Path | None)
             from collapselab.cli.report import write_run_report
 
             paths = write_run_report(spec, run_dir)
-            console.print(f"report: [bold]{paths['html']}[/]")
+            console.print(f"report: [bold]{paths['report.html']}[/]")

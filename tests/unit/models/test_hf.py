@@ -222,7 +222,9 @@ def test_progress_counts_every_prompt(chat_model):
 # -- sampling ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("temperature", "top_p", "candidates"), [(0.7, 0.9, 256), (1.3, 1.0, 256), (1.0, 0.99, 3)])
+@pytest.mark.parametrize(
+    ("temperature", "top_p", "candidates"), [(0.7, 0.9, 256), (1.3, 1.0, 256), (1.0, 0.99, 3)]
+)
 def test_sampler_matches_transformers_temperature_and_top_p(monkeypatch, temperature, top_p, candidates):
     """The empirical distribution equals softmax(logits / T) restricted to the top-p nucleus (as
     transformers' warpers define it), also when the nucleus overflows the first candidates."""
@@ -295,5 +297,6 @@ def test_lora_adapter_changes_the_model(tiny_model_dir, tmp_path, chat_model):
     check_model(spec)
     adapted = load_model(spec)
     answers = ["It is a truth."] * len(PROMPTS)
-    assert adapted.continuation_logprobs(PROMPTS, answers) != chat_model.continuation_logprobs(PROMPTS, answers)
+    base_scores = chat_model.continuation_logprobs(PROMPTS, answers)
+    assert adapted.continuation_logprobs(PROMPTS, answers) != base_scores
     assert adapted.generate(PROMPTS, SAMPLE) != chat_model.generate(PROMPTS, SAMPLE)

