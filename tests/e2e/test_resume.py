@@ -2,6 +2,7 @@
 uninterrupted run with the same seed."""
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -37,8 +38,16 @@ def artifact_digests(run_dir: Path) -> dict[str, str]:
     skip = {"provenance.json", "_DONE", "summary.json", "train_summary.json", "stage.json"}
     out = {}
     for p in sorted((run_dir / "stages").rglob("*")):
-        if p.is_file() and p.name not in skip:
-            out[str(p.relative_to(run_dir))] = hashlib.sha256(p.read_bytes()).hexdigest()
+        if not p.is_file() or p.name in skip:
+            continue
+        data = p.read_bytes()
+        if p.name == "details.json":  # metric details carry their timings
+            details = json.loads(data)
+            for entry in details.values():
+                if isinstance(entry, dict):
+                    entry.pop("seconds", None)
+            data = json.dumps(details, sort_keys=True).encode()
+        out[str(p.relative_to(run_dir))] = hashlib.sha256(data).hexdigest()
     return out
 
 
