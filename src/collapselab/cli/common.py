@@ -54,3 +54,14 @@ def default_run_dir(name: str) -> Path:
 def guarded(fn: Callable[[], T]) -> T:
     with user_errors():
         return fn()
+
+
+def load_run_spec(run_dir: Path):
+    """The resolved config a run folder was last run with (``RUN_DIR/experiment.yaml``)."""
+    from collapselab.config.load import load_config
+    from collapselab.errors import CollapselabError
+
+    config = run_dir / "experiment.yaml"
+    if not config.is_file():
+        raise CollapselabError(f"{run_dir}: not a run folder (no experiment.yaml)")
+    return load_config(config, use_env=False)

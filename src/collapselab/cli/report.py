@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from collapselab.cli.common import console, user_errors
-from collapselab.errors import CollapselabError
+from collapselab.cli.common import console, load_run_spec, user_errors
 
 
 def write_run_report(spec, run_dir: Path) -> dict[str, Path]:
@@ -18,12 +17,7 @@ def write_run_report(spec, run_dir: Path) -> dict[str, Path]:
 
 def report_command(run_dir: Path) -> None:
     with user_errors():
-        from collapselab.config.load import load_config
-
-        config = run_dir / "experiment.yaml"
-        if not config.is_file():
-            raise CollapselabError(f"{run_dir}: not a run folder (no experiment.yaml)")
-        spec = load_config(config, use_env=False)
+        spec = load_run_spec(run_dir)
         paths = write_run_report(spec, run_dir)
         console.print(f"report: {paths['report.html']}")
         console.print(f"tables: {paths['report.html'].parent}")

@@ -6,21 +6,16 @@ from pathlib import Path
 
 from rich.table import Table
 
-from collapselab.cli.common import console, user_errors
-from collapselab.errors import CollapselabError
+from collapselab.cli.common import console, load_run_spec, user_errors
 
 STYLE = {"done": "green", "running": "cyan", "interrupted": "yellow", "missing": "dim"}
 
 
 def status_command(run_dir: Path) -> None:
     with user_errors():
-        from collapselab.config.load import load_config
         from collapselab.pipeline.local import stage_status
 
-        config = run_dir / "experiment.yaml"
-        if not config.is_file():
-            raise CollapselabError(f"{run_dir}: not a run folder (no experiment.yaml)")
-        spec = load_config(config, use_env=False)
+        spec = load_run_spec(run_dir)
         rows = stage_status(spec, run_dir)
         table = Table(title=f"{spec.name} — {run_dir}")
         table.add_column("stage")
