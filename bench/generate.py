@@ -26,7 +26,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from collapselab.config.spec import STUDY_SYSTEM_PROMPT, DecodingSpec, ModelSpec  # noqa: E402
-from collapselab.models.base import ChatPrompt, load_model, prompt_seed  # noqa: E402
+from collapselab.models.base import ChatPrompt, Generation, load_model, prompt_seed  # noqa: E402
 from collapselab.models.formatting import render_prompt_ids  # noqa: E402
 from collapselab.models.hf import HFModel  # noqa: E402
 
@@ -73,7 +73,8 @@ def naive_generate(model: HFModel, prompts: list[ChatPrompt], decoding: Decoding
                 input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
                 # top_k=0: transformers otherwise adds its default top-k of 50 to sampling
                 temperature=decoding.temperature, top_p=decoding.top_p, top_k=0,
-                max_new_tokens=decoding.max_new_tokens, eos_token_id=model.stop_ids, pad_token_id=model.pad_id,
+                max_new_tokens=decoding.max_new_tokens, eos_token_id=model.stop_ids,
+                pad_token_id=model.pad_id,
             )
         new = out[0, ids.shape[1]:].tolist()
         total += next((j + 1 for j, t in enumerate(new) if t in stops), len(new))
@@ -111,7 +112,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    parser.add_argument("--invariance-prompts", type=int, default=4, help="prompts re-sampled alone (0: skip)")
+    parser.add_argument("--invariance-prompts", type=int, default=4,
+                        help="prompts re-sampled alone (0: skip)")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args()
 
@@ -127,21 +129,30 @@ def main() -> None:
     model.generate(prompts[:2], warm)
     naive_generate(model, prompts[:1], warm)
 
-    started = time.perf_counter()
-    gens = model.generate(prompts, decoding)
-    batched_s = time.perf_counter() - started
+    # Rounds of one batch each, batched then naive: the machines are shared, and alternating keeps
+    # both sides under the same background load (running one after the other did not).
+    gens: list[Generation] = []
+    batched_s = naive_s = 0.0
+    naive_tokens = 0
+    for start in range(0, len(prompts), args.batch_size):
+        chunk = prompts[start:start + args.batch_size]
+        started = time.perf_counter()
+        gens += model.generate(chunk, decoding)
+        batched_s += time.perf_counter() - started
+        started = time.perf_counter()
+        naive_tokens += naive_generate(model, chunk, decoding)
+        naive_s += time.perf_counter() - started
+        print(f"  {start + len(chunk)}/{len(prompts)} prompts: batched {batched_s:.1f} s, "
+              f"naive {naive_s:.1f} s")
     batched_tokens = sum(g.new_tokens for g in gens)
     batched_rate = batched_tokens / batched_s
-    print(f"HFModel.generate (batch {args.batch_size}): {batched_tokens} tokens in {batched_s:.1f} s "
-          f"= {batched_rate:.1f} tok/s; finish reasons: "
-          f"{sum(g.finish_reason == 'stop' for g in gens)} stop, {sum(g.finish_reason == 'length' for g in gens)} length")
-
-    started = time.perf_counter()
-    naive_tokens = naive_generate(model, prompts, decoding)
-    naive_s = time.perf_counter() - started
     naive_rate = naive_tokens / naive_s
-    print(f"naive model.generate (one prompt at a time): {naive_tokens} tokens in {naive_s:.1f} s = {naive_rate:.1f} tok/s")
     ratio = batched_rate / naive_rate
+    stops = sum(g.finish_reason == "stop" for g in gens)
+    print(f"HFModel.generate (batch {args.batch_size}): {batched_tokens} tokens in {batched_s:.1f} s "
+          f"= {batched_rate:.1f} tok/s ({stops} stopped, {len(gens) - stops} hit the length limit)")
+    print(f"naive model.generate (one prompt at a time): {naive_tokens} tokens in {naive_s:.1f} s "
+          f"= {naive_rate:.1f} tok/s")
     print(f"speed-up: {ratio:.2f}x")
 
     same = "-"
@@ -157,8 +168,8 @@ def main() -> None:
             dt.date.today().isoformat(),
             f"{os.cpu_count()} cores, {cpu_model()}",
             f"torch {torch.__version__}, transformers {transformers.__version__}",
-            f"{args.model} {args.dtype}, {args.prompts} prompts, {args.max_new_tokens} new, batch {args.batch_size}, "
-            f"T {decoding.temperature} top-p {decoding.top_p}",
+            f"{args.model} {args.dtype}, {args.prompts} prompts, {args.max_new_tokens} new, "
+            f"batch {args.batch_size}, T {decoding.temperature} top-p {decoding.top_p}",
             f"{batched_rate:.1f}",
             f"{naive_rate:.1f}",
             f"{ratio:.2f}x",
