@@ -296,6 +296,7 @@ def train_lora(
     staging = out_dir / f".adapter.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)  # left over from a crashed run of this process id
     model.save_pretrained(staging, safe_serialization=True)
+    _sort_target_modules(staging / "adapter_config.json")
     if (out_dir / "adapter").exists():
         shutil.rmtree(out_dir / "adapter")
     os.replace(staging, out_dir / "adapter")
@@ -443,3 +444,12 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _sort_target_modules(config_path: Path) -> None:
+    """peft keeps ``target_modules`` as a set and writes it in hash order, which changes with
+    PYTHONHASHSEED: sort it so the same training writes byte-identical adapter folders."""
+    config = json.loads(config_path.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        _write_atomic(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
