@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from collapselab.config.spec import STUDY_SYSTEM_PROMPT, DecodingSpec, ModelSpec
 from collapselab.models.base import ChatPrompt, Generation, load_model, prompt_seed  # noqa: E402
 from collapselab.models.formatting import render_prompt_ids  # noqa: E402
 from collapselab.models.hf import HFModel  # noqa: E402
+from _machine import cpu_model  # bench/ is on sys.path when a script runs
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## generate"
@@ -81,14 +81,6 @@ def naive_generate(model: HFModel, prompts: list[ChatPrompt], decoding: Decoding
     return total
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def record(row: list[str]) -> None:

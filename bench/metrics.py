@@ -53,6 +53,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
+from _machine import cpu_model  # bench/ is on sys.path when a script runs
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## metrics"
@@ -78,14 +79,6 @@ ATOL = 1e-12  # for values that are exactly 0 on one side (e.g. a JS divergence 
 # --------------------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def austen_texts(n: int, n_human: int, seed: int) -> tuple[list[Any], list[Any]]:
