@@ -56,6 +56,12 @@ _NUCLEUS_CANDIDATES = 256
 # GPU kernels give no such guarantee. The cost: up to 63 padding columns per batch.
 _PAD_MULTIPLE = 64
 _MIN_ROWS = 4
+# (c) On CPU, attention runs as plain matrix products and a softmax ("eager"): torch's fused SDPA
+# kernel with 2 threads gave a row a different last bit depending on the batch size during
+# decoding (one prompt in eight diverged within 64 tokens), eager never did; it costs about the
+# same CPU time for these small models. Its one drawback is memory: the prefill materializes a
+# batch x heads x length x length score matrix (~1 GB for 16 x 9 x 1300^2 in float32).
+_CPU_ATTENTION = "eager"
 
 
 # --------------------------------------------------------------------------------------------
@@ -478,11 +484,13 @@ def load_hf_model(spec: ModelSpec) -> HFModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = resolve_weights(spec)
+    on_gpu = torch.cuda.is_available()
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         # use_safetensors=True: a folder with only pickled weights fails instead of being unpickled
         model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=getattr(torch, spec.dtype), use_safetensors=True
+            folder, dtype=getattr(torch, spec.dtype), use_safetensors=True,
+            attn_implementation=None if on_gpu else _CPU_ATTENTION,
         )
     except (OSError, ValueError) as exc:
         raise ModelError(f"could not load model {spec.id!r} from {folder}: {exc}") from exc
@@ -494,7 +502,7 @@ def load_hf_model(spec: ModelSpec) -> HFModel:
             model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False).merge_and_unload()
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise ModelError(f"could not apply adapter {adapter} to {spec.id!r}: {exc}") from exc
-    if torch.cuda.is_available():
+    if on_gpu:
         model = model.to("cuda")
     model.eval()
     return HFModel(spec, model, tokenizer)
