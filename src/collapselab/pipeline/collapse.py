@@ -15,6 +15,7 @@ training answers, the human training and test references):
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -189,7 +190,6 @@ def run_embed(ctx) -> None:
     """Sentences and embeddings of one text set."""
     import pandas as pd
 
-    from collapselab.metrics.embeddings import Embedder
     from collapselab.metrics.text import sentences_of
     from collapselab.store.atomic import write_bytes, write_json
 
@@ -198,8 +198,7 @@ def run_embed(ctx) -> None:
     sentences = [sentences_of(r["text"]) for r in rows]
     flat = [s for sents in sentences for s in sents]
     ctx.set_total(len(rows) + len(flat))
-    model = ctx.spec.collapse.embedding_model
-    embedder = Embedder(model) if model else Embedder()
+    embedder = _embedder(ctx.spec.collapse.embedding_model)
     text_emb = embedder.encode([r["text"] for r in rows], batch_size=ctx.spec.collapse.embedding_batch_size,
                                progress=ctx.advance)
     sent_emb = embedder.encode(flat, batch_size=ctx.spec.collapse.embedding_batch_size, progress=ctx.advance)
@@ -210,6 +209,14 @@ def run_embed(ctx) -> None:
     write_bytes(ctx.out / "embeddings.npy", _npy(text_emb.astype(np.float32)))
     write_bytes(ctx.out / "sentence_embeddings.npy", _npy(sent_emb.astype(np.float32)))
     write_json(ctx.out / "ids.json", [r["id"] for r in rows])
+
+
+@functools.lru_cache(maxsize=1)
+def _embedder(model: str | None):
+    """One embedding model per process: every embed stage of a run reuses it."""
+    from collapselab.metrics.embeddings import Embedder
+
+    return Embedder(model) if model else Embedder()
 
 
 def _npy(array: np.ndarray) -> bytes:
