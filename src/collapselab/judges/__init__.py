@@ -1,0 +1,1 @@
+"""Judges: prompt templates, parsers, a refusal detector and the calibration set."""

@@ -1,0 +1,1 @@
+"""Experiment 3 — self-preference bias: pairwise judging and its scores."""

@@ -1,0 +1,1 @@
+"""Experiment 2 — safety: harmful prompt sets, jailbreak templates, safety metrics."""
