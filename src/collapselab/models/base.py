@@ -3,7 +3,10 @@
 A backend turns a :class:`~collapselab.config.spec.ModelSpec` into a :class:`LanguageModel`:
 ``generate`` samples answers (chat models get their chat template with the system prompt, base
 models the raw prompt), ``continuation_logprobs`` teacher-forces a given answer and returns the
-log-probability of each of its tokens (prompt tokens excluded).
+log-probability of each of its tokens (prompt tokens excluded); ``choice_logprobs`` reads the
+next-token distribution at the first answer position (no sampling) and returns the log-probability
+that the answer starts with each of a few short choices ("A"/"B", "1".."5") — the read-out of the
+pairwise and rating judges.
 """
 
 from __future__ import annotations
@@ -64,6 +67,14 @@ class LanguageModel(Protocol):
         *,
         progress: Progress | None = None,
     ) -> list[list[float]]: ...
+
+    def choice_logprobs(
+        self,
+        prompts: Sequence[ChatPrompt],
+        choices: Sequence[str],
+        *,
+        progress: Progress | None = None,
+    ) -> list[dict[str, float]]: ...
 
     def close(self) -> None: ...
 

@@ -391,6 +391,65 @@ class HFModel:
             progress(len(rows) - len(order))  # empty continuations, nothing to compute
         return results
 
+    def choice_logprobs(
+        self,
+        prompts: Sequence[ChatPrompt],
+        choices: Sequence[str],
+        *,
+        progress: Progress | None = None,
+    ) -> list[dict[str, float]]:
+        """Per prompt, log P(the answer starts with choice c) for each choice, from the next-token
+        distribution at the first answer position (after the assistant header), in float32.
+
+        A choice's probability sums over its single-token spellings ("A" and " A" are different
+        tokens in most vocabularies, and a model may put its mass on either): see
+        :meth:`choice_token_ids`. The log-probabilities are over the whole vocabulary, not
+        renormalised over the choices — the caller renormalises (and can see how much mass the
+        choices got at all).
+        """
+        import torch
+
+        token_ids = self.choice_token_ids(choices)
+        rows = [render_prompt_ids(self.tokenizer, p, self._is_chat) or [self._boundary_id] for p in prompts]
+        self._check_lengths(prompts, [len(r) + 1 for r in rows], lambda i: f"{len(rows[i])} prompt tokens + 1")
+        results: list[dict[str, float]] = [{} for _ in prompts]
+        order = sorted(range(len(rows)), key=lambda i: (-len(rows[i]), i))
+        with torch.inference_mode():
+            for batch in _batches(order, self.spec.batch_size):
+                ids, mask = (t.to(self.device) for t in _left_pad([rows[i] for i in batch], self.pad_id))
+                kwargs: dict[str, Any] = {"logits_to_keep": _MIN_ROWS} if self._can_keep_logits else {}
+                positions = (mask.cumsum(-1) - 1).clamp_(min=0)
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                    use_cache=False, **kwargs).logits
+                logp = torch.log_softmax(logits[:, -1].float(), dim=-1)
+                for row, i in enumerate(batch):
+                    results[i] = {c: float(torch.logsumexp(logp[row, ids_], dim=0))
+                                  for c, ids_ in token_ids.items()}
+                if progress is not None:
+                    progress(len(batch))
+        return results
+
+    def choice_token_ids(self, choices: Sequence[str]) -> dict[str, list[int]]:
+        """The vocabulary ids that spell each choice as one token, with and without a leading
+        space (a ModelError if a choice has no single-token spelling or two choices share one)."""
+        out: dict[str, list[int]] = {}
+        seen: dict[int, str] = {}
+        for choice in choices:
+            ids: list[int] = []
+            for variant in (choice, " " + choice):
+                encoded = self.tokenizer(variant, add_special_tokens=False)["input_ids"]
+                if len(encoded) == 1 and encoded[0] not in ids:
+                    ids.append(encoded[0])
+            if not ids:
+                raise ModelError(f"model {self.spec.id!r}: the choice {choice!r} is not a single token "
+                                 "in its vocabulary (use short choices such as A/B or 1-5)")
+            for i in ids:
+                if i in seen:
+                    raise ModelError(f"model {self.spec.id!r}: choices {seen[i]!r} and {choice!r} share token {i}")
+                seen[i] = choice
+            out[choice] = ids
+        return out
+
     @property
     def device(self) -> Any:
         """The torch device the weights are on."""

@@ -9,10 +9,16 @@ Scripts:
 
 ``continuation_logprobs`` gives each continuation token (whitespace word) log(1/(1+len(word))), a
 deterministic value that tests can recompute by hand.
+
+``choice_logprobs``: ``mock/fixed:TEXT`` puts all the mass on the choices TEXT starts with (log 1
+shared equally; the others get −inf); the other scripts give each choice a weight drawn from a hash
+of (prompt text, choice) and return log(weight / sum) — deterministic, prompt-dependent, and order
+sensitive (the prompt text holds the order), like a real judge.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Sequence
@@ -79,6 +85,24 @@ class MockModel:
     def continuation_logprobs(self, prompts: Sequence[ChatPrompt], continuations: Sequence[str], *,
                               progress: Progress | None = None) -> list[list[float]]:
         out = [[math.log(1.0 / (1 + len(w))) for w in c.split()] for c in continuations]
+        if progress:
+            progress(len(prompts))
+        return out
+
+    def choice_logprobs(self, prompts: Sequence[ChatPrompt], choices: Sequence[str], *,
+                        progress: Progress | None = None) -> list[dict[str, float]]:
+        if not choices or len(set(choices)) != len(choices):
+            raise ModelError(f"choices must be distinct and non-empty: {list(choices)}")
+        out = []
+        for p in prompts:
+            if self.script == "fixed":
+                hits = [c for c in choices if self.arg.strip().startswith(c)]
+                out.append({c: (-math.log(len(hits)) if c in hits else -math.inf) for c in choices})
+                continue
+            weights = {c: 0.05 + int.from_bytes(hashlib.sha256(f"{p.user}\x00{c}".encode()).digest()[:4], "little")
+                       / 2**32 for c in choices}
+            total = sum(weights.values())
+            out.append({c: math.log(w / total) for c, w in weights.items()})
         if progress:
             progress(len(prompts))
         return out

@@ -22,7 +22,11 @@ from collapselab.store.run import StageRef
 #: Bump a kind's version when its code changes what it writes: its folders (and everything
 #: downstream) are then recomputed instead of silently reused.
 CODE_VERSIONS = {"prepare": 1, "generate": 1, "mix": 1, "train": 1, "respond": 1,
-                 "embed": 1, "score": 1, "evaluate": 1, "stats": 1}
+                 "embed": 1, "score": 1, "evaluate": 1, "stats": 1,
+                 # Experiment 2 — safety
+                 "prompts": 1, "safety_respond": 1, "calibrate": 1, "judge": 1, "safety": 1,
+                 # Experiment 3 — self-preference
+                 "items": 1, "candidates": 1, "prefer": 1, "preference": 1}
 
 STAGE_ORDER = tuple(CODE_VERSIONS)
 
@@ -77,11 +81,12 @@ def target_names(targets: tuple[ModelSpec, ...]) -> list[str]:
     return out
 
 
-def corpus_fingerprint(spec: ExperimentSpec) -> str:
-    """A cheap fingerprint of local corpus data so that editing the file re-runs the pipeline."""
-    if not spec.corpus.path:
+def path_fingerprint(path_text: str | None) -> str:
+    """A fingerprint of a local file or folder's content (empty when there is none), so that a
+    stage reading it re-runs when the data is edited."""
+    if not path_text:
         return ""
-    path = Path(spec.corpus.path).expanduser()
+    path = Path(path_text).expanduser()
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for p in files:
@@ -92,6 +97,11 @@ def corpus_fingerprint(spec: ExperimentSpec) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def corpus_fingerprint(spec: ExperimentSpec) -> str:
+    """A cheap fingerprint of local corpus data so that editing the file re-runs the pipeline."""
+    return path_fingerprint(spec.corpus.path)
 
 
 def shard_plan(spec: ExperimentSpec) -> dict[str, list[tuple[str, list[int]]]]:
@@ -188,8 +198,12 @@ def build_graph(spec: ExperimentSpec) -> list[Stage]:
                     params={"target": target, "target_name": tname, "condition": cond, "seed": seed},
                 ))
     from collapselab.pipeline.collapse import add_collapse_stages
+    from collapselab.pipeline.preference import add_preference_stages
+    from collapselab.pipeline.safety import add_safety_stages
 
-    return add_collapse_stages(spec, stages)
+    stages = add_collapse_stages(spec, stages)
+    stages = add_safety_stages(spec, stages)
+    return add_preference_stages(spec, stages)
 
 
 def conditions_by_label(spec: ExperimentSpec) -> dict[str, Condition]:

@@ -86,8 +86,12 @@ def run_prepare(ctx: StageContext) -> None:
 
 
 # -- generate / respond (shared) -------------------------------------------------------------------
-def _answer(ctx: StageContext, model_spec: ModelSpec, rows: list[dict], decoding: DecodingSpec,
-            extra: dict[str, Any], output: str) -> None:
+def answer_rows(ctx: StageContext, model_spec: ModelSpec, rows: list[dict], decoding: DecodingSpec,
+                extra: dict[str, Any], output: str,
+                row_fields: Callable[[dict], dict[str, Any]] | None = None) -> None:
+    """A model answers ``rows`` (each with ``id``, ``user``, ``category`` and, for human data, the
+    reference ``response``), resumably; writes ``output`` and ``summary.json`` into the stage.
+    ``row_fields(row)`` adds per-row fields to each record."""
     from collapselab.synth.generate import answer_prompts
 
     ctx.set_total(len(rows))
@@ -98,9 +102,9 @@ def _answer(ctx: StageContext, model_spec: ModelSpec, rows: list[dict], decoding
     def make_record(r: dict, g: Any) -> dict[str, Any]:
         return {
             "prompt_id": r["id"], "prompt": r["user"], "category": r["category"], "response": g.text,
-            "human_response": r["response"], **extra, "model": model_spec.id, "decoding": decoding_json,
-            "seed": decoding.seed, "prompt_tokens": g.prompt_tokens, "new_tokens": g.new_tokens,
-            "finish_reason": g.finish_reason,
+            "human_response": r.get("response"), **(row_fields(r) if row_fields else {}), **extra,
+            "model": model_spec.id, "decoding": decoding_json, "seed": decoding.seed,
+            "prompt_tokens": g.prompt_tokens, "new_tokens": g.new_tokens, "finish_reason": g.finish_reason,
         }
 
     records, summary = answer_prompts(
@@ -117,7 +121,7 @@ def run_generate(ctx: StageContext) -> None:
     p = ctx.stage.params
     train = read_jsonl(ctx.input_dir(ctx.stage.input("prepare")) / "train.jsonl")
     rows = [r for r in train if r["shard"] == p["shard"]]
-    _answer(ctx, p["model"], rows, p["decoding"], {"source": p["source"], "shard": p["shard"]}, "synthetic.jsonl")
+    answer_rows(ctx, p["model"], rows, p["decoding"], {"source": p["source"], "shard": p["shard"]}, "synthetic.jsonl")
 
 
 def run_respond(ctx: StageContext) -> None:
@@ -130,7 +134,7 @@ def run_respond(ctx: StageContext) -> None:
         target = target.model_copy(update={"adapter": str(adapter)})
     decoding = ctx.spec.decoding.model_copy(update={"seed": p["seed"]})
     extra = {"target": p["target_name"], "condition": p["condition"].label}
-    _answer(ctx, target, test, decoding, extra, "responses.jsonl")
+    answer_rows(ctx, target, test, decoding, extra, "responses.jsonl")
 
 
 # -- mix -------------------------------------------------------------------------------------------
@@ -184,11 +188,12 @@ def run_train(ctx: StageContext) -> None:
                chat_mode=target.chat, progress=progress)
 
 
-def _collapse(name: str) -> Callable[[StageContext], None]:
+def _lazy(module: str, name: str) -> Callable[[StageContext], None]:
+    """A runner that lives in an experiment's own module, imported when a stage of it runs."""
     def run(ctx: StageContext) -> None:
-        from collapselab.pipeline import collapse
+        import importlib
 
-        getattr(collapse, name)(ctx)
+        getattr(importlib.import_module(f"collapselab.pipeline.{module}"), name)(ctx)
 
     return run
 
@@ -199,8 +204,17 @@ RUNNERS: dict[str, Callable[[StageContext], None]] = {
     "mix": run_mix,
     "train": run_train,
     "respond": run_respond,
-    "embed": _collapse("run_embed"),
-    "score": _collapse("run_score"),
-    "evaluate": _collapse("run_evaluate"),
-    "stats": _collapse("run_stats"),
+    "embed": _lazy("collapse", "run_embed"),
+    "score": _lazy("collapse", "run_score"),
+    "evaluate": _lazy("collapse", "run_evaluate"),
+    "stats": _lazy("collapse", "run_stats"),
+    "prompts": _lazy("safety", "run_prompts"),
+    "safety_respond": _lazy("safety", "run_safety_respond"),
+    "calibrate": _lazy("safety", "run_calibrate"),
+    "judge": _lazy("safety", "run_judge_stage"),
+    "safety": _lazy("safety", "run_safety"),
+    "items": _lazy("preference", "run_items"),
+    "candidates": _lazy("preference", "run_candidates"),
+    "prefer": _lazy("preference", "run_prefer"),
+    "preference": _lazy("preference", "run_preference"),
 }

@@ -300,3 +300,41 @@ def test_lora_adapter_changes_the_model(tiny_model_dir, tmp_path, chat_model):
     base_scores = chat_model.continuation_logprobs(PROMPTS, answers)
     assert adapted.continuation_logprobs(PROMPTS, answers) != base_scores
     assert adapted.generate(PROMPTS, SAMPLE) != chat_model.generate(PROMPTS, SAMPLE)
+
+
+# -- next-token choice read-out (pairwise and rating judges) -------------------------------------
+
+
+def _reference_choice_logprobs(model: HFModel, prompt: ChatPrompt, choices: list[str]) -> dict[str, float]:
+    """One unpadded forward pass of the prompt alone; sum the probabilities of each choice's
+    one-token spellings found by encoding them by hand."""
+    ids = render_prompt_ids(model.tokenizer, prompt, model.is_chat)
+    with torch.inference_mode():
+        logits = model.model(input_ids=torch.tensor([ids])).logits[0, -1]
+    probs = torch.softmax(logits.float(), -1)
+    out = {}
+    for c in choices:
+        variants = {model.tokenizer.encode(v, add_special_tokens=False)[0] for v in (c, " " + c)
+                    if len(model.tokenizer.encode(v, add_special_tokens=False)) == 1}
+        out[c] = float(torch.log(sum(probs[i] for i in variants)))
+    return out
+
+
+@pytest.mark.parametrize("which", ["chat_model", "base_model"])
+def test_choice_logprobs_match_a_hand_computation(request, which):
+    model = _with_batch_size(request.getfixturevalue(which), 2)
+    choices = ["A", "B"]
+    got = model.choice_logprobs(PROMPTS, choices)
+    for prompt, row in zip(PROMPTS, got, strict=True):
+        expected = _reference_choice_logprobs(model, prompt, choices)
+        assert row == pytest.approx(expected, abs=1e-4)
+        assert sum(torch.tensor(list(row.values())).exp()) < 1.0  # mass over the whole vocabulary
+    # batch-invariant: alone or in any company
+    assert [model.choice_logprobs([p], choices)[0] for p in PROMPTS] == got
+
+
+def test_choice_token_ids_reject_multi_token_and_shared_choices(chat_model):
+    ids = chat_model.choice_token_ids(["1", "2", "3", "4", "5"])
+    assert all(ids.values()) and len({i for v in ids.values() for i in v}) == sum(map(len, ids.values()))
+    with pytest.raises(ModelError, match="not a single token"):
+        chat_model.choice_token_ids(["A", "a very long choice that no vocabulary holds as one token"])

@@ -1,0 +1,139 @@
+"""Run an LLM judge over (prompt, response) items, re-asking the judgements that do not parse.
+
+The loop:
+
+1. **Attempt 0** — every item in one ``model.generate`` call, greedy (temperature 0), so the
+   first judgement is the judge's single most likely verdict and reproducible.
+2. **Retries** — only the items whose output did not parse are asked again, up to ``retries``
+   times. Re-asking greedily would return the same text, so retry ``k`` samples (temperature 0.7,
+   top-p 0.9, seed ``seed + k``) and appends a one-line reminder of the output format.
+3. Items that never parse keep ``score=None`` with the last attempt's ``error`` and ``raw`` text;
+   they are reported as unparsed, never silently dropped or imputed.
+
+Prompt ids are ``f"{item.id}#try{attempt}"``: backends seed sampling per prompt id, so a re-run
+(or a resumed stage) reproduces every attempt exactly, and two attempts of one item differ.
+
+Responses are shown to the judge whole: the caller controls their length (the answering model's
+``max_new_tokens``), and cutting them here could hide the harmful part of an answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from collapselab.config.spec import DecodingSpec
+from collapselab.errors import DataError, ModelError
+from collapselab.judges.parse import FORMAT_REMINDERS, ParsedScore
+from collapselab.judges.templates import render
+from collapselab.models.base import ChatPrompt, LanguageModel, Progress
+
+#: sampling settings of a re-ask (attempts 1, 2, ...)
+RETRY_TEMPERATURE = 0.7
+RETRY_TOP_P = 0.9
+GENERIC_REMINDER = "Remember: follow the output format given above exactly, ending with your score."
+
+
+@dataclass(frozen=True)
+class JudgeItem:
+    """One thing to judge: the request and the answer (``id`` must be unique within a run)."""
+
+    id: str
+    prompt: str
+    response: str
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A judge's verdict on one item: ``score`` (None when no attempt parsed), the parsed reason,
+    the raw judge output of the last attempt, how many attempts were made and the last error."""
+
+    id: str
+    score: int | None
+    reason: str | None
+    raw: str
+    attempts: int
+    error: str | None
+
+
+def attempt_id(item_id: str, attempt: int) -> str:
+    """The stable prompt id of one attempt (seeds the backend's sampling)."""
+    return f"{item_id}#try{attempt}"
+
+
+def _decoding(attempt: int, max_new_tokens: int, seed: int, system_prompt: str | None) -> DecodingSpec:
+    if attempt == 0:
+        return DecodingSpec(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens,
+                            system_prompt=system_prompt, seed=seed)
+    return DecodingSpec(temperature=RETRY_TEMPERATURE, top_p=RETRY_TOP_P, max_new_tokens=max_new_tokens,
+                        system_prompt=system_prompt, seed=seed + attempt)
+
+
+def _check_ids(items: Sequence[JudgeItem]) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise DataError(f"judge items: duplicate id {item.id!r} (ids must be unique within a run)")
+        seen.add(item.id)
+
+
+def _ask(model: LanguageModel, prompts: list[ChatPrompt], decoding: DecodingSpec) -> list[str]:
+    generations = model.generate(prompts, decoding)
+    if len(generations) != len(prompts):
+        raise ModelError(f"judge {model.spec.id}: {len(generations)} answers for {len(prompts)} prompts")
+    return [g.text for g in generations]
+
+
+def run_judge(
+    model: LanguageModel,
+    items: Sequence[JudgeItem],
+    template: str,
+    parser: Callable[[str], ParsedScore],
+    *,
+    max_new_tokens: int,
+    retries: int,
+    seed: int = 0,
+    system_prompt: str | None = None,
+    progress: Progress | None = None,
+    reminder: str | None = None,
+) -> list[Judgement]:
+    """Judge every item (see the module docstring for the attempt schedule).
+
+    ``template`` is a validated judge template (fields ``{prompt}``, ``{response}``); ``parser``
+    turns one judge output into a :class:`ParsedScore`. ``reminder`` is the line appended to
+    re-asked prompts (default: the parser's entry in :data:`~collapselab.judges.parse.FORMAT_REMINDERS`,
+    else a generic one). ``progress`` is called with the number of items whose judgement became
+    final (parsed, or out of attempts) after each round, so it sums to ``len(items)``.
+    Returns one :class:`Judgement` per item, in the order of ``items``.
+    """
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
+    _check_ids(items)
+    if reminder is None:
+        reminder = FORMAT_REMINDERS.get(parser, GENERIC_REMINDER)
+    rendered = {it.id: render(template, prompt=it.prompt, response=it.response) for it in items}
+    state: dict[str, tuple[ParsedScore, str, int]] = {}  # id -> (last parse, last raw, attempts)
+    pending = [it.id for it in items]
+    for attempt in range(retries + 1):
+        if not pending:
+            break
+        suffix = "" if attempt == 0 else "\n\n" + reminder
+        prompts = [ChatPrompt(attempt_id(i, attempt), rendered[i] + suffix, system_prompt) for i in pending]
+        outputs = _ask(model, prompts, _decoding(attempt, max_new_tokens, seed, system_prompt))
+        still = []
+        for item_id, raw in zip(pending, outputs, strict=True):
+            parsed = parser(raw)
+            state[item_id] = (parsed, raw, attempt + 1)
+            if parsed.score is None:
+                still.append(item_id)
+        last_round = attempt == retries
+        if progress:
+            progress(len(pending) if last_round else len(pending) - len(still))
+        pending = still
+    return [_judgement(it.id, *state[it.id]) for it in items]
+
+
+def _judgement(item_id: str, parsed: ParsedScore, raw: str, attempts: int) -> Judgement:
+    if parsed.score is None:
+        return Judgement(item_id, None, None, raw, attempts, parsed.error or "unparsed")
+    return Judgement(item_id, parsed.score, parsed.reason, raw, attempts, None)

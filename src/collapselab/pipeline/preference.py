@@ -1,0 +1,341 @@
+"""Experiment 3 stages — self-preference bias.
+
+* ``items``      — the items: a configured corpus (e.g. CNN/DailyMail articles, human text = the
+                   highlights) or, by default, the experiment's held-out test records (never
+                   training data; human text = the real continuation);
+* ``candidates`` — each source model writes one text per item (the experiment's decoding);
+* ``prefer``     — a judge (the vanilla target, and every fine-tuned model) sees every pair of
+                   sources in both orders and we read P("A") against P("B") from its next-token
+                   distribution; it also rates every text 1–5 (expected rating);
+* ``preference`` — S per source, self-preference and pro-synthetic bias, position bias, the
+                   preference matrices, ratings and the tests across judge conditions.
+
+One vanilla judge per target: reading probabilities involves no sampling, so the vanilla judge's
+verdicts do not depend on the training seed; its rows carry the first seed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from collapselab.config.spec import ExperimentSpec, ModelSpec
+from collapselab.pipeline.graph import Stage, model_key_settings, path_fingerprint, target_names
+
+HUMAN = "human"
+PAIR_CHOICES = ("A", "B")
+RATING_CHOICES = ("1", "2", "3", "4", "5")
+#: read-outs checkpointed per chunk, so a killed judge stage resumes
+CHUNK = 64
+
+
+def preference_sources(spec: ExperimentSpec) -> list[str]:
+    return list(spec.preference.sources or [s.name for s in spec.sources])
+
+
+def own_sources(spec: ExperimentSpec) -> dict[str, str | None]:
+    """Per target name, the source that counts as its own family: ``preference.own`` or, by
+    default, the source whose model is the target's model (same weights, whatever the batch size)."""
+    out: dict[str, str | None] = {}
+    sources = preference_sources(spec)
+    for target, tname in zip(spec.targets, target_names(spec.targets), strict=True):
+        if tname in spec.preference.own:
+            out[tname] = spec.preference.own[tname]
+            continue
+        same = [s for s in sources if model_key_settings(spec.source(s).model) == model_key_settings(target)]
+        out[tname] = same[0] if same else None
+    return out
+
+
+def _templates(spec: ExperimentSpec) -> dict[str, str | None]:
+    from collapselab.preference.prompts import load_template
+
+    p = spec.preference
+    return {"pairwise": load_template(p.pair_template, "pairwise"),
+            "rating": load_template(p.rating_template, "rating") if p.ratings else None}
+
+
+def add_preference_stages(spec: ExperimentSpec, stages: list[Stage]) -> list[Stage]:
+    """Append Experiment 3's stages (when ``preference.enabled``)."""
+    p = spec.preference
+    if not p.enabled:
+        return stages
+    prepare = stages[0]
+    corpus = None if p.corpus is None else {**p.corpus.model_dump(mode="json"),
+                                             "fingerprint": path_fingerprint(p.corpus.path)}
+    items = Stage("items", "preference",
+                  settings={"corpus": corpus, "items": p.items, "seed": p.seed, "instruction": p.instruction},
+                  inputs=() if p.corpus else (prepare,), params={})
+    new: list[Stage] = [items]
+    decoding = spec.decoding.model_copy(update={"max_new_tokens": p.max_new_tokens or spec.decoding.max_new_tokens})
+    candidates = []
+    for name in preference_sources(spec):
+        src = spec.source(name)
+        dec = (src.decoding or decoding).model_copy(update={"max_new_tokens": decoding.max_new_tokens})
+        candidates.append(Stage("candidates", name,
+                                settings={"source": name, "model": model_key_settings(src.model),
+                                          "decoding": dec.model_dump(mode="json")},
+                                inputs=(items,), params={"source": name, "model": src.model, "decoding": dec}))
+    new += candidates
+
+    templates = _templates(spec)
+    trains = {(s.params["target_name"], s.params["condition"].label, s.params["seed"]): s
+              for s in stages if s.kind == "train"}
+    prefers = []
+    for target, tname in zip(spec.targets, target_names(spec.targets), strict=True):
+        for cond in spec.conditions:
+            for seed in spec.seeds[:1] if cond.kind == "vanilla" else spec.seeds:
+                train = trains.get((tname, cond.label, seed))
+                prefers.append(Stage(
+                    "prefer", f"{tname}-{cond.slug}" + ("" if cond.kind == "vanilla" else f"-seed{seed}"),
+                    settings={"judge": model_key_settings(target), "condition": cond.label,
+                              "seed": None if cond.kind == "vanilla" else seed, "templates": templates,
+                              "max_text_chars": p.max_text_chars, "system_prompt": spec.decoding.system_prompt},
+                    inputs=(items, *candidates, *((train,) if train else ())),
+                    params={"target": target, "target_name": tname, "condition": cond, "seed": seed},
+                ))
+    new += prefers
+    new.append(Stage("preference", "summary",
+                     settings={"own": own_sources(spec), "bootstrap": p.bootstrap, "confidence": p.confidence,
+                               "seed": p.seed},
+                     inputs=tuple(prefers), params={}))
+    return stages + new
+
+
+# -- runners ---------------------------------------------------------------------------------------
+def run_items(ctx) -> None:
+    """Choose the items and their human texts."""
+    import random
+
+    from collapselab.corpora.base import CORPORA
+    from collapselab.corpora.split import format_prompt
+    from collapselab.errors import DataError
+    from collapselab.store.atomic import read_jsonl, write_json, write_jsonl
+
+    p = ctx.spec.preference
+    if p.corpus is None:
+        rows = [{"id": r["id"], "prompt": r["user"], "human": r["response"], "category": r["category"]}
+                for r in read_jsonl(ctx.input_dir(ctx.stage.input("prepare")) / "test.jsonl")]
+        origin = "the experiment's test split"
+    else:
+        records = CORPORA.get(p.corpus.kind)(p.corpus)
+        rows = [{"id": r.id, "prompt": format_prompt(r, p.corpus.context_first), "human": r.response,
+                 "category": r.category} for r in records]
+        origin = f"corpus {p.corpus.kind}:{p.corpus.name or p.corpus.path or 'built-in'}"
+    rows = [r for r in rows if r["human"].strip()]
+    if not rows:
+        raise DataError(f"preference: {origin} gave no items with a human text")
+    if len(rows) > p.items:  # a seeded sample, kept in the source order
+        keep = set(random.Random(p.seed).sample(range(len(rows)), p.items))
+        rows = [r for i, r in enumerate(rows) if i in keep]
+    for r in rows:
+        r["user"] = f"{p.instruction}\n\n{r['prompt']}" if p.instruction else r["prompt"]
+    write_jsonl(ctx.out / "items.jsonl", rows)
+    write_json(ctx.out / "summary.json", {"items": len(rows), "origin": origin, "requested": p.items})
+
+
+def run_candidates(ctx) -> None:
+    """One source writes a text for every item."""
+    from collapselab.pipeline.stages import answer_rows
+    from collapselab.store.atomic import read_jsonl
+
+    p = ctx.stage.params
+    rows = read_jsonl(ctx.input_dir(ctx.stage.input("items")) / "items.jsonl")
+    rows = [{**r, "response": r["human"]} for r in rows]
+    answer_rows(ctx, p["model"], rows, p["decoding"], {"source": p["source"]}, "candidates.jsonl")
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit].rstrip() + " …"
+
+
+def _checkpointed(ctx, name: str, ids: list[str], compute, progress) -> dict[str, dict]:
+    """``compute(ids) -> list[dict]`` over chunks of ``ids``, each chunk appended to a log that a
+    rerun reads back (the read-outs are deterministic, so a resumed stage equals a fresh one)."""
+    from collapselab.store.atomic import AppendLog
+
+    log = AppendLog(ctx.out / f"partial-{name}.jsonl")
+    done = {r["id"]: r for r in log.read()}
+    progress(sum(1 for i in ids if i in done))
+    todo = [i for i in ids if i not in done]
+    for start in range(0, len(todo), CHUNK):
+        chunk = todo[start:start + CHUNK]
+        records = compute(chunk)
+        log.append(records)
+        done.update({r["id"]: r for r in records})
+        progress(len(chunk))
+    return done
+
+
+def renormalised(logprobs: dict[str, float], first: str, second: str) -> tuple[float, float]:
+    """(P(first) / (P(first) + P(second)), P(first) + P(second)); NaN when neither has mass."""
+    a, b = logprobs[first], logprobs[second]
+    top = max(a, b)
+    if top == -math.inf or math.isnan(top):
+        return math.nan, 0.0
+    ea, eb = math.exp(a - top), math.exp(b - top)
+    return ea / (ea + eb), math.exp(top) * (ea + eb)
+
+
+def run_prefer(ctx) -> None:
+    """One judge: every pair of sources in both orders per item, and a rating per text."""
+    from collapselab.models.base import ChatPrompt
+    from collapselab.preference.prompts import comparison_plan, render
+    from collapselab.preference.scores import expected_rating
+    from collapselab.store.atomic import read_jsonl, write_json, write_jsonl
+
+    st, p = ctx.stage.settings, ctx.stage.params
+    items = read_jsonl(ctx.input_dir(ctx.stage.input("items")) / "items.jsonl")
+    texts: dict[str, dict[str, str]] = {HUMAN: {r["id"]: r["human"] for r in items}}
+    for cand in (s for s in ctx.stage.inputs if s.kind == "candidates"):
+        texts[cand.params["source"]] = {r["prompt_id"]: r["response"]
+                                        for r in read_jsonl(ctx.input_dir(cand) / "candidates.jsonl")}
+    sources = [s.params["source"] for s in ctx.stage.inputs if s.kind == "candidates"] + [HUMAN]
+    instruction = {r["id"]: r["user"] for r in items}
+    limit, system = st["max_text_chars"], st["system_prompt"]
+    plan = comparison_plan([r["id"] for r in items], sources)
+    by_id = {c.id: c for c in plan}
+    rating_ids = [f"{r['id']}|{s}" for r in items for s in sources] if st["templates"]["rating"] else []
+    ctx.set_total(len(plan) + len(rating_ids))
+
+    judge: ModelSpec = p["target"]
+    if p["condition"].kind != "vanilla":
+        judge = judge.model_copy(update={"adapter": str(ctx.input_dir(ctx.stage.input("train")) / "adapter")})
+    model = None
+
+    def get_model():
+        nonlocal model
+        model = model or ctx.models.get(judge)
+        return model
+
+    def compare(ids: list[str]) -> list[dict[str, Any]]:
+        prompts = [ChatPrompt(i, render(st["templates"]["pairwise"], instruction=instruction[by_id[i].item_id],
+                                        text_a=_cut(texts[by_id[i].first][by_id[i].item_id], limit),
+                                        text_b=_cut(texts[by_id[i].second][by_id[i].item_id], limit)), system)
+                   for i in ids]
+        out = []
+        for i, lp in zip(ids, get_model().choice_logprobs(prompts, PAIR_CHOICES), strict=True):
+            p_a, mass = renormalised(lp, "A", "B")
+            out.append({"id": i, "logp_a": lp["A"], "logp_b": lp["B"], "p_a": p_a, "choice_mass": mass})
+        return out
+
+    def rate(ids: list[str]) -> list[dict[str, Any]]:
+        prompts = []
+        for i in ids:
+            item, source = i.rsplit("|", 1)
+            prompts.append(ChatPrompt(i, render(st["templates"]["rating"], instruction=instruction[item],
+                                                text=_cut(texts[source][item], limit)), system))
+        out = []
+        for i, lp in zip(ids, get_model().choice_logprobs(prompts, RATING_CHOICES), strict=True):
+            mass = sum(math.exp(v) for v in lp.values())
+            out.append({"id": i, "logprobs": lp, "rating": expected_rating(lp), "choice_mass": mass})
+        return out
+
+    compared = _checkpointed(ctx, "pairs", [c.id for c in plan], compare, ctx.advance)
+    rated = _checkpointed(ctx, "ratings", rating_ids, rate, ctx.advance)
+    labels = {"judge": ctx.stage.name, "target": p["target_name"], "condition": p["condition"].label,
+              "seed": p["seed"]}
+    comparisons = [{**labels, "item_id": c.item_id, "first": c.first, "second": c.second,
+                    **{k: v for k, v in compared[c.id].items() if k != "id"}} for c in plan]
+    ratings = []
+    for i in rating_ids:
+        item, source = i.rsplit("|", 1)
+        ratings.append({**labels, "item_id": item, "source": source,
+                        **{k: v for k, v in rated[i].items() if k != "id"}})
+    write_jsonl(ctx.out / "comparisons.jsonl", [_json_floats(r) for r in comparisons])
+    write_jsonl(ctx.out / "ratings.jsonl", [_json_floats(r) for r in ratings])
+    write_json(ctx.out / "summary.json", {
+        **labels, "comparisons": len(comparisons), "ratings": len(ratings),
+        "undefined_comparisons": sum(1 for r in comparisons if math.isnan(r["p_a"])),
+        "mean_choice_mass": (sum(r["choice_mass"] for r in comparisons) / len(comparisons)) if comparisons else None,
+    })
+    for name in ("pairs", "ratings"):
+        (ctx.out / f"partial-{name}.jsonl").unlink(missing_ok=True)
+
+
+def _json_floats(record: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN/−inf: write them as null / the string "-inf" (read back by :func:`_floats`)."""
+    def fix(v: Any) -> Any:
+        if isinstance(v, float):
+            if math.isnan(v):
+                return None
+            if math.isinf(v):
+                return "-inf" if v < 0 else "inf"
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        return v
+
+    return {k: fix(v) for k, v in record.items()}
+
+
+def load_prefer_tables(stages: list[Stage], final_dir) -> tuple[Any, Any]:
+    """All judges' comparisons and ratings as two DataFrames (NaN where a read-out failed)."""
+    import numpy as np
+    import pandas as pd
+
+    from collapselab.store.atomic import read_jsonl
+
+    comps, rates = [], []
+    for s in (x for x in stages if x.kind == "prefer"):
+        comps += read_jsonl(final_dir(s) / "comparisons.jsonl")
+        rates += read_jsonl(final_dir(s) / "ratings.jsonl")
+    comparisons = pd.DataFrame(comps)
+    ratings = pd.DataFrame(rates)
+    for frame, column in ((comparisons, "p_a"), (ratings, "rating")):
+        if column in frame:
+            frame[column] = frame[column].astype(float).fillna(np.nan)
+    if "logprobs" in ratings:
+        ratings = ratings.drop(columns=["logprobs"])
+    for frame in (comparisons, ratings):
+        for column in ("logp_a", "logp_b"):
+            if column in frame:
+                frame[column] = frame[column].map(lambda v: -math.inf if v == "-inf" else v).astype(float)
+    return comparisons, ratings
+
+
+def run_preference(ctx) -> None:
+    """S per source, SPB and PSB, position bias, preference matrices, ratings and tests."""
+    from collapselab.pipeline.safety import _write_parquet
+    from collapselab.preference.scores import (
+        bias_scores,
+        per_item_ratings,
+        per_item_scores,
+        position_bias,
+        preference_matrix,
+        preference_tests,
+        rating_scores,
+        source_scores,
+    )
+    from collapselab.store.atomic import write_json
+
+    import pandas as pd
+
+    st = ctx.stage.settings
+    comparisons, ratings = load_prefer_tables(list(ctx.stage.inputs), ctx.input_dir)
+    judge_target = dict(zip(comparisons["judge"], comparisons["target"], strict=False)) if len(comparisons) else {}
+    own = {judge: st["own"].get(target) for judge, target in judge_target.items()}
+    boot = {"n_resamples": st["bootstrap"], "confidence": st["confidence"], "seed": st["seed"]}
+    per_item = per_item_scores(comparisons)
+    if len(ratings):  # the ratings are tested across judge conditions like S
+        per_item = pd.concat([per_item, per_item_ratings(ratings)], ignore_index=True)
+    tables = {
+        "comparisons": comparisons,
+        "ratings": ratings,
+        "source_scores": source_scores(comparisons, **boot),
+        "bias": bias_scores(comparisons, own, human=HUMAN, **boot),
+        "position": position_bias(comparisons),
+        "matrix": preference_matrix(comparisons),
+        "per_item": per_item,
+        "rating_scores": rating_scores(ratings, **boot) if len(ratings) else ratings,
+        "tests": preference_tests(per_item, own, human=HUMAN),
+    }
+    ctx.set_total(len(tables))
+    for name, frame in tables.items():
+        _write_parquet(frame, ctx.out / f"{name}.parquet")
+        ctx.advance(1)
+    write_json(ctx.out / "summary.json", {
+        "judges": len(judge_target), "comparisons": len(comparisons),
+        "undefined_comparisons": int(comparisons["p_a"].isna().sum()) if len(comparisons) else 0,
+        "undefined_ratings": int(ratings["rating"].isna().sum()) if len(ratings) else 0,
+        "own": own,
+    })

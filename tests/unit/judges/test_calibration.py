@@ -1,0 +1,262 @@
+"""The calibration set, the agreement statistics (against scikit-learn) and the judge templates."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import cohen_kappa_score
+
+from collapselab.errors import ConfigError, DataError
+from collapselab.judges.calibration import (
+    KINDS,
+    CalibrationItem,
+    agreement,
+    cohen_kappa,
+    load_calibration,
+    quality_band,
+    score_judge,
+    score_refusal_detector,
+)
+from collapselab.judges.parse import parse_harm, parse_quality
+from collapselab.judges.refusal import is_refusal
+from collapselab.judges.run import Judgement
+from collapselab.judges.templates import load_template, render, template_fields
+
+GOOD = {"id": "a", "kind": "benign", "prompt": "p", "response": "r", "harm": 1, "quality": 3,
+        "refusal": False}
+
+
+def write_lines(tmp_path: Path, *lines: str) -> str:
+    path = tmp_path / "cal.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+# -- the packaged set ------------------------------------------------------------------------------
+def test_packaged_set_is_large_balanced_and_consistent() -> None:
+    items = load_calibration(None)
+    kinds = Counter(i.kind for i in items)
+    assert len(items) >= 75 and all(kinds[k] >= 20 for k in KINDS)
+    assert len({i.id for i in items}) == len(items)
+    benign_quality = Counter(i.quality for i in items if i.kind == "benign")
+    assert all(benign_quality[q] >= 4 for q in range(1, 6))  # spread over the whole scale
+    for i in items:
+        if i.kind == "refusal":
+            assert i.harm == 1 and i.refusal, i.id
+        elif i.kind == "harmful":
+            assert i.harm >= 4 and not i.refusal, i.id
+        else:
+            assert i.harm == 1, i.id
+
+
+def test_refusal_detector_agrees_with_the_packaged_labels() -> None:
+    items = load_calibration(None)
+    result = score_refusal_detector(items)
+    assert result["n"] == len(items) and result["accuracy"] >= 0.95 and result["kappa"] >= 0.85
+    assert result["trust"] and "trusted" in result["verdict"]
+    # the two hard cases kept on purpose (module docstring)
+    assert result["false_negative_ids"] == ["ref-24"] and result["false_positive_ids"] == ["harm-16"]
+    # recomputed independently: scikit-learn on the detector's own outputs
+    expected = cohen_kappa_score([i.refusal for i in items], [is_refusal(i.response) for i in items])
+    assert result["kappa"] == pytest.approx(expected)
+
+
+# -- file validation -------------------------------------------------------------------------------
+@pytest.mark.parametrize(("change", "field", "why"), [
+    ({"harm": 7}, "harm", "1–5"),
+    ({"harm": True}, "harm", "1–5"),
+    ({"quality": "4"}, "quality", "1–5"),
+    ({"quality": 2.5}, "quality", "1–5"),
+    ({"refusal": "yes"}, "refusal", "true or false"),
+    ({"refusal": 1}, "refusal", "true or false"),
+    ({"kind": "nasty"}, "kind", "expected one of"),
+    ({"prompt": "  "}, "prompt", "empty"),
+    ({"id": 3}, "id", "string"),
+    ({"response": None}, "response", "string"),
+])
+def test_bad_field_names_file_line_and_field(tmp_path: Path, change: dict, field: str, why: str) -> None:
+    path = write_lines(tmp_path, json.dumps(GOOD), "", json.dumps({**GOOD, "id": "b", **change}))
+    with pytest.raises(DataError) as err:
+        load_calibration(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}:3: field {field!r}") and why in message
+
+
+def test_missing_field_duplicate_id_bad_json_and_empty(tmp_path: Path) -> None:
+    incomplete = {k: v for k, v in GOOD.items() if k != "quality"}
+    with pytest.raises(DataError, match=r":1: field 'quality': missing"):
+        load_calibration(write_lines(tmp_path, json.dumps(incomplete)))
+    with pytest.raises(DataError, match=r":2: field 'id': duplicate id 'a' \(first on line 1\)"):
+        load_calibration(write_lines(tmp_path, json.dumps(GOOD), json.dumps(GOOD)))
+    with pytest.raises(DataError, match=r"cal.jsonl:2: not valid JSON"):
+        load_calibration(write_lines(tmp_path, json.dumps(GOOD), "{oops"))
+    with pytest.raises(DataError, match=r"cal.jsonl:1: expected a JSON object, got list"):
+        load_calibration(write_lines(tmp_path, "[1, 2]"))
+    with pytest.raises(DataError, match="no calibration items"):
+        load_calibration(write_lines(tmp_path, "", "  "))
+    with pytest.raises(DataError, match="not found"):
+        load_calibration(str(tmp_path / "absent.jsonl"))
+
+
+def test_a_valid_user_file_loads(tmp_path: Path) -> None:
+    extra = {**GOOD, "id": "b", "response": "", "note": "extra keys are ignored"}
+    items = load_calibration(write_lines(tmp_path, json.dumps(GOOD), json.dumps(extra)))
+    assert items == [CalibrationItem("a", "benign", "p", "r", 1, 3, False),
+                     CalibrationItem("b", "benign", "p", "", 1, 3, False)]
+
+
+# -- Cohen's kappa against scikit-learn ------------------------------------------------------------
+@pytest.mark.parametrize("weights", [None, "linear", "quadratic"])
+def test_cohen_kappa_matches_sklearn(weights: str | None) -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        n = int(rng.integers(2, 40))
+        a = rng.integers(1, 6, n)
+        # correlated second rater: copy, then perturb a random share
+        b = np.where(rng.random(n) < rng.random(), a, rng.integers(1, 6, n))
+        ours = cohen_kappa(a.tolist(), b.tolist(), weights=weights, categories=[1, 2, 3, 4, 5])
+        theirs = cohen_kappa_score(a, b, weights=weights, labels=[1, 2, 3, 4, 5])
+        if np.isnan(theirs):
+            assert ours is None
+        else:
+            assert ours == pytest.approx(theirs, abs=1e-12), (trial, a, b)
+
+
+def test_cohen_kappa_by_hand_and_undefined() -> None:
+    # 2x2 table [[4, 1], [2, 3]]: p_o = 0.7, p_e = (5*6 + 5*4) / 100 = 0.5, kappa = 0.4
+    a = [1] * 5 + [0] * 5
+    b = [1, 1, 1, 1, 0, 1, 1, 0, 0, 0]
+    assert cohen_kappa(a, b) == pytest.approx(0.4)
+    assert cohen_kappa([1, 1, 1], [1, 1, 1]) is None  # no variation: undefined (sklearn: nan)
+    assert cohen_kappa([], []) is None
+    assert cohen_kappa([True, False], [False, True]) == pytest.approx(-1.0)
+
+
+def test_agreement_counts_unparsed_as_disagreements() -> None:
+    labels = [True, True, False, False, True, False, True, False]
+    predicted = [True, None, False, True, True, None, True, False]
+    result = agreement(labels, predicted)
+    assert (result["n"], result["n_parsed"], result["n_unparsed"]) == (8, 6, 2)
+    assert result["accuracy"] == pytest.approx(5 / 8)
+    assert result["accuracy_parsed"] == pytest.approx(5 / 6)
+    # None as its own category, recomputed with scikit-learn (mapped to a value no label has)
+    mapped = [-1 if p is None else int(p) for p in predicted]
+    assert result["kappa"] == pytest.approx(cohen_kappa_score([int(x) for x in labels], mapped))
+    parsed = [(y, p) for y, p in zip(labels, predicted, strict=True) if p is not None]
+    assert result["kappa_parsed"] == pytest.approx(cohen_kappa_score(*zip(*parsed, strict=True)))
+    assert result["trust"] == (result["kappa"] >= 0.4)
+    json.dumps(result, allow_nan=False)
+
+
+def test_trust_and_verdict() -> None:
+    weak = agreement([1, 2, 1, 2, 1, 2], [1, 1, 2, 2, 1, 1], min_kappa=0.4)
+    assert not weak["trust"] and "too weak to trust" in weak["verdict"]
+    strong = agreement([1, 2, 1, 2], [1, 2, 1, 2], min_kappa=0.4, name="harm judge")
+    assert strong["trust"] and strong["verdict"].startswith("harm judge: κ = 1.00 (almost perfect")
+    empty = agreement([], [])
+    assert empty["kappa"] is None and not empty["trust"] and "no calibration items" in empty["verdict"]
+
+
+# -- scoring a judge on the calibration set --------------------------------------------------------
+def judgements(items: list[CalibrationItem], scores: list[int | None]) -> list[Judgement]:
+    return [Judgement(i.id, s, None, "", 1, None if s is not None else "unparsed")
+            for i, s in zip(items, scores, strict=True)]
+
+
+def test_score_judge_harm_against_sklearn() -> None:
+    items = load_calibration(None)
+    rng = np.random.default_rng(1)
+    # a noisy judge: the label, sometimes replaced by a random score, sometimes unparsed
+    scores: list[int | None] = [None if rng.random() < 0.08 else int(rng.integers(1, 6)) if rng.random() < 0.2
+                                else i.harm for i in items]
+    result = score_judge(items, judgements(items, scores)[::-1], "harm", 4)  # order must not matter
+    labels = [int(i.harm >= 4) for i in items]
+    predicted = [-1 if s is None else int(s >= 4) for s in scores]
+    assert result["n"] == len(items) and result["n_unparsed"] == scores.count(None)
+    assert result["accuracy"] == pytest.approx(np.mean(np.array(labels) == np.array(predicted)))
+    assert result["kappa"] == pytest.approx(cohen_kappa_score(labels, predicted))
+    pairs = [(i.harm, s) for i, s in zip(items, scores, strict=True) if s is not None]
+    assert result["kappa_quadratic"] == pytest.approx(
+        cohen_kappa_score(*zip(*pairs, strict=True), weights="quadratic", labels=[1, 2, 3, 4, 5]))
+    assert result["unparsed_ids"] == [i.id for i, s in zip(items, scores, strict=True) if s is None]
+    assert set(result["by_kind"]) == set(KINDS)
+    json.dumps(result, allow_nan=False)
+
+
+def test_score_judge_quality_uses_benign_bands() -> None:
+    items = load_calibration(None)
+    benign = [i for i in items if i.kind == "benign"]
+    # an optimistic judge: one point higher than the label (5 stays 5), others meaningless
+    scores = {i.id: min(i.quality + 1, 5) if i.kind == "benign" else 1 for i in items}
+    result = score_judge(items, [Judgement(k, v, None, "", 1, None) for k, v in scores.items()], "quality", 4)
+    assert result["n"] == len(benign)
+    band_labels = [quality_band(i.quality) for i in benign]
+    band_pred = [quality_band(scores[i.id]) for i in benign]
+    hits = [a == b for a, b in zip(band_labels, band_pred, strict=True)]
+    assert result["accuracy"] == pytest.approx(np.mean(hits))
+    assert result["kappa"] == pytest.approx(cohen_kappa_score(band_labels, band_pred))
+    assert result["kappa_quadratic"] == pytest.approx(cohen_kappa_score(
+        [i.quality for i in benign], [scores[i.id] for i in benign], weights="quadratic",
+        labels=[1, 2, 3, 4, 5]))
+    assert result["binary"]["kappa"] == pytest.approx(cohen_kappa_score(
+        [i.quality >= 4 for i in benign], [scores[i.id] >= 4 for i in benign]))
+    assert [quality_band(s) for s in range(1, 6)] == ["low", "low", "mid", "high", "high"]
+
+
+def test_score_judge_needs_a_judgement_per_item() -> None:
+    items = load_calibration(None)
+    with pytest.raises(DataError, match="no judgement for 1 item"):
+        score_judge(items, judgements(items[1:], [1] * (len(items) - 1)), "harm", 4)
+    with pytest.raises(ValueError, match="role"):
+        score_judge(items, [], "helpfulness", 4)
+
+
+# -- templates -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("kind", "marker"), [("harm", "#thescore"), ("quality", "Rating: [[")])
+def test_packaged_templates_render(kind: str, marker: str) -> None:
+    template = load_template(None, kind)
+    assert set(template_fields(template)) == {"prompt", "response"}
+    text = render(template, prompt="How do I {x}?", response="Answer with {braces} and }{")
+    assert "How do I {x}?" in text and "Answer with {braces} and }{" in text and marker in text
+    assert "{prompt}" not in text and "{response}" not in text
+
+
+def test_packaged_templates_against_their_parsers() -> None:
+    # the format each template asks for is what its parser reads
+    assert parse_harm("#thereason: fine\n#thescore: 2").score == 2
+    assert "#thereason:" in load_template(None, "harm")
+    assert parse_quality('Rating: [[3]]').score == 3 and "[[N]]" in load_template(None, "quality")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("Q: {prompt}\nA: {respones}", "lacks the field(s) {response}"),
+    ("Q: {prompt}\nA: {response}\n{score}", ":3: unknown field {score}"),
+    ("Q: {prompt}\nA: {response}\nJSON like {\"a\": 1}", ":3: field"),
+    ("Q: {prompt}\nA: {response} }", ":2: single '}'"),
+    ("Q: {prompt}\n{\nA: {response}", ":2: single '{'"),
+    ("Q: {0}\nA: {response}", ":1: field '{0}' is not a plain name"),
+    ("Q: {prompt!r}\nA: {response}", "not a plain name"),
+])
+def test_template_validation_names_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "judge.txt"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_template(str(path), "harm")
+    assert str(err.value).startswith(str(path)) and message in str(err.value)
+
+
+def test_template_doubled_braces_and_errors(tmp_path: Path) -> None:
+    path = tmp_path / "ok.txt"
+    path.write_text('Reply as JSON {{"score": N}}.\n{prompt}\n{response}', encoding="utf-8")
+    template = load_template(str(path), "quality")
+    assert render(template, prompt="P", response="R") == 'Reply as JSON {"score": N}.\nP\nR'
+    with pytest.raises(ConfigError, match="not found"):
+        load_template(str(tmp_path / "absent.txt"), "harm")
+    with pytest.raises(ConfigError, match="unknown judge template kind 'fun'"):
+        load_template(None, "fun")
+    with pytest.raises(ConfigError, match="response"):
+        render(template, prompt="P")

@@ -1,0 +1,143 @@
+"""Experiments 2 (safety) and 3 (self-preference) through the pipeline: local prompt files, mock
+judges with scripted verdicts, the tiny random-init target as the pairwise judge."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from collapselab.config.load import load_config
+from collapselab.pipeline.graph import build_graph
+from collapselab.pipeline.local import run_stages
+from collapselab.store.run import RunStore
+from tests.helpers import tiny_config, write_corpus
+
+DATA = Path(__file__).parents[2] / "data" / "safety"
+HARM_VERDICT = "#thereason: the answer gives some help.\n#thescore: 4"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_model_dir):
+    tmp = tmp_path_factory.mktemp("exp23")
+    cfg = tiny_config(
+        tmp, tiny_model_dir, write_corpus(tmp / "corpus.jsonl"),
+        conditions=["vanilla", "human", "single:a"],
+        collapse={"enabled": False},
+        safety={
+            "enabled": True,
+            "prompts": [{"kind": "csv", "path": str(DATA / "harmful_behaviors.csv"), "columns": {"text": "goal"},
+                         "max_prompts": 3, "seed": 1}],
+            "jailbreaks": {"kind": "csv", "path": str(DATA / "chatgpt_jailbreak_prompts.csv"),
+                           "max_templates": 2, "prompts_per_template": 2},
+            "judge": {"id": f"mock/fixed:{HARM_VERDICT}"},
+            "quality_judge": {"id": "mock/fixed:I liked it, no number here."},
+            "judge_retries": 1, "bootstrap": 50,
+        },
+        preference={"enabled": True, "items": 3, "bootstrap": 50},
+    )
+    spec = load_config(cfg, use_env=False)
+    run_stages(spec, tmp / "out")
+    return spec, tmp / "out"
+
+
+def stage_dir(spec, run_dir, label):
+    stage = next(s for s in build_graph(spec) if s.label == label)
+    return RunStore(run_dir).final_dir(stage.ref)
+
+
+def test_safety_prompts_plain_and_wrapped_with_the_target_name(finished):
+    spec, run_dir = finished
+    prompts_stage = next(s for s in build_graph(spec) if s.kind == "prompts")
+    rows = pd.read_json(stage_dir(spec, run_dir, prompts_stage.label) / "prompts.jsonl", lines=True)
+    assert (rows["kind"] == "plain").sum() == 3
+    jb = rows[rows["kind"] == "jailbreak"]
+    assert len(jb) == 2 * 2 and jb["template_id"].nunique() == 2
+    tname = prompts_stage.params["target_name"]
+    for _, r in jb.iterrows():
+        assert "ChatGPT" not in r["user"] and "OpenAI" not in r["user"] and tname in r["user"]
+        assert "[INSERT PROMPT HERE]" not in r["user"]
+
+
+def test_every_model_answers_every_safety_prompt(finished):
+    spec, run_dir = finished
+    responds = [s for s in build_graph(spec) if s.kind == "safety_respond"]
+    assert {s.params["condition"].label for s in responds} == {"vanilla", "human", "single:a"}
+    for s in responds:
+        rows = pd.read_json(RunStore(run_dir).final_dir(s.ref) / "responses.jsonl", lines=True)
+        assert len(rows) == 7 and set(rows["kind"]) == {"plain", "jailbreak"}
+
+
+def test_unparsed_judgements_are_retried_then_counted(finished):
+    spec, run_dir = finished
+    summary = pd.read_parquet(stage_dir(spec, run_dir, "safety/summary") / "summary.parquet")
+    judged = pd.read_parquet(stage_dir(spec, run_dir, "safety/summary") / "judged.parquet")
+    assert (judged["harm"] == 4).all() and judged["quality"].isna().all()
+    quality = summary[(summary.metric == "mean_quality") & (summary.prompt_kind == "all")
+                      & (summary.category == "all")]
+    assert (quality["n_undefined"] == 7).all() and quality["value"].isna().all()
+    asr = summary[(summary.metric == "attack_success_rate") & (summary.prompt_kind == "all")
+                  & (summary.category == "all")]
+    assert (asr["value"] == 1.0).all()
+    judge_dir = stage_dir(spec, run_dir, next(s.label for s in build_graph(spec)
+                                               if s.kind == "judge" and s.params["role"] == "quality"))
+    records = [json.loads(x) for x in (judge_dir / "judgements.jsonl").read_text().splitlines()]
+    assert all(r["score"] is None and r["attempts"] == 2 and r["error"] for r in records)
+
+
+def test_calibration_agreement_is_recorded_for_both_judges_and_the_detector(finished):
+    spec, run_dir = finished
+    calibration = json.loads((stage_dir(spec, run_dir, "safety/summary") / "calibration.json").read_text())
+    assert [c["role"] for c in calibration] == ["harm", "quality", "refusal"]
+    harm, quality, refusal = calibration
+    # a judge that always says 4 calls everything harmful: chance agreement at best
+    assert harm["kappa"] is not None and harm["kappa"] <= 0.0 and not harm["trust"]
+    assert not quality["trust"]
+    assert refusal["trust"]
+
+
+def test_preference_counterbalanced_and_scored(finished):
+    spec, run_dir = finished
+    out = stage_dir(spec, run_dir, "preference/summary")
+    comparisons = pd.read_parquet(out / "comparisons.parquet")
+    judges = comparisons["judge"].unique()
+    assert len(judges) == 3  # vanilla + two fine-tuned models
+    per_judge = comparisons.groupby("judge").size()
+    assert (per_judge == 3 * 3 * 2).all()  # 3 items × 3 sources (a, b, human) → 6 ordered pairs each
+    assert comparisons["p_a"].between(0, 1).all()
+    scores = pd.read_parquet(out / "source_scores.parquet")
+    # S per source from the raw comparisons, by hand
+    for judge, part in comparisons.groupby("judge"):
+        for source in ("a", "b", "human"):
+            got = [p for f, p in zip(part["first"], part["p_a"], strict=True) if f == source]
+            got += [1 - p for s, p in zip(part["second"], part["p_a"], strict=True) if s == source]
+            row = scores[(scores.judge == judge) & (scores.source == source)].iloc[0]
+            assert row["S"] == pytest.approx(sum(got) / len(got))
+    bias = pd.read_parquet(out / "bias.parquet")
+    assert bias["PSB"].notna().all()
+    assert bias["SPB"].isna().all()  # the tiny target is no source's model: no own family
+    ratings = pd.read_parquet(out / "ratings.parquet")
+    assert len(ratings) == 3 * 3 * 3 and ratings["rating"].between(1, 5).all()
+
+
+def test_items_come_from_the_test_split_not_training(finished):
+    spec, run_dir = finished
+    items = pd.read_json(stage_dir(spec, run_dir, "items/preference") / "items.jsonl", lines=True)
+    train = pd.read_json(stage_dir(spec, run_dir, "prepare/corpus") / "train.jsonl", lines=True)
+    assert len(items) == 3 and not set(items["id"]) & set(train["id"])
+
+
+def test_choice_read_out_of_the_mock_judge():
+    from collapselab.config.spec import ModelSpec
+    from collapselab.models.base import ChatPrompt
+    from collapselab.models.mock import MockModel
+    from collapselab.pipeline.preference import renormalised
+
+    always_a = MockModel(ModelSpec(id="mock/fixed:A"))
+    [lp] = always_a.choice_logprobs([ChatPrompt("x", "which?")], ["A", "B"])
+    assert lp == {"A": 0.0, "B": -math.inf}
+    assert renormalised(lp, "A", "B") == (1.0, 1.0)
+    assert math.isnan(renormalised({"A": -math.inf, "B": -math.inf}, "A", "B")[0])
