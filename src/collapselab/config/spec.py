@@ -294,6 +294,7 @@ class JailbreakSpec(Spec):
     min_votes: int | None = 10
     require_placeholder: bool = True
     max_templates: int | None = Field(None, ge=1)
+    max_chars: int | None = Field(None, ge=1)  # longer templates are left out (small contexts, CPU time)
     prompts_per_template: int | None = Field(None, ge=1)
     rename: tuple[str, ...] = ("ChatGPT", "OpenAI")
     seed: int = 0

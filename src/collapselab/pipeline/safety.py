@@ -129,7 +129,8 @@ def run_prompts(ctx) -> None:
         raise_empty("safety.prompts: no harmful prompts were loaded")
     loaded = load_templates(s.jailbreaks)
     j = s.jailbreaks
-    templates = filter_templates(loaded, j.min_votes, j.require_placeholder, j.max_templates, j.seed)
+    short = [t for t in loaded if j.max_chars is None or len(t.text) <= j.max_chars]
+    templates = filter_templates(short, j.min_votes, j.require_placeholder, j.max_templates, j.seed)
     rows = build_safety_prompts(harmful, templates, j, ctx.stage.params["target_name"])
     write_jsonl(ctx.out / "prompts.jsonl", [
         {"id": p.id, "user": p.text, "kind": p.kind, "category": p.category, "prompt_id": p.prompt_id,
@@ -139,7 +140,8 @@ def run_prompts(ctx) -> None:
     by_id = {h.id: h.text for h in harmful}
     write_json(ctx.out / "harmful.json", by_id)
     write_json(ctx.out / "summary.json", {
-        "harmful_prompts": len(harmful), "templates_loaded": len(loaded), "templates_kept": len(templates),
+        "harmful_prompts": len(harmful), "templates_loaded": len(loaded),
+        "templates_too_long": len(loaded) - len(short), "templates_kept": len(templates),
         "plain": sum(p.kind == "plain" for p in rows), "jailbreak": sum(p.kind == "jailbreak" for p in rows),
         "categories": dict(Counter(h.category for h in harmful)),
     })

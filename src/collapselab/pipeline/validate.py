@@ -29,6 +29,12 @@ def validate_experiment(spec: ExperimentSpec) -> list[Stage]:
 
     models = [(f"sources.{i}.model", s.model) for i, s in enumerate(spec.sources)]
     models += [(f"targets.{i}", t) for i, t in enumerate(spec.targets)]
+    if spec.safety.enabled:
+        _check_safety(spec)
+        models += [(f"safety.{f}", m) for f in ("judge", "quality_judge")
+                   if (m := getattr(spec.safety, f)) is not None]
+    if spec.preference.enabled:
+        _check_preference(spec)
     for field, model in models:
         if model.backend not in BACKENDS:
             raise ConfigError(f"{field}.id: {BACKENDS.unknown_message(model.backend)}")
@@ -54,3 +60,59 @@ def validate_experiment(spec: ExperimentSpec) -> list[Stage]:
             if t.backend != "hf":
                 raise ConfigError(f"targets.{i}.id: {t.id!r} cannot be fine-tuned (only 'hf' targets can)")
     return build_graph(spec)
+
+
+def _exists(field: str, path: str | None, required: bool = False) -> None:
+    if path is None:
+        if required:
+            raise ConfigError(f"{field}: a path is required here")
+        return
+    if not Path(path).expanduser().exists():
+        raise ConfigError(f"{field}: {path} does not exist")
+
+
+def _check_safety(spec: ExperimentSpec) -> None:
+    """Experiment 2: local files exist, templates and calibration set load."""
+    from collapselab.judges.calibration import load_calibration
+    from collapselab.judges.templates import load_template
+
+    s = spec.safety
+    for i, p in enumerate(s.prompts):
+        _exists(f"safety.prompts.{i}.path", p.path, required=p.kind in ("jsonl", "csv", "parquet"))
+        if p.kind == "hf" and not (p.name or p.path):
+            raise ConfigError(f"safety.prompts.{i}.name: required for kind 'hf'")
+    j = s.jailbreaks
+    _exists("safety.jailbreaks.path", j.path, required=j.kind in ("jsonl", "csv"))
+    if j.kind == "hf" and not (j.name or j.path):
+        raise ConfigError("safety.jailbreaks.name: required for kind 'hf'")
+    for role, path in (("harm", s.harm_template), ("quality", s.quality_template)):
+        _exists(f"safety.{role}_template", path)
+        load_template(path, role)  # raises ConfigError naming the file and the bad field
+    if s.calibrate:
+        _exists("safety.calibration", s.calibration)
+        load_calibration(s.calibration)
+
+
+def _check_preference(spec: ExperimentSpec) -> None:
+    """Experiment 3: templates load, a configured corpus is usable, there is a source to compare."""
+    from collapselab.pipeline.preference import preference_sources
+    from collapselab.preference.prompts import load_template
+
+    p = spec.preference
+    if not preference_sources(spec):
+        raise ConfigError("preference.sources: at least one source model is needed (texts are compared with the "
+                          "human one)")
+    _exists("preference.pair_template", p.pair_template)
+    load_template(p.pair_template, "pairwise")
+    if p.ratings:
+        _exists("preference.rating_template", p.rating_template)
+        load_template(p.rating_template, "rating")
+    if p.corpus is not None:
+        from collapselab.corpora.base import CORPORA
+        from collapselab.registry import UnknownNameError
+
+        try:
+            CORPORA.get(p.corpus.kind)
+        except UnknownNameError as exc:
+            raise ConfigError(f"preference.corpus.kind: {exc}") from None
+        _exists("preference.corpus.path", p.corpus.path, required=p.corpus.kind in ("jsonl", "csv", "parquet", "txt"))

