@@ -87,6 +87,10 @@ class ModelSpec(Spec):
     batch_size: int = Field(16, ge=1)
     chat: Literal["auto", "always", "never"] = "auto"
     max_context: int | None = Field(None, ge=8)
+    # HTTP backends (``openai/NAME``): the server's base URL (e.g. http://localhost:8000/v1) and the
+    # name of the environment variable holding the API key (the key itself is never in a config)
+    base_url: str | None = None
+    api_key_env: str | None = None
 
     @field_validator("id")
     @classmethod

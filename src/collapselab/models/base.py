@@ -92,10 +92,13 @@ BACKENDS: Registry = Registry("model backend")
 BACKENDS.add("hf", "collapselab.models.hf:load_hf_model",
              description="transformers: packaged names, hub ids, local folders, GGUF files; optional LoRA adapter")
 BACKENDS.add("mock", "collapselab.models.mock:MockModel", description="scripted backend for fast tests")
+BACKENDS.add("openai", "collapselab.models.openai_http:load_openai_model",
+             description="any OpenAI-compatible HTTP endpoint (vLLM, llama.cpp, hosted APIs)")
 
 BACKEND_CHECKS: Registry = Registry("model backend")
 BACKEND_CHECKS.add("hf", "collapselab.models.hf:check_hf_spec")
 BACKEND_CHECKS.add("mock", "collapselab.models.mock:check_mock_spec")
+BACKEND_CHECKS.add("openai", "collapselab.models.openai_http:check_openai_spec")
 
 
 def load_model(spec: ModelSpec) -> LanguageModel:

@@ -64,8 +64,11 @@ class Stage:
 
 def model_key_settings(spec: ModelSpec) -> dict[str, Any]:
     """The fields of a model spec that change what it writes (batch size does not, by design:
-    sampling is seeded per prompt)."""
-    return spec.model_dump(mode="json", exclude={"batch_size"})
+    sampling is seeded per prompt; nor does the name of the variable holding an API key)."""
+    settings = spec.model_dump(mode="json", exclude={"batch_size", "api_key_env"})
+    if settings.get("base_url") is None:  # only HTTP backends have one: local models keep their keys
+        settings.pop("base_url", None)
+    return settings
 
 
 def target_names(targets: tuple[ModelSpec, ...]) -> list[str]:

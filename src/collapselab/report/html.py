@@ -23,15 +23,20 @@ import jinja2
 import markupsafe
 import pandas as pd
 
-from collapselab.report import plots
+from collapselab.report import plots, preference_plots, safety_plots
 from collapselab.report.inputs import ReportInputs
-from collapselab.report.tables import build_tables, condition_order, fmt_text
+from collapselab.report.tables import (
+    EXCERPT_CHARS,
+    build_tables,
+    condition_order,
+    excerpt,
+    experiments,
+    fmt_text,
+)
 
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).with_name("templates")
-#: characters of a prompt / response shown before it is cut with an ellipsis
-EXCERPT_CHARS = 600
 #: example prompts shown per condition (the same prompts for every condition, so they compare)
 EXAMPLES_PER_CONDITION = 3
 
@@ -44,18 +49,7 @@ class Plot:
     title: str
     caption: str
     uri: str | None
-
-
-def excerpt(text: Any, limit: int = EXCERPT_CHARS) -> str:
-    """``text`` cut to ``limit`` characters (at a word boundary when one is near) with "…"."""
-    text = "" if text is None or (isinstance(text, float) and text != text) else str(text)
-    if len(text) <= limit:
-        return text
-    cut = text[:limit]
-    space = cut.rfind(" ")
-    if space > limit * 0.8:
-        cut = cut[:space]
-    return cut.rstrip() + " …"
+    empty: str = "No data for this plot in this run."  # shown instead of an image when uri is None
 
 
 def examples(responses: pd.DataFrame, per_condition: int = EXAMPLES_PER_CONDITION) -> list[dict[str, Any]]:
@@ -88,7 +82,8 @@ def examples(responses: pd.DataFrame, per_condition: int = EXAMPLES_PER_CONDITIO
     return out
 
 
-def _plot(id_: str, title: str, caption: str, build: Callable[[], Any], failures: list[str]) -> Plot:
+def _plot(id_: str, title: str, caption: str, build: Callable[[], Any], failures: list[str],
+          empty: str = "") -> Plot:
     """Render one figure; a plot that fails is reported in the warning box, not fatal — the tables
     (and every other plot) of a long run are still worth having."""
     try:
@@ -98,7 +93,7 @@ def _plot(id_: str, title: str, caption: str, build: Callable[[], Any], failures
         log.exception("plot %s failed", id_)
         failures.append(f"Plot \"{title}\" could not be drawn: {type(exc).__name__}: {exc}")
         uri = None
-    return Plot(id_, title, caption, uri)
+    return Plot(id_, title, caption, uri, *([empty] if empty else []))
 
 
 def build_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Any]:
@@ -135,7 +130,49 @@ def build_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Any]:
     training = _plot("plot-training", "Training loss",
                      "Train loss per optimizer step (thin) and validation loss (dots).",
                      lambda: plots.training_curves(inputs.training), failures)
-    return {"main": main, "heatmaps": heatmaps, "sources": sources, "training": training}
+    return {"main": main, "heatmaps": heatmaps, "sources": sources, "training": training,
+            "safety": _safety_plots(inputs, failures), "preference": _preference_plots(inputs, failures)}
+
+
+def _safety_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Plot]:
+    """Experiment 2's figures (empty when the run has none)."""
+    s = inputs.safety
+    if s is None:
+        return {}
+    return {
+        "joint": _plot(
+            "plot-safety-joint", "Quality × harmfulness",
+            "The study's 5×5 distribution of the judges' scores, per condition (columns) for plain and "
+            "jailbreak prompts (rows), over answers with both judgements parsed; numbers are counts, colour "
+            "the share, the dashed box the danger zone (harmful and of high quality).",
+            lambda: safety_plots.joint_heatmaps(s.joint, s.conditions, s.thresholds), failures,
+            "No answer has both a harmfulness and a quality score (see the warnings)."),
+        "danger": _plot(
+            "plot-safety-danger", "Danger zone",
+            "Share of answers judged both harmful and of high quality, with Wilson score intervals.",
+            lambda: safety_plots.danger_zone_bars(s.summary, s.conditions), failures,
+            "The danger zone is undefined everywhere: no answer has both scores (see the warnings)."),
+    }
+
+
+def _preference_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Plot]:
+    """Experiment 3's figures (empty when the run has none)."""
+    p = inputs.preference
+    if p is None:
+        return {}
+    return {
+        "matrix": _plot("plot-preference-matrix", "Preference matrices",
+                        "Per judge, P(the row source's text beats the column source's), both orders pooled; "
+                        "0.5 = no preference.",
+                        lambda: preference_plots.preference_matrices(p.matrix, p.conditions), failures),
+        "scores": _plot("plot-preference-scores", "S per source",
+                        "Mean win probability of each source's texts per judge, with bootstrap intervals "
+                        "over items; dashed: 0.5.",
+                        lambda: preference_plots.source_scores_plot(p.source_scores, p.conditions), failures),
+        "bias": _plot("plot-preference-bias", "Self-preference and pro-synthetic bias",
+                      "SPB and PSB per judge with bootstrap intervals; dashed: no bias.",
+                      lambda: preference_plots.bias_plot(p.bias, p.conditions), failures),
+    }
 
 
 _BREAK_AFTER = re.compile(r"([_\[,=:/]|\.(?=[A-Za-z]))(?=\S)")
@@ -184,16 +221,18 @@ def render_html(inputs: ReportInputs) -> str:
     tables = build_tables(inputs)
     failures: list[str] = []
     figures = build_plots(inputs, failures)
-    conditions = condition_order(inputs.aggregates)
+    conditions = condition_order(inputs.aggregates) or list(inputs.conditions)
     template = _environment().get_template("report.html.j2")
     return template.render(
         title=inputs.title or "collapselab report",
         run_dir=inputs.run_dir,
         stage_counts=inputs.stage_counts,
+        experiments=experiments(inputs),
         conditions=conditions,
         warnings=[*tables.warnings, *failures],
         t=tables,
         figures=figures,
+        collapse=inputs.collapse,
         examples=examples(inputs.responses),
         excerpt_chars=EXCERPT_CHARS,
         config_yaml=inputs.config_yaml,

@@ -1,7 +1,9 @@
 """Everything the report shows, read from a run folder's stage outputs (nothing is recomputed).
 
 :func:`collect` gathers the tables; the renderers (:mod:`collapselab.report.html`,
-:mod:`collapselab.report.markdown`) turn a :class:`ReportInputs` into files.
+:mod:`collapselab.report.markdown`) turn a :class:`ReportInputs` into files. Each experiment is
+optional: a disabled one leaves its part empty (Experiment 1) or ``None`` (Experiments 2 and 3),
+an enabled one that has not finished is an error.
 """
 
 from __future__ import annotations
@@ -13,14 +15,82 @@ from typing import Any
 
 import pandas as pd
 
+#: stage kinds whose outputs the report reads; every one of them present in the graph must be done
+REQUIRED_KINDS = ("evaluate", "stats", "safety", "prefer", "preference")
+
+
+@dataclass
+class SafetyInputs:
+    """Experiment 2's results (the ``safety`` stage's outputs, see :mod:`collapselab.safety.metrics`).
+
+    * ``judged`` — one row per answer: target, condition, seed, prompt_kind (plain / jailbreak),
+      category, template_id, prompt_id, item_id, harm, quality (NaN: unparsed), refused, empty,
+      the judges' errors and reasons, prompt, response (model text: always escaped when shown);
+    * ``summary`` — per target × condition × seed × prompt_kind (plain / jailbreak / all) ×
+      category (each or "all") × metric: value, bootstrap ci_low / ci_high, Wilson interval for
+      rates, n, n_undefined, successes, definition;
+    * ``joint`` — the 5×5 harm × quality counts and shares per run and prompt kind;
+    * ``templates`` — attack success per jailbreak template; ``tests`` — Kruskal–Wallis and
+      Mann–Whitney rows (the collapse tests' columns);
+    * ``calibration`` — one dict per role (harm, quality, refusal): n, n_unparsed, accuracy,
+      kappa, trust, verdict, judge, …; ``info`` — the stage's summary.json (judges, unparsed counts);
+    * ``conditions`` — the config's condition order; ``thresholds`` — the harm and quality scores
+      from which an answer counts as harmful / good (the danger zone's corner).
+    """
+
+    judged: pd.DataFrame
+    summary: pd.DataFrame
+    joint: pd.DataFrame
+    templates: pd.DataFrame
+    tests: pd.DataFrame
+    calibration: list[dict[str, Any]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    conditions: list[str] = field(default_factory=list)
+    thresholds: dict[str, int] = field(default_factory=lambda: {"harm": 4, "quality": 4})
+
+
+@dataclass
+class PreferenceInputs:
+    """Experiment 3's results (the ``preference`` stage's outputs, see
+    :mod:`collapselab.preference.scores`).
+
+    * ``source_scores`` (S per judge and source with intervals), ``bias`` (SPB, PSB with
+      intervals, own source, note), ``position`` (first-slot win rate, flip rate),
+      ``matrix`` (P(row source beats column source) per judge), ``rating_scores`` (mean expected
+      rating per judge and source), ``tests`` (Kruskal–Wallis + Mann–Whitney across judge
+      conditions);
+    * ``comparisons``, ``ratings``, ``per_item`` — the raw read-outs (saved, not shown);
+    * ``judges`` — one dict per judge (the ``prefer`` stages' summary.json): judge, target,
+      condition, seed, comparisons, undefined_comparisons, mean_choice_mass (the probability the
+      judge put on "A" + "B" at all);
+    * ``info`` — the stage's summary.json (undefined counts, own source per judge);
+      ``conditions`` — the config's condition order.
+    """
+
+    source_scores: pd.DataFrame
+    bias: pd.DataFrame
+    position: pd.DataFrame
+    matrix: pd.DataFrame
+    rating_scores: pd.DataFrame
+    tests: pd.DataFrame
+    comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)
+    ratings: pd.DataFrame = field(default_factory=pd.DataFrame)
+    per_item: pd.DataFrame = field(default_factory=pd.DataFrame)
+    judges: list[dict[str, Any]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    conditions: list[str] = field(default_factory=list)
+
 
 @dataclass
 class ReportInputs:
     """The report's data.
 
+    Experiment 1 (distribution collapse; empty frames when ``collapse`` is False):
+
     * ``aggregates`` / ``per_item`` — the long tables of :mod:`collapselab.metrics.tables`, all sets
       (conditions, sources' training data, human references);
-    * ``tests`` — Kruskal–Wallis and pairwise Mann–Whitney rows (:func:`collapselab.stats.compare_conditions`);
+    * ``tests`` — Kruskal–Wallis and pairwise Mann–Whitney rows
+      (:func:`collapselab.stats.compare_conditions`);
     * ``concordance`` — per target: ``ranks``, ``value_ranks``, ``correlations``, ``pairwise`` frames;
       ``kendalls_w`` — one dict per target (W, chi2, df, p, n, m);
     * ``factorial`` (ART ANOVA rows per metric), ``seed_spread``, ``stats_notes``;
@@ -30,9 +100,14 @@ class ReportInputs:
       condition, item_id, x, y;
     * ``responses`` — set_name, condition, target, seed, prompt_id, prompt, response, human_response
       (model text: always escaped when shown);
+
+    Shared and later experiments:
+
     * ``training`` — per train stage: target, condition, seed, best_val_loss, stopped_early, and its
       loss curve (list of dicts);
-    * ``judge_notes`` / ``sections`` — room for later experiments' sections.
+    * ``collapse`` — whether the run has Experiment 1 (its sections are left out otherwise);
+    * ``safety`` / ``preference`` — Experiments 2 and 3 (``None`` when disabled);
+    * ``conditions`` — the config's condition labels, in order.
     """
 
     title: str
@@ -51,42 +126,64 @@ class ReportInputs:
     training: list[dict[str, Any]]
     run_dir: str = ""
     stage_counts: dict[str, int] = field(default_factory=dict)
+    collapse: bool = True
+    safety: SafetyInputs | None = None
+    preference: PreferenceInputs | None = None
+    conditions: list[str] = field(default_factory=list)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path) if path.exists() else pd.DataFrame()
 
 
-def collect(spec, run_dir: str | Path) -> ReportInputs:
-    """Read every finished stage the report needs; raises if the collapse stages are not done."""
-    import numpy as np
+def _read_json(path: Path, default: Any) -> Any:
+    return json.loads(path.read_text()) if path.exists() else default
 
+
+def _check_done(stages: list, store, run_dir: Path) -> None:
+    """Every stage whose outputs the report reads must be finished."""
     from collapselab.errors import CollapselabError
-    from collapselab.pipeline.graph import build_graph
-    from collapselab.store.atomic import read_jsonl
-    from collapselab.store.run import RunStore
 
-    run_dir = Path(run_dir)
-    store = RunStore(run_dir)
-    stages = build_graph(spec)
-    missing = [s.label for s in stages if s.kind in ("evaluate", "stats") and not store.is_done(s.ref)]
+    missing = [s.label for s in stages if s.kind in REQUIRED_KINDS and not store.is_done(s.ref)]
     if missing:
-        raise CollapselabError(f"{run_dir}: the report needs finished stages; missing: {', '.join(missing[:5])}"
-                               + (" …" if len(missing) > 5 else "") + " (run `collapselab run` first)")
+        raise CollapselabError(f"{run_dir}: the report needs finished stages; missing: "
+                               f"{', '.join(missing[:5])}" + (" …" if len(missing) > 5 else "")
+                               + " (run `collapselab run` first)")
+
+
+def _collapse_parts(stages: list, store) -> dict[str, Any]:
+    """Experiment 1's tables (empty when the run has no collapse stages)."""
     evaluates = [s for s in stages if s.kind == "evaluate"]
-    stats_dir = store.final_dir(next(s for s in stages if s.kind == "stats").ref)
-    aggregates = pd.concat([pd.read_parquet(store.final_dir(s.ref) / "aggregates.parquet") for s in evaluates],
-                           ignore_index=True)
-    per_item = pd.concat([pd.read_parquet(store.final_dir(s.ref) / "per_item.parquet") for s in evaluates],
-                         ignore_index=True)
-    details = {s.params["set"].name: json.loads((store.final_dir(s.ref) / "details.json").read_text())
-               for s in evaluates}
+    stats_stage = next((s for s in stages if s.kind == "stats"), None)
+    if not evaluates or stats_stage is None:
+        return {"aggregates": pd.DataFrame(), "per_item": pd.DataFrame(), "tests": pd.DataFrame(),
+                "concordance": {}, "kendalls_w": [], "factorial": pd.DataFrame(),
+                "seed_spread": pd.DataFrame(), "stats_notes": [], "details": {}}
+    stats_dir = store.final_dir(stats_stage.ref)
     stats = json.loads((stats_dir / "stats.json").read_text())
     concordance: dict[str, dict[str, pd.DataFrame]] = {}
     for path in sorted((stats_dir / "concordance").glob("*/*.parquet")):
         concordance.setdefault(path.parent.name, {})[path.stem] = pd.read_parquet(path)
+    return {
+        "aggregates": pd.concat([pd.read_parquet(store.final_dir(s.ref) / "aggregates.parquet")
+                                 for s in evaluates], ignore_index=True),
+        "per_item": pd.concat([pd.read_parquet(store.final_dir(s.ref) / "per_item.parquet")
+                               for s in evaluates], ignore_index=True),
+        "tests": _read_parquet(stats_dir / "tests.parquet"),
+        "concordance": concordance,
+        "kendalls_w": stats.get("kendalls_w", []),
+        "factorial": _read_parquet(stats_dir / "factorial.parquet"),
+        "seed_spread": _read_parquet(stats_dir / "seed_spread.parquet"),
+        "stats_notes": stats.get("notes", []),
+        "details": {s.params["set"].name: json.loads((store.final_dir(s.ref) / "details.json").read_text())
+                    for s in evaluates},
+    }
 
-    # 2-D map: one PCA over all response embeddings, so every set shares the axes
+
+def _embedding_map(stages: list, store) -> pd.DataFrame:
+    """2-D map: one PCA over all response embeddings, so every set shares the axes."""
+    import numpy as np
+
     frames, vectors = [], []
     for s in (x for x in stages if x.kind == "embed"):
         info = s.params["set"]
@@ -104,33 +201,89 @@ def collect(spec, run_dir: str | Path) -> ReportInputs:
         _, _, vt = np.linalg.svd(x, full_matrices=False)
         xy = x @ vt[:2].T
         embedding_map["x"], embedding_map["y"] = xy[:, 0], xy[:, 1] if xy.shape[1] > 1 else 0.0
+    return embedding_map
 
-    responses = []
+
+def _responses(stages: list, store) -> pd.DataFrame:
+    """Experiment 1's answers to the test prompts."""
+    from collapselab.store.atomic import read_jsonl
+
+    rows = []
     for s in (x for x in stages if x.kind == "respond"):
         p = s.params
         for r in read_jsonl(store.final_dir(s.ref) / "responses.jsonl"):
-            responses.append({"set_name": f"{p['target_name']}/{p['condition'].label}/seed{p['seed']}",
-                              "condition": p["condition"].label, "target": p["target_name"], "seed": p["seed"],
-                              "prompt_id": r["prompt_id"], "prompt": r["prompt"], "response": r["response"],
-                              "human_response": r["human_response"]})
+            rows.append({"set_name": f"{p['target_name']}/{p['condition'].label}/seed{p['seed']}",
+                         "condition": p["condition"].label, "target": p["target_name"], "seed": p["seed"],
+                         "prompt_id": r["prompt_id"], "prompt": r["prompt"], "response": r["response"],
+                         "human_response": r["human_response"]})
+    return pd.DataFrame(rows)
+
+
+def _training(stages: list, store) -> list[dict[str, Any]]:
+    """One entry per fine-tuning run (shared by every experiment)."""
     training = []
     for s in (x for x in stages if x.kind == "train"):
         folder = store.final_dir(s.ref)
+        if not store.is_done(s.ref):  # a train stage nothing finished downstream needs
+            continue
         summary = json.loads((folder / "train_summary.json").read_text())
         curve = [json.loads(line) for line in (folder / "loss_curve.jsonl").read_text().splitlines() if line]
         training.append({"target": s.params["target_name"], "condition": s.params["condition"].label,
                          "seed": s.params["seed"], "best_val_loss": summary.get("best_val_loss"),
                          "stopped_early": summary.get("stopped_early"), "curve": curve})
-    from collapselab.config.load import spec_to_yaml
+    return training
 
+
+def _safety(spec, stages: list, store) -> SafetyInputs | None:
+    stage = next((s for s in stages if s.kind == "safety"), None)
+    if stage is None:
+        return None
+    folder = store.final_dir(stage.ref)
+    return SafetyInputs(
+        judged=_read_parquet(folder / "judged.parquet"), summary=_read_parquet(folder / "summary.parquet"),
+        joint=_read_parquet(folder / "joint.parquet"), templates=_read_parquet(folder / "templates.parquet"),
+        tests=_read_parquet(folder / "tests.parquet"),
+        calibration=_read_json(folder / "calibration.json", []),
+        info=_read_json(folder / "summary.json", {}), conditions=[c.label for c in spec.conditions],
+        thresholds={"harm": spec.safety.harmful_threshold, "quality": spec.safety.quality_threshold},
+    )
+
+
+def _preference(spec, stages: list, store) -> PreferenceInputs | None:
+    stage = next((s for s in stages if s.kind == "preference"), None)
+    if stage is None:
+        return None
+    folder = store.final_dir(stage.ref)
+    frames = {name: _read_parquet(folder / f"{name}.parquet")
+              for name in ("source_scores", "bias", "position", "matrix", "rating_scores", "tests",
+                           "comparisons", "ratings", "per_item")}
+    judges = [_read_json(store.final_dir(s.ref) / "summary.json", {"judge": s.name})
+              for s in stages if s.kind == "prefer"]
+    return PreferenceInputs(**frames, judges=judges, info=_read_json(folder / "summary.json", {}),
+                            conditions=[c.label for c in spec.conditions])
+
+
+def collect(spec, run_dir: str | Path) -> ReportInputs:
+    """Read every finished stage the report needs; raises if an enabled experiment's final
+    stages are not done."""
+    from collapselab.config.load import spec_to_yaml
+    from collapselab.pipeline.graph import build_graph
+    from collapselab.store.run import RunStore
+
+    run_dir = Path(run_dir)
+    store = RunStore(run_dir)
+    stages = build_graph(spec)
+    _check_done(stages, store, run_dir)
+    collapse = any(s.kind == "stats" for s in stages)
     counts: dict[str, int] = {}
     for s in stages:
         counts[s.kind] = counts.get(s.kind, 0) + 1
     return ReportInputs(
-        title=spec.name, config_yaml=spec_to_yaml(spec), aggregates=aggregates, per_item=per_item,
-        tests=_read_parquet(stats_dir / "tests.parquet"), concordance=concordance,
-        kendalls_w=stats.get("kendalls_w", []), factorial=_read_parquet(stats_dir / "factorial.parquet"),
-        seed_spread=_read_parquet(stats_dir / "seed_spread.parquet"), stats_notes=stats.get("notes", []),
-        details=details, embedding_map=embedding_map, responses=pd.DataFrame(responses), training=training,
-        run_dir=str(run_dir), stage_counts=counts,
+        title=spec.name, config_yaml=spec_to_yaml(spec), **_collapse_parts(stages, store),
+        embedding_map=_embedding_map(stages, store) if collapse else pd.DataFrame(),
+        # without Experiment 1 the answers to the test prompts are shown nowhere
+        responses=_responses(stages, store) if collapse else pd.DataFrame(),
+        training=_training(stages, store), run_dir=str(run_dir), stage_counts=counts, collapse=collapse,
+        safety=_safety(spec, stages, store), preference=_preference(spec, stages, store),
+        conditions=[c.label for c in spec.conditions],
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from collapselab.report.inputs import ReportInputs
-from collapselab.report.tables import Table, build_tables
+from collapselab.report.tables import Table, build_tables, experiments
 
 # CommonMark lets any ASCII punctuation be backslash-escaped; these are the ones that can start
 # markup inside a table cell ("_" is left alone: GFM does not emphasise inside words, and escaping
@@ -57,24 +57,17 @@ def _fence(text: str) -> str:
     return f"{fence}yaml\n{text.rstrip()}\n{fence}\n"
 
 
-def render_markdown(inputs: ReportInputs) -> str:
-    """The report's tables — summary, tests, concordance and the rest — as one Markdown document."""
-    t = build_tables(inputs)
-    parts = [f"# {escape(inputs.title or 'collapselab report')}\n"]
-    meta = ["collapselab report, Experiment 1 (distribution collapse)"]
-    if inputs.run_dir:
-        meta.append(f"run folder {escape(inputs.run_dir)}")
-    if inputs.stage_counts:
-        meta.append("stages: " + ", ".join(f"{n} {escape(k)}" for k, n in inputs.stage_counts.items()))
-    parts.append(" · ".join(meta) + "\n")
-    if t.warnings:
-        parts.append("## Read before the numbers\n")
-        parts.append("\n".join(f"- {escape(w)}" for w in t.warnings) + "\n")
+def _details(summary: str, body: str) -> list[str]:
+    """A collapsible block (GFM renders raw ``<details>``; the body is already escaped)."""
+    return [f"<details><summary>{escape(summary)}</summary>\n", body, "</details>\n"]
 
-    parts += ["## Summary\n", table(t.summary)]
+
+def _collapse(inputs: ReportInputs, t) -> list[str]:
+    """Experiment 1's sections."""
+    parts = ["## Summary\n", table(t.summary)]
     parts += ["## Statistical tests\n", "### Across all conditions\n", table(t.omnibus),
               "### Pairs that differ\n", table(t.significant_pairs),
-              "<details><summary>All test rows</summary>\n", table(t.all_tests), "</details>\n"]
+              *_details("All test rows", table(t.all_tests))]
     parts += ["## Metric concordance: which conclusions are robust\n", table(t.kendalls_w)]
     for c in t.concordance:
         parts += [f"### Target {escape(c.target)}\n", table(c.agreement), "#### Ranks per metric\n",
@@ -84,6 +77,58 @@ def render_markdown(inputs: ReportInputs) -> str:
     if not t.seed_spread.empty:
         parts += ["## Seed spread\n", table(t.seed_spread)]
     parts += ["## Training-data diversity per source\n", table(t.sources)]
+    return parts
+
+
+def _safety(s) -> list[str]:
+    """Experiment 2's sections (:class:`collapselab.report.safety.SafetyTables`)."""
+    parts = ["## Experiment 2: safety\n", "### The judges\n",
+             "\n".join(f"- {escape(note)}" for note in s.judges) + "\n", table(s.calibration),
+             "### Harmfulness, quality, refusals and attack success\n"]
+    for heading, tbl in s.metrics:
+        parts += [f"#### {escape(heading)}\n", table(tbl)]
+    parts += _details("Per harm category", table(s.categories))
+    parts += ["### Attack success per jailbreak template\n", table(s.templates)]
+    parts += ["### Statistical tests\n", "#### Across all conditions\n", table(s.omnibus),
+              "#### Pairs that differ\n", table(s.significant_pairs),
+              *_details("All test rows", table(s.all_tests))]
+    return parts
+
+
+def _preference(p) -> list[str]:
+    """Experiment 3's sections (:class:`collapselab.report.preference.PreferenceTables`)."""
+    return ["## Experiment 3: self-preference\n",
+            "### How often the judges answer with a letter\n", table(p.choice_mass),
+            "### Preference matrix\n", table(p.matrix),
+            "### S per source\n", table(p.source_scores),
+            "### Self-preference and pro-synthetic bias\n", table(p.bias),
+            "### Position bias\n", table(p.position),
+            "### Ratings\n", table(p.ratings),
+            "### Statistical tests\n", "#### Across all judge conditions\n", table(p.omnibus),
+            "#### Pairs that differ\n", table(p.significant_pairs),
+            *_details("All test rows", table(p.all_tests))]
+
+
+def render_markdown(inputs: ReportInputs) -> str:
+    """The report's tables — every experiment's summary, tests and the rest — as one Markdown
+    document."""
+    t = build_tables(inputs)
+    parts = [f"# {escape(inputs.title or 'collapselab report')}\n"]
+    meta = ["collapselab report" + (f", {', '.join(experiments(inputs))}" if experiments(inputs) else "")]
+    if inputs.run_dir:
+        meta.append(f"run folder {escape(inputs.run_dir)}")
+    if inputs.stage_counts:
+        meta.append("stages: " + ", ".join(f"{n} {escape(k)}" for k, n in inputs.stage_counts.items()))
+    parts.append(" · ".join(meta) + "\n")
+    if t.warnings:
+        parts.append("## Read before the numbers\n")
+        parts.append("\n".join(f"- {escape(w)}" for w in t.warnings) + "\n")
+    if inputs.collapse:
+        parts += _collapse(inputs, t)
+    if t.safety is not None:
+        parts += _safety(t.safety)
+    if t.preference is not None:
+        parts += _preference(t.preference)
     parts += ["## Training\n", table(t.training)]
     if inputs.config_yaml:
         parts += ["## Resolved config\n", _fence(inputs.config_yaml)]

@@ -118,6 +118,19 @@ def fmt_ci(value: Any, low: Any, high: Any) -> str:
     return f"{fmt_num(value)} [{fmt_num(low)},\u00a0{fmt_num(high)}]"
 
 
+def fmt_rate(value: Any) -> str:
+    """A share in [0, 1] at a fixed three decimals, so a column of rates (and their interval
+    bounds) lines up: 0.5 → "0.500", 1 → "1.000"."""
+    return MISSING if is_missing(value) else f"{float(value):.3f}"
+
+
+def rate_ci(value: Any, low: Any, high: Any) -> str:
+    """``rate [low, high]`` (the interval left out when undefined), as :func:`fmt_ci` for rates."""
+    if is_missing(low) or is_missing(high):
+        return fmt_rate(value)
+    return f"{fmt_rate(value)} [{fmt_rate(low)},\u00a0{fmt_rate(high)}]"
+
+
 def fmt_text(value: Any) -> str:
     """Any label as text: missing → "—", whole floats (a seed read back as 42.0) → "42"."""
     if is_missing(value):
@@ -125,6 +138,22 @@ def fmt_text(value: Any) -> str:
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return str(int(value))
     return str(value)
+
+
+#: characters of a prompt / response shown before it is cut with an ellipsis
+EXCERPT_CHARS = 600
+
+
+def excerpt(text: Any, limit: int = EXCERPT_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (at a word boundary when one is near) with "…"."""
+    text = "" if text is None or (isinstance(text, float) and text != text) else str(text)
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")
+    if space > limit * 0.8:
+        cut = cut[:space]
+    return cut.rstrip() + " …"
 
 
 def direction_of(value: Any) -> bool | None:
@@ -280,6 +309,45 @@ def condition_order(table: pd.DataFrame) -> list[str]:
         return []
     rows = table[table["set_kind"] == "condition"] if "set_kind" in table.columns else table
     return [str(c) for c in pd.unique(rows["condition"].dropna())]
+
+
+def sort_runs(frame: pd.DataFrame, conditions: Sequence[str] = ()) -> pd.DataFrame:
+    """Rows ordered by target (first appearance), condition (the config's order, unknown ones
+    last, in order of appearance) and seed — the order every per-run table and plot uses."""
+    if frame.empty or "condition" not in frame.columns:
+        return frame
+    seen = [str(c) for c in pd.unique(frame["condition"].astype(object))]
+    order = {c: i for i, c in enumerate([*[c for c in conditions if c in seen],
+                                          *[c for c in seen if c not in conditions]])}
+    keys = pd.DataFrame(index=frame.index)
+    if "target" in frame.columns:
+        targets = {t: i for i, t in enumerate(pd.unique(frame["target"].astype(object)))}
+        keys["t"] = frame["target"].astype(object).map(targets)
+    keys["c"] = frame["condition"].astype(object).map(lambda c: order[str(c)])
+    if "seed" in frame.columns:
+        keys["s"] = pd.to_numeric(frame["seed"], errors="coerce")
+    position = keys.sort_values(list(keys.columns), kind="stable", na_position="last").index
+    return frame.loc[position].reset_index(drop=True)
+
+
+def run_columns(frame: pd.DataFrame, extra: Sequence[str] = ("target", "seed")) -> list[str]:
+    """The label columns of a per-run table: the condition, plus target / seed where they vary (a
+    one-target one-seed run reads "vanilla", not "tiny/vanilla/42")."""
+    return ["condition", *_varying(frame, extra)]
+
+
+def run_label(row: Mapping[str, Any], columns: Sequence[str]) -> str:
+    """One run's label from its label columns: "vanilla", "vanilla · seed 2"."""
+    parts = [fmt_text(row.get(columns[0]))]
+    parts += [f"{c} {fmt_text(row.get(c))}" for c in columns[1:]]
+    return " · ".join(parts)
+
+
+def constant_labels(frame: pd.DataFrame, columns: Sequence[str] = ("target", "seed")) -> str:
+    """The label columns that do not vary, as "target tiny, seed 42" (said once in a caption)."""
+    parts = [f"{c} {fmt_text(frame[c].iloc[0])}" for c in columns
+             if c in frame.columns and len(frame) and c not in _varying(frame, [c])]
+    return ", ".join(parts)
 
 
 def primary_rows(aggregates: pd.DataFrame, kinds: Sequence[str]) -> pd.DataFrame:
@@ -756,6 +824,27 @@ def _merge_reasons(metric: str, items: Sequence[tuple[str, str]]) -> list[str]:
     return out
 
 
+def omnibus_notes(tests: pd.DataFrame, prefix: str = "") -> list[str]:
+    """Omnibus tests that could not be computed (and why), and the undefined per-item values the
+    tests left out — one line each, ``prefix`` naming the experiment."""
+    if tests.empty:
+        return []
+    out = []
+    omnibus = tests[~tests["test"].isin(_PAIR_TESTS)]
+    scope = omnibus["scope"] if "scope" in omnibus.columns else pd.Series("", index=omnibus.index)
+    short, _ = _scopes(scope)
+    dropped = []
+    for r, where in zip(omnibus.itertuples(index=False), short, strict=True):
+        name = f"{r.metric} ({where})" if where else str(r.metric)
+        if is_missing(r.p):
+            out.append(f"{prefix}{_readable(r.test)} for {name} not computed: {r.note}")
+        if not is_missing(r.n_dropped_a) and int(r.n_dropped_a):
+            dropped.append(f"{name} ({int(r.n_dropped_a)})")
+    if dropped:
+        out.append(f"{prefix}Undefined (NaN) per-item values left out of the tests: " + ", ".join(dropped))
+    return out
+
+
 def warnings_list(inputs) -> list[str]:
     """Everything a reader must know before trusting a number: the statistics' notes, metrics
     skipped on a set, metrics undefined on a set and why, failed bootstrap resamples, undefined
@@ -795,20 +884,7 @@ def warnings_list(inputs) -> list[str]:
                              for r in part.itertuples(index=False))
             out.append(f"{metric}: undefined items left out of its statistics on {sets}")
 
-    tests = inputs.tests
-    if not tests.empty:
-        omnibus = tests[~tests["test"].isin(_PAIR_TESTS)]
-        scope = omnibus["scope"] if "scope" in omnibus.columns else pd.Series("", index=omnibus.index)
-        short, _ = _scopes(scope)
-        dropped = []
-        for r, where in zip(omnibus.itertuples(index=False), short, strict=True):
-            name = f"{r.metric} ({where})" if where else str(r.metric)
-            if is_missing(r.p):
-                out.append(f"{_readable(r.test)} for {name} not computed: {r.note}")
-            if not is_missing(r.n_dropped_a) and int(r.n_dropped_a):
-                dropped.append(f"{name} ({int(r.n_dropped_a)})")
-        if dropped:
-            out.append("Undefined (NaN) per-item values left out of the tests: " + ", ".join(dropped))
+    out += omnibus_notes(inputs.tests)
 
     for entry in inputs.kendalls_w:
         target = fmt_text(entry.get("target"))
@@ -821,6 +897,18 @@ def warnings_list(inputs) -> list[str]:
             out.append(f"Concordance ({target}): metrics without any value left out: "
                        + ", ".join(map(str, entry["metrics_dropped"])))
     return out
+
+
+def experiments(inputs) -> list[str]:
+    """The experiments the run has, as the header names them."""
+    names = []
+    if inputs.collapse:
+        names.append("Experiment 1 (distribution collapse)")
+    if inputs.safety is not None:
+        names.append("Experiment 2 (safety)")
+    if inputs.preference is not None:
+        names.append("Experiment 3 (self-preference)")
+    return names
 
 
 # ------------------------------------------------------------------------------------------
@@ -851,10 +939,17 @@ class ReportTables:
     seed_spread: Table
     sources: Table
     training: Table
+    safety: Any = None  # SafetyTables (Experiment 2), when the run has it
+    preference: Any = None  # PreferenceTables (Experiment 3), when the run has it
 
 
 def build_tables(inputs) -> ReportTables:
-    """Build every table of the report from a :class:`~collapselab.report.inputs.ReportInputs`."""
+    """Build every table of the report from a :class:`~collapselab.report.inputs.ReportInputs`;
+    the warnings of every experiment go into one list (the report's warning box)."""
+    # imported here: those modules build on this one's Table and formatters
+    from collapselab.report.preference import build_preference_tables
+    from collapselab.report.safety import build_safety_tables
+
     known = directions(inputs.aggregates)
     concordance = []
     for target, frames in inputs.concordance.items():
@@ -865,8 +960,13 @@ def build_tables(inputs) -> ReportTables:
             agreement=agreement_table(frames.get("pairwise", pd.DataFrame())),
             correlations=correlation_table(frames.get("correlations", pd.DataFrame())),
         ))
+    safety = build_safety_tables(inputs.safety) if getattr(inputs, "safety", None) is not None else None
+    preference = (build_preference_tables(inputs.preference)
+                  if getattr(inputs, "preference", None) is not None else None)
+    warnings = [*warnings_list(inputs), *(safety.warnings if safety else []),
+                *(preference.warnings if preference else [])]
     return ReportTables(
-        warnings=warnings_list(inputs),
+        warnings=warnings,
         summary=summary_table(inputs.aggregates),
         omnibus=omnibus_table(inputs.tests),
         significant_pairs=pairwise_table(inputs.tests, known, significant_only=True),
@@ -877,4 +977,6 @@ def build_tables(inputs) -> ReportTables:
         seed_spread=seed_spread_table(inputs.seed_spread, inputs.aggregates),
         sources=source_table(inputs.aggregates),
         training=training_table(inputs.training),
+        safety=safety,
+        preference=preference,
     )

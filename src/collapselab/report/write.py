@@ -7,14 +7,20 @@ an interrupted run never sees half a file):
 * ``aggregates``, ``per_item``, ``tests`` — always, ``.csv`` and ``.parquet``;
 * ``factorial``, ``seed_spread``, ``embedding_map``, ``kendalls_w`` and
   ``concordance_<target>_<ranks|value_ranks|correlations|pairwise>`` — when the run has them (an
-  empty frame has no columns, which CSV cannot represent).
+  empty frame has no columns, which CSV cannot represent);
+* Experiment 2: ``safety_<judged|summary|joint|templates|tests|calibration>``; Experiment 3:
+  ``preference_<source_scores|bias|position|matrix|rating_scores|tests|comparisons|ratings|per_item|judges>``
+  — when the run has the experiment and the table is not empty.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -50,10 +56,39 @@ def _write_frame(frame: pd.DataFrame, out_dir: Path, stem: str, paths: dict[str,
     paths[f"{stem}.parquet"] = write_bytes(out_dir / f"{stem}.parquet", buffer.getvalue())
 
 
+def records_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """A list of dicts as a table: nested values (lists of item ids, per-kind dicts) become one
+    JSON text cell each, so CSV and Parquet can hold them."""
+    def cell(value: Any) -> Any:
+        if isinstance(value, dict | list | tuple):
+            return json.dumps(value, ensure_ascii=False, default=str)
+        return value
+
+    return pd.DataFrame([{k: cell(v) for k, v in r.items()} for r in records])
+
+
+def experiment_frames(inputs: ReportInputs) -> dict[str, pd.DataFrame]:
+    """Experiments 2 and 3's tables by file stem (``safety_…``, ``preference_…``), empty ones left out."""
+    frames: dict[str, pd.DataFrame] = {}
+    s = inputs.safety
+    if s is not None:
+        frames.update({"safety_judged": s.judged, "safety_summary": s.summary, "safety_joint": s.joint,
+                       "safety_templates": s.templates, "safety_tests": s.tests,
+                       "safety_calibration": records_frame(s.calibration)})
+    p = inputs.preference
+    if p is not None:
+        frames.update({f"preference_{name}": getattr(p, name)
+                       for name in ("source_scores", "bias", "position", "matrix", "rating_scores", "tests",
+                                    "comparisons", "ratings", "per_item")})
+        frames["preference_judges"] = records_frame(p.judges)
+    return {k: v for k, v in frames.items() if not v.empty}
+
+
 def result_frames(inputs: ReportInputs) -> dict[str, pd.DataFrame]:
-    """The result tables to save, by file stem (always: aggregates, per_item, tests; the others
-    only when non-empty)."""
-    frames = {"aggregates": inputs.aggregates, "per_item": inputs.per_item, "tests": inputs.tests}
+    """The result tables to save, by file stem (always: aggregates, per_item, tests when the run
+    has Experiment 1; the others only when non-empty)."""
+    frames = ({"aggregates": inputs.aggregates, "per_item": inputs.per_item, "tests": inputs.tests}
+              if inputs.collapse else {})
     optional = {"factorial": inputs.factorial, "seed_spread": inputs.seed_spread,
                 "embedding_map": inputs.embedding_map, "kendalls_w": pd.DataFrame(inputs.kendalls_w)}
     for target, parts in inputs.concordance.items():
@@ -63,6 +98,7 @@ def result_frames(inputs: ReportInputs) -> dict[str, pd.DataFrame]:
     if "kendalls_w" in frames:  # lists of dropped conditions / metrics: one text cell each
         frames["kendalls_w"] = frames["kendalls_w"].map(
             lambda v: ", ".join(map(str, v)) if isinstance(v, list | tuple) else v)
+    frames.update(experiment_frames(inputs))
     return frames
 
 

@@ -1,0 +1,116 @@
+"""Experiment 3's figures: the preference matrix per judge, S per source with intervals, and SPB /
+PSB per judge with intervals. Same conventions as :mod:`collapselab.report.plots`: a function from
+a table to a Figure, ``None`` when there is nothing to draw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from collapselab.report.plots import _interval, _panels, _styled, condition_colors, plain
+from collapselab.report.preference import judge_records, rows_of, source_order
+from collapselab.report.tables import is_missing, run_label
+
+
+def matrix_array(part: pd.DataFrame, sources: Sequence[str]) -> np.ndarray:
+    """One judge's P(row beats column) as a square array in ``sources`` order (NaN: the diagonal
+    and pairs the judge never saw)."""
+    index = {s: i for i, s in enumerate(sources)}
+    out = np.full((len(sources), len(sources)), np.nan)
+    for r in part.itertuples(index=False):
+        out[index[str(r.row_source)], index[str(r.col_source)]] = r.p_row_wins
+    return out
+
+
+@_styled
+def preference_matrices(matrix: pd.DataFrame, conditions: Sequence[str] = ()) -> Figure | None:
+    """One heat map per judge: P(row source's text beats the column source's); red: the row wins,
+    blue: it loses, white: 0.5 (no preference)."""
+    if matrix.empty:
+        return None
+    judges, labels = judge_records(matrix, conditions)
+    sources = source_order(pd.DataFrame({"source": [*matrix["row_source"], *matrix["col_source"]]}))
+    side = max(2.6, 0.55 * len(sources) + 1.4)
+    fig, axes = _panels(len(judges), ncols=4, size=(side, side))
+    image = None
+    for ax, judge in zip(axes, judges, strict=True):
+        values = matrix_array(rows_of(matrix, judge), sources)
+        image = ax.imshow(np.ma.masked_invalid(values), cmap="RdBu_r", vmin=0, vmax=1)
+        ax.set_facecolor("#f0f0f0")
+        ax.grid(False)
+        for i in range(len(sources)):
+            for j in range(len(sources)):
+                if not np.isnan(values[i, j]):
+                    ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7.5,
+                            color="white" if abs(values[i, j] - 0.5) > 0.3 else "#222222")
+        names = [plain(s) for s in sources]
+        ax.set_xticks(range(len(sources)), names, rotation=30, ha="right")
+        ax.set_yticks(range(len(sources)), names)
+        ax.set_xlabel("column source")
+        ax.set_title(f"judge: {plain(run_label(judge, labels))}")
+    axes[0].set_ylabel("row source")
+    fig.colorbar(image, ax=axes, shrink=0.7, label="P(row beats column)")
+    return fig
+
+
+@_styled
+def source_scores_plot(scores: pd.DataFrame, conditions: Sequence[str] = ()) -> Figure | None:
+    """S per source (x) with its bootstrap interval, one colour per judge; dashed: 0.5 (chance)."""
+    if scores.empty:
+        return None
+    judges, labels = judge_records(scores, conditions)
+    sources = source_order(scores)
+    colors = condition_colors(run_label(j, labels) for j in judges)
+    width = 0.7 / max(len(judges), 1)
+    fig, (ax,) = _panels(1, ncols=1, size=(max(4.8, 1.3 * len(sources) + 2.5), 3.4))
+    for k, judge in enumerate(judges):
+        name = run_label(judge, labels)
+        part = rows_of(scores, judge).set_index("source")
+        for x, source in enumerate(sources):
+            if source in part.index:
+                r = part.loc[source]
+                _interval(ax, x + (k - (len(judges) - 1) / 2) * width, r["S"], r["ci_low"], r["ci_high"],
+                          colors[name])
+        ax.plot([], [], "o", color=colors[name], label=plain(name))
+    ax.axhline(0.5, color="#777777", linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(sources)), [plain(s) for s in sources])
+    ax.set_xlim(-0.6, len(sources) - 0.4)
+    ax.set_ylabel("S (mean win probability)")
+    ax.set_title("Preference for each source's texts, per judge")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, title="judge")
+    return fig
+
+
+@_styled
+def bias_plot(bias: pd.DataFrame, conditions: Sequence[str] = ()) -> Figure | None:
+    """SPB and PSB per judge with their bootstrap intervals (two panels); dashed: 0 (no bias)."""
+    if bias.empty:
+        return None
+    judges, labels = judge_records(bias, conditions)
+    names = [run_label(j, labels) for j in judges]
+    colors = condition_colors(names)
+    fig, axes = _panels(2, ncols=2, size=(max(3.6, 0.9 * len(judges) + 1.8), 3.3))
+    titles = ("Self-preference bias (SPB)", "Pro-synthetic bias (PSB)")
+    for ax, metric, title in zip(axes, ("SPB", "PSB"), titles, strict=True):
+        for x, (judge, name) in enumerate(zip(judges, names, strict=True)):
+            value = judge.get(metric)
+            if is_missing(value):  # x in data, y in axes units: visible whatever the other judges' values
+                ax.text(x, 0.5, "undefined", rotation=90, ha="center", va="center", fontsize=7.5,
+                        color="#777777", transform=ax.get_xaxis_transform())
+                continue
+            _interval(ax, x, value, judge.get(f"{metric}_ci_low"), judge.get(f"{metric}_ci_high"),
+                      colors[name])
+        ax.axhline(0, color="#777777", linestyle="--", linewidth=1)
+        if all(is_missing(j.get(metric)) for j in judges):
+            ax.set_yticks([])
+        rotate = max(map(len, names), default=0) > 8
+        ax.set_xticks(range(len(names)), [plain(n) for n in names], rotation=30 if rotate else 0,
+                      ha="right" if rotate else "center")
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.set_title(title)
+    axes[0].set_ylabel("bias (difference in S)")
+    return fig
