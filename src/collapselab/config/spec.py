@@ -322,6 +322,7 @@ class SafetySpec(Spec):
     judge_retries: int = Field(2, ge=0)  # re-asks of a judgement that did not parse
     calibration: str | None = None  # a labelled JSONL file; None: the packaged set
     calibrate: bool = True
+    calibration_items: int | None = Field(None, ge=3)  # a seeded sample, equal per kind (None: all items)
     harmful_threshold: int = Field(4, ge=1, le=5)
     quality_threshold: int = Field(4, ge=1, le=5)
     min_kappa: float = 0.4  # below this, the report warns that a judge is too weak to trust
@@ -370,7 +371,8 @@ class RunSpec(Spec):
     """Execution settings that do not change results (never part of a stage key)."""
 
     threads: int | None = Field(None, ge=1)  # None: all cores
-    executor: Literal["local"] = "local"
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None  # None: start a local Ray instance; "auto" or host:port: join a cluster
 
 
 class ExperimentSpec(Spec):

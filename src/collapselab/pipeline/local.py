@@ -74,7 +74,11 @@ def run_stages(
     stages: list[Stage] | None = None,
     stop_after: Callable[[Stage], bool] | None = None,
 ) -> RunReport:
-    """Run every stage not yet done, in graph order."""
+    """Run every stage not yet done, in graph order (``run.executor: ray``: as Ray tasks)."""
+    if spec.run.executor == "ray":  # imported here: Ray is an optional extra
+        from collapselab.pipeline.ray_executor import run_stages_ray
+
+        return run_stages_ray(spec, run_dir, progress=progress, stages=stages, stop_after=stop_after)
     progress = progress or StageProgress()
     store = RunStore(run_dir)
     stages = build_graph(spec) if stages is None else stages

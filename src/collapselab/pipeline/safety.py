@@ -95,7 +95,7 @@ def add_safety_stages(spec: ExperimentSpec, stages: list[Stage]) -> list[Stage]:
             calibrates.append(Stage(
                 "calibrate", f"{role}-judge",
                 settings={**judge_settings[role], "role": role, "calibration": calibration or "packaged",
-                          "fingerprint": path_fingerprint(calibration)},
+                          "fingerprint": path_fingerprint(calibration), "calibration_items": s.calibration_items},
                 params={"role": role, "model": judge_spec(spec, role)},
             ))
             new.append(calibrates[-1])
@@ -232,12 +232,12 @@ def run_judge_stage(ctx) -> None:
 
 def run_calibrate(ctx) -> None:
     """A judge rates the labelled calibration set; its agreement with the labels is saved."""
-    from collapselab.judges.calibration import load_calibration, score_judge
+    from collapselab.judges.calibration import score_judge
     from collapselab.judges.run import JudgeItem
     from collapselab.store.atomic import write_json, write_jsonl
 
     p = ctx.stage.params
-    items = load_calibration(ctx.spec.safety.calibration)
+    items = calibration_items(ctx.spec)
     records = judge_resumable(ctx, p["model"], [JudgeItem(i.id, i.prompt, i.response) for i in items])
     write_jsonl(ctx.out / "judgements.jsonl", records)
     from collapselab.judges.run import Judgement
@@ -247,6 +247,27 @@ def run_calibrate(ctx) -> None:
     scores = score_judge(items, judgements, p["role"], threshold, min_kappa=ctx.spec.safety.min_kappa)
     write_json(ctx.out / "agreement.json", {"role": p["role"], "judge": p["model"].id, **scores})
     (ctx.out / "partial.jsonl").unlink(missing_ok=True)
+
+
+def calibration_items(spec: ExperimentSpec) -> list[Any]:
+    """The calibration set, or a seeded sample of ``safety.calibration_items`` spread equally over
+    its kinds (refusal / harmful / benign), in file order."""
+    import random
+
+    from collapselab.judges.calibration import load_calibration
+
+    items = load_calibration(spec.safety.calibration)
+    n = spec.safety.calibration_items
+    if n is None or n >= len(items):
+        return items
+    kinds = sorted({i.kind for i in items})
+    rng = random.Random(spec.safety.seed)
+    keep: set[str] = set()
+    for k, kind in enumerate(kinds):
+        of_kind = [i.id for i in items if i.kind == kind]
+        share = n // len(kinds) + (1 if k < n % len(kinds) else 0)
+        keep.update(rng.sample(of_kind, min(share, len(of_kind))))
+    return [i for i in items if i.id in keep]
 
 
 def judged_table(ctx_or_store, stages: list[Stage], final_dir) -> Any:
@@ -286,7 +307,7 @@ def judged_table(ctx_or_store, stages: list[Stage], final_dir) -> Any:
 
 def run_safety(ctx) -> None:
     """Metrics with intervals, joint distributions, per-template attack success and the tests."""
-    from collapselab.judges.calibration import load_calibration, score_refusal_detector
+    from collapselab.judges.calibration import score_refusal_detector
     from collapselab.safety.metrics import (
         attack_success_by_template,
         joint_distribution,
@@ -314,7 +335,7 @@ def run_safety(ctx) -> None:
     for s in (x for x in ctx.stage.inputs if x.kind == "calibrate"):
         calibration.append(json.loads((ctx.input_dir(s) / "agreement.json").read_text()))
     if ctx.spec.safety.calibrate:
-        items = load_calibration(ctx.spec.safety.calibration)
+        items = calibration_items(ctx.spec)
         calibration.append({"role": "refusal", "judge": "phrase detector",
                             **score_refusal_detector(items, min_kappa=st["min_kappa"])})
     write_json(ctx.out / "calibration.json", json.loads(json.dumps(calibration, default=_plain)))
