@@ -141,3 +141,47 @@ def test_choice_read_out_of_the_mock_judge():
     assert lp == {"A": 0.0, "B": -math.inf}
     assert renormalised(lp, "A", "B") == (1.0, 1.0)
     assert math.isnan(renormalised({"A": -math.inf, "B": -math.inf}, "A", "B")[0])
+
+
+def _spec(tmp_path, tiny_model_dir, **changes):
+    cfg = tiny_config(tmp_path, tiny_model_dir, write_corpus(tmp_path / "corpus.jsonl"),
+                      collapse={"enabled": False}, **changes)
+    return load_config(cfg, use_env=False)
+
+
+def test_calibration_sample_is_equal_per_kind_and_seeded(tmp_path, tiny_model_dir):
+    from collapselab.pipeline.safety import calibration_items
+
+    spec = _spec(tmp_path, tiny_model_dir, safety={"enabled": True, "calibration_items": 12})
+    items = calibration_items(spec)
+    assert len(items) == 12
+    assert sorted(pd.Series([i.kind for i in items]).value_counts().tolist()) == [4, 4, 4]
+    assert [i.id for i in calibration_items(spec)] == [i.id for i in items]
+    other = _spec(tmp_path, tiny_model_dir, safety={"enabled": True, "calibration_items": 12, "seed": 5})
+    assert [i.id for i in calibration_items(other)] != [i.id for i in items]
+
+
+@pytest.mark.parametrize("safety, message", [
+    ({"prompts": [{"kind": "csv", "path": "/nonexistent/p.csv"}]}, "safety.prompts.0.path"),
+    ({"prompts": [{"kind": "jsonl"}]}, "safety.prompts.0.path: a path is required"),
+    ({"jailbreaks": {"kind": "hf"}}, "safety.jailbreaks.name"),
+    ({"calibration": "/nonexistent/calibration.jsonl"}, "safety.calibration"),
+])
+def test_validate_names_the_bad_safety_field(tmp_path, tiny_model_dir, safety, message):
+    from collapselab.errors import ConfigError
+    from collapselab.pipeline.validate import validate_experiment
+
+    spec = _spec(tmp_path, tiny_model_dir, safety={"enabled": True, **safety})
+    with pytest.raises(ConfigError, match=message):
+        validate_experiment(spec)
+
+
+def test_validate_rejects_a_template_with_an_unknown_field(tmp_path, tiny_model_dir):
+    from collapselab.errors import ConfigError
+    from collapselab.pipeline.validate import validate_experiment
+
+    bad = tmp_path / "pair.txt"
+    bad.write_text("Which is better?\nA: {text_a}\nB: {text_b}\nTask: {instruction}\nAlso {oops}\n")
+    spec = _spec(tmp_path, tiny_model_dir, preference={"enabled": True, "pair_template": str(bad)})
+    with pytest.raises(ConfigError, match="oops"):
+        validate_experiment(spec)
