@@ -64,6 +64,30 @@ def ls(what: str = typer.Argument("all", help="models, backends, corpora, metric
     ls_command(what)
 
 
+@app.command()
+def plan(
+    config: Path = typer.Argument(..., help="Experiment YAML."),
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
+    totals: bool = typer.Option(False, "--totals", help="Print only the totals per stage kind and model."),
+    csv: Path = typer.Option(None, "--csv", help="Also write the table (with --totals: the totals) as CSV."),
+) -> None:
+    """Size a job before running it: per stage, the items and tokens to generate, read, score and train on."""
+    from collapselab.cli.plan import plan_command
+
+    plan_command(config, overrides, totals, csv)
+
+
+@app.command()
+def lineage(
+    run_dir: Path = typer.Argument(..., help="A run folder."),
+    stage: str = typer.Argument(None, help="A stage label such as train/NAME: show only its ancestry."),
+) -> None:
+    """The chain of stages of a run, from its final stages back to prepare, each marked done or missing."""
+    from collapselab.cli.lineage import lineage_command
+
+    lineage_command(run_dir, stage)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

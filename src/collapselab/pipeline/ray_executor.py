@@ -112,7 +112,8 @@ def ensure_ray(address: str | None) -> bool:
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     except ConnectionError as err:
-        raise ConfigError(f"run.ray_address: cannot connect to the Ray cluster at {address!r}: {err}") from err
+        raise ConfigError(f"run.ray_address: cannot connect to the Ray cluster at {address!r}: {err}") \
+            from err
     return True
 
 
@@ -155,7 +156,8 @@ class _Scheduler:
         pending_labels = {s.label for s in self.pending}
         # only inputs that this run computes are waited for; others are done already (or, as in
         # the local executor, missing: their runner then fails naming the folder it cannot read)
-        self.waiting = {s.label: {i.label for i in s.inputs if i.label in pending_labels} for s in self.pending}
+        self.waiting = {s.label: {i.label for i in s.inputs if i.label in pending_labels}
+                        for s in self.pending}
         self.running: dict[Any, Stage] = {}
         self.error: BaseException | None = None  # the first failed stage's own exception
         self.ray_error: BaseException | None = None  # Ray's wrapper of it (the worker's traceback)
