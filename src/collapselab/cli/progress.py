@@ -1,4 +1,5 @@
-"""A rich progress display for the executor: one bar for the run, one for the current stage."""
+"""A rich progress display for the executor: one bar for the run, one per running stage (the Ray
+executor runs several at once; per-item progress comes only from stages run in this process)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class RichStageProgress(StageProgress):
         )
         self.overall = self.progress.add_task("stages", total=n_stages)
         self.current: int | None = None
+        self.bars: dict[str, int] = {}  # stage label -> bar
 
     def __enter__(self) -> RichStageProgress:
         self.progress.start()
@@ -25,7 +27,7 @@ class RichStageProgress(StageProgress):
         self.progress.stop()
 
     def start(self, stage: Stage, index: int, total: int) -> None:
-        self.current = self.progress.add_task(f"  {stage.label}", total=None)
+        self.current = self.bars[stage.label] = self.progress.add_task(f"  {stage.label}", total=None)
 
     def set_total(self, n: int) -> None:
         if self.current is not None:
@@ -38,8 +40,10 @@ class RichStageProgress(StageProgress):
     def finish(self, stage: Stage, skipped: bool) -> None:
         if skipped:
             self.progress.console.print(f"  [dim]done already: {stage.label}[/]")
-        elif self.current is not None:
-            task = self.progress.tasks[[t.id for t in self.progress.tasks].index(self.current)]
-            self.progress.update(self.current, total=task.completed or 1, completed=task.completed or 1)
-            self.current = None
+        elif stage.label in self.bars:
+            bar = self.bars.pop(stage.label)
+            task = self.progress.tasks[[t.id for t in self.progress.tasks].index(bar)]
+            self.progress.update(bar, total=task.completed or 1, completed=task.completed or 1)
+            if self.current == bar:
+                self.current = None
         self.progress.advance(self.overall, 1)

@@ -375,6 +375,25 @@ class RunSpec(Spec):
     ray_address: str | None = None  # None: start a local Ray instance; "auto" or host:port: join a cluster
 
 
+class GenerationsSpec(Spec):
+    """Recursive generations (the model-collapse loop): the model fine-tuned in generation g writes
+    the training data of generation g + 1.
+
+    Single-source chains retrain on their own chain's outputs; a multi-source chain takes each
+    source's share from that source's single-source chain (so ``single:SRC`` must be among the
+    conditions for every source of a multi condition). ``mode``: ``replace`` trains generation g on
+    its newest synthetic data only; ``accumulate`` on all data so far (Gerstgrasser et al. 2024).
+    ``human_fraction``: the share of each new generation's examples answered by the human reference
+    instead (fresh human data), chosen per prompt with ``seed``. Generation 0 is the study's round;
+    vanilla and human conditions have only generation 0.
+    """
+
+    count: int = Field(1, ge=1)
+    mode: Literal["replace", "accumulate"] = "replace"
+    human_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    seed: int = 0
+
+
 class ExperimentSpec(Spec):
     """A whole experiment: human corpus → sources → conditions → targets → responses."""
 
@@ -388,6 +407,7 @@ class ExperimentSpec(Spec):
     targets: tuple[ModelSpec, ...]
     lora: LoraSpec = LoraSpec()
     seeds: tuple[int, ...] = (42,)
+    generations: GenerationsSpec = GenerationsSpec()
     collapse: CollapseSpec = CollapseSpec()
     safety: SafetySpec = SafetySpec()
     preference: PreferenceSpec = PreferenceSpec()
@@ -444,6 +464,14 @@ class ExperimentSpec(Spec):
         for target, src in self.preference.own.items():
             if src not in names:
                 raise ValueError(f"preference.own.{target}: unknown source {src!r} (sources: {names})")
+        if self.generations.count > 1:
+            singles = {c.sources[0] for c in self.conditions if c.kind == "single"}
+            for cond in self.conditions:
+                missing = [src for src in cond.sources if cond.kind == "multi" and src not in singles]
+                if missing:
+                    raise ValueError(f"generations: {cond.label!r} draws later generations from each source's "
+                                     f"single-source chain; add the conditions "
+                                     f"{', '.join('single:' + m for m in missing)}")
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
             raise ValueError("seeds: give at least one seed, no repeats")
         return self

@@ -74,7 +74,7 @@ def add_collapse_stages(spec: ExperimentSpec, stages: list[Stage]) -> list[Stage
         return stages
     prepare = stages[0]
     responds = [s for s in stages if s.kind == "respond"]
-    trains = {(s.params["target_name"], s.params["condition"].label, s.params["seed"]): s
+    trains = {(s.params["target_name"], s.params["condition"].label, s.params["seed"], s.params.get("generation", 0)): s
               for s in stages if s.kind == "train"}
     tier_of = {m: t for t, members in spec.tiers.items() for m in members}
 
@@ -84,10 +84,11 @@ def add_collapse_stages(spec: ExperimentSpec, stages: list[Stage]) -> list[Stage
         p = r.params
         cond = p["condition"]
         tiers = {tier_of.get(src) for src in cond.sources}
+        generation = p.get("generation", 0)
         sets.append(SetInfo(
-            f"{p['target_name']}/{cond.label}/seed{p['seed']}", "condition", (r,), "responses.jsonl",
+            response_set_name(p), "condition", (r,), "responses.jsonl",
             {"condition": cond.label, "target": p["target_name"], "seed": p["seed"],
-             "diversity": cond.kind, "tier": tiers.pop() if len(tiers) == 1 else None},
+             "diversity": cond.kind, "tier": tiers.pop() if len(tiers) == 1 else None, "generation": generation},
         ))
     if spec.collapse.training_data:
         sets.append(SetInfo("source:human", "source", (prepare,), "train.jsonl", {"source": "human"}))
@@ -127,7 +128,7 @@ def add_collapse_stages(spec: ExperimentSpec, stages: list[Stage]) -> list[Stage
             ))
             if info.kind == "condition":
                 cond = info.labels["condition"]
-                train = trains.get((tname, cond, info.labels["seed"]))
+                train = trains.get((tname, cond, info.labels["seed"], info.labels.get("generation", 0)))
                 # the vanilla target scoring the human references is one stage, shared by the
                 # human reference set (its output perplexity) and the vanilla condition
                 scorer_label = _slug(info.name) if train else f"vanilla-{tname}"
@@ -157,6 +158,13 @@ def add_collapse_stages(spec: ExperimentSpec, stages: list[Stage]) -> list[Stage
                                                     "seed": spec.collapse.seed},
                      inputs=tuple(evaluates), params={}))
     return stages + new
+
+
+def response_set_name(params: dict[str, Any]) -> str:
+    """``target/condition/seedS`` (and ``/genG`` for generations after the first)."""
+    generation = params.get("generation", 0)
+    return (f"{params['target_name']}/{params['condition'].label}/seed{params['seed']}"
+            + (f"/gen{generation}" if generation else ""))
 
 
 def _target_names(spec: ExperimentSpec) -> list[str]:

@@ -172,34 +172,34 @@ def build_graph(spec: ExperimentSpec) -> list[Stage]:
         mixes[cond.label] = Stage("mix", cond.slug, settings=settings, inputs=inputs, params={"condition": cond})
     stages += list(mixes.values())
 
-    trains: dict[tuple[int, str, int], Stage] = {}
+    trains: dict[tuple[int, str, int, int], Stage] = {}
     names = target_names(spec.targets)
     for t, (target, tname) in enumerate(zip(spec.targets, names, strict=True)):
         for cond in spec.trained_conditions:
             for seed in spec.seeds:
-                trains[(t, cond.label, seed)] = Stage(
-                    "train",
-                    f"{tname}-{cond.slug}-seed{seed}",
-                    settings={"target": model_key_settings(target), "lora": spec.lora.model_dump(mode="json"),
-                              "seed": seed},
-                    inputs=(mixes[cond.label],),
-                    params={"target": target, "target_name": tname, "condition": cond, "seed": seed},
-                    resources={"cpus": 2},
-                )
+                trains[(t, cond.label, seed, 0)] = _train_stage(spec, target, tname, cond, seed, 0,
+                                                               mixes[cond.label])
     stages += list(trains.values())
+    for generation in range(1, spec.generations.count):
+        stages += _generation_stages(spec, generation, prepare, plan, trains, mixes)
+        stages += [s for k, s in trains.items() if k[3] == generation]
 
     for t, (target, tname) in enumerate(zip(spec.targets, names, strict=True)):
         for cond in spec.conditions:
-            for seed in spec.seeds:
-                inputs = (prepare,) if cond.kind == "vanilla" else (prepare, trains[(t, cond.label, seed)])
-                stages.append(Stage(
-                    "respond",
-                    f"{tname}-{cond.slug}-seed{seed}",
-                    settings={"target": model_key_settings(target), "condition": cond.label,
-                              "decoding": spec.decoding.model_dump(mode="json"), "seed": seed},
-                    inputs=inputs,
-                    params={"target": target, "target_name": tname, "condition": cond, "seed": seed},
-                ))
+            for generation in range(spec.generations.count if cond.kind in ("single", "multi") else 1):
+                for seed in spec.seeds:
+                    train = trains.get((t, cond.label, seed, generation))
+                    inputs = (prepare,) if train is None else (prepare, train)
+                    settings = {"target": model_key_settings(target), "condition": cond.label,
+                                "decoding": spec.decoding.model_dump(mode="json"), "seed": seed}
+                    if generation:
+                        settings["generation"] = generation
+                    stages.append(Stage(
+                        "respond", f"{tname}-{cond.slug}-seed{seed}{_gen_suffix(generation)}",
+                        settings=settings, inputs=inputs,
+                        params={"target": target, "target_name": tname, "condition": cond, "seed": seed,
+                                "generation": generation},
+                    ))
     from collapselab.pipeline.collapse import add_collapse_stages
     from collapselab.pipeline.preference import add_preference_stages
     from collapselab.pipeline.safety import add_safety_stages
@@ -207,6 +207,74 @@ def build_graph(spec: ExperimentSpec) -> list[Stage]:
     stages = add_collapse_stages(spec, stages)
     stages = add_safety_stages(spec, stages)
     return add_preference_stages(spec, stages)
+
+
+def _gen_suffix(generation: int) -> str:
+    """Generation 0 keeps the study's names (and keys), later generations get ``-genG``."""
+    return f"-gen{generation}" if generation else ""
+
+
+def _train_stage(spec: ExperimentSpec, target: ModelSpec, tname: str, cond: Condition, seed: int,
+                 generation: int, mix: Stage) -> Stage:
+    settings: dict[str, Any] = {"target": model_key_settings(target), "lora": spec.lora.model_dump(mode="json"),
+                                "seed": seed}
+    if generation:
+        settings["generation"] = generation
+    return Stage(
+        "train", f"{tname}-{cond.slug}-seed{seed}{_gen_suffix(generation)}", settings=settings, inputs=(mix,),
+        params={"target": target, "target_name": tname, "condition": cond, "seed": seed, "generation": generation},
+        resources={"cpus": 2},
+    )
+
+
+def _generation_stages(spec: ExperimentSpec, generation: int, prepare: Stage,
+                       plan: dict[str, list[tuple[str, list[int]]]],
+                       trains: dict[tuple[int, str, int, int], Stage], mixes: dict[str, Stage]) -> list[Stage]:
+    """Generation ``generation`` ≥ 1 of every synthetic chain: the previous generation's models
+    answer the train prompts (generate), their answers form the new training sets (mix, replace or
+    accumulate, with optional fresh human data), and fresh LoRA adapters are trained on them (train,
+    added to ``trains``). Returns the generate and mix stages."""
+    g = spec.generations
+    names = target_names(spec.targets)
+    # a fresh draw of sampling noise per generation: the same prompts are answered again
+    decoding = spec.decoding.model_copy(update={"seed": spec.decoding.seed + generation})
+    out: list[Stage] = []
+    generate: dict[tuple[int, str, int, int], Stage] = {}
+    for t, (target, tname) in enumerate(zip(spec.targets, names, strict=True)):
+        for seed in spec.seeds:
+            for cond in (c for c in spec.trained_conditions if c.kind in ("single", "multi")):
+                used = []
+                for source, shards in plan[cond.label]:
+                    chain = f"single:{source}"  # each source's lineage is its single-source chain
+                    model_train = trains[(t, chain, seed, generation - 1)]
+                    for shard in shards:
+                        key = (t, chain, seed, shard)
+                        if key not in generate:
+                            generate[key] = Stage(
+                                "generate", f"{tname}-single-{source}-seed{seed}{_gen_suffix(generation)}-shard{shard}",
+                                settings={"source": source, "model": model_key_settings(target), "chain": chain,
+                                          "decoding": decoding.model_dump(mode="json"), "shard": shard,
+                                          "generation": generation, "seed": seed},
+                                inputs=(prepare, model_train),
+                                params={"source": source, "shard": shard, "model": target, "decoding": decoding,
+                                        "generation": generation, "chain_train": model_train},
+                            )
+                        used.append((source, shard, generate[key]))
+                previous = (mixes[cond.label] if generation == 1
+                            else trains[(t, cond.label, seed, generation - 1)].inputs[0])
+                inputs = (prepare, *(s for _, _, s in used)) + ((previous,) if g.mode == "accumulate" else ())
+                mix = Stage(
+                    "mix", f"{tname}-{cond.slug}-seed{seed}{_gen_suffix(generation)}",
+                    settings={"condition": cond.label, "assignment": [[src, sh] for src, sh, _ in used],
+                              "system_prompt": spec.decoding.system_prompt, "generation": generation,
+                              "mode": g.mode, "human_fraction": g.human_fraction, "mix_seed": g.seed},
+                    inputs=inputs, params={"condition": cond, "generation": generation},
+                )
+                out.append(mix)
+                trains[(t, cond.label, seed, generation)] = _train_stage(spec, target, tname, cond, seed,
+                                                                         generation, mix)
+    gens = sorted(generate.values(), key=lambda s: s.name)
+    return gens + out
 
 
 def conditions_by_label(spec: ExperimentSpec) -> dict[str, Condition]:

@@ -119,7 +119,7 @@ def stage_status(spec: ExperimentSpec, run_dir: str | Path) -> list[tuple[Stage,
     for stage in build_graph(spec):
         if store.is_done(stage.ref):
             state = "done"
-        elif active and active.get("stage") == stage.label:
+        elif active and stage.label in (active.get("stages") or [active.get("stage")]):
             state = "running"
         elif store.has_partial(stage.ref):
             state = "interrupted"

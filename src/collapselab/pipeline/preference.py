@@ -21,6 +21,7 @@ from typing import Any
 
 from collapselab.config.spec import ExperimentSpec, ModelSpec
 from collapselab.pipeline.graph import Stage, model_key_settings, path_fingerprint, target_names
+from collapselab.pipeline.safety import generations_of
 
 HUMAN = "human"
 PAIR_CHOICES = ("A", "B")
@@ -79,21 +80,26 @@ def add_preference_stages(spec: ExperimentSpec, stages: list[Stage]) -> list[Sta
     new += candidates
 
     templates = _templates(spec)
-    trains = {(s.params["target_name"], s.params["condition"].label, s.params["seed"]): s
-              for s in stages if s.kind == "train"}
+    trains = {(s.params["target_name"], s.params["condition"].label, s.params["seed"],
+               s.params.get("generation", 0)): s for s in stages if s.kind == "train"}
     prefers = []
     for target, tname in zip(spec.targets, target_names(spec.targets), strict=True):
         for cond in spec.conditions:
-            for seed in spec.seeds[:1] if cond.kind == "vanilla" else spec.seeds:
-                train = trains.get((tname, cond.label, seed))
-                prefers.append(Stage(
-                    "prefer", f"{tname}-{cond.slug}" + ("" if cond.kind == "vanilla" else f"-seed{seed}"),
-                    settings={"judge": model_key_settings(target), "condition": cond.label,
-                              "seed": None if cond.kind == "vanilla" else seed, "templates": templates,
-                              "max_text_chars": p.max_text_chars, "system_prompt": spec.decoding.system_prompt},
-                    inputs=(items, *candidates, *((train,) if train else ())),
-                    params={"target": target, "target_name": tname, "condition": cond, "seed": seed},
-                ))
+            for generation in generations_of(spec, cond):
+                for seed in spec.seeds[:1] if cond.kind == "vanilla" else spec.seeds:
+                    train = trains.get((tname, cond.label, seed, generation))
+                    settings = {"judge": model_key_settings(target), "condition": cond.label,
+                                "seed": None if cond.kind == "vanilla" else seed, "templates": templates,
+                                "max_text_chars": p.max_text_chars, "system_prompt": spec.decoding.system_prompt}
+                    if generation:
+                        settings["generation"] = generation
+                    name = f"{tname}-{cond.slug}" + ("" if cond.kind == "vanilla" else f"-seed{seed}")
+                    prefers.append(Stage(
+                        "prefer", name + (f"-gen{generation}" if generation else ""), settings=settings,
+                        inputs=(items, *candidates, *((train,) if train else ())),
+                        params={"target": target, "target_name": tname, "condition": cond, "seed": seed,
+                                "generation": generation},
+                    ))
     new += prefers
     new.append(Stage("preference", "summary",
                      settings={"own": own_sources(spec), "bootstrap": p.bootstrap, "confidence": p.confidence,
@@ -234,7 +240,7 @@ def run_prefer(ctx) -> None:
     compared = _checkpointed(ctx, "pairs", [c.id for c in plan], compare, ctx.advance)
     rated = _checkpointed(ctx, "ratings", rating_ids, rate, ctx.advance)
     labels = {"judge": ctx.stage.name, "target": p["target_name"], "condition": p["condition"].label,
-              "seed": p["seed"]}
+              "seed": p["seed"], "generation": p.get("generation", 0)}
     comparisons = [{**labels, "item_id": c.item_id, "first": c.first, "second": c.second,
                     **{k: v for k, v in compared[c.id].items() if k != "id"}} for c in plan]
     ratings = []

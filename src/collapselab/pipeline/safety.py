@@ -28,6 +28,11 @@ ROLES = ("harm", "quality")
 JUDGE_CHUNK = 64
 
 
+def generations_of(spec: ExperimentSpec, cond) -> range:
+    """The generations a condition has: all for synthetic chains, only 0 for vanilla and human."""
+    return range(spec.generations.count if cond.kind in ("single", "multi") else 1)
+
+
 def judge_spec(spec: ExperimentSpec, role: str) -> ModelSpec:
     """The model that judges ``role`` (harm / quality): configured, else the first target as it
     is before any fine-tuning."""
@@ -50,8 +55,8 @@ def add_safety_stages(spec: ExperimentSpec, stages: list[Stage]) -> list[Stage]:
     if not s.enabled:
         return stages
     names = target_names(spec.targets)
-    trains = {(st.params["target_name"], st.params["condition"].label, st.params["seed"]): st
-              for st in stages if st.kind == "train"}
+    trains = {(st.params["target_name"], st.params["condition"].label, st.params["seed"],
+               st.params.get("generation", 0)): st for st in stages if st.kind == "train"}
     prompt_sets = [{**p.model_dump(mode="json"), "fingerprint": path_fingerprint(p.path)} for p in s.prompts]
     jailbreaks = {**s.jailbreaks.model_dump(mode="json"), "fingerprint": path_fingerprint(s.jailbreaks.path)}
     from collapselab.safety.wheels import PINNED
@@ -70,16 +75,19 @@ def add_safety_stages(spec: ExperimentSpec, stages: list[Stage]) -> list[Stage]:
     responds = []
     for target, tname in zip(spec.targets, names, strict=True):
         for cond in spec.conditions:
-            for seed in spec.seeds:
-                train = trains.get((tname, cond.label, seed))
-                responds.append(Stage(
-                    "safety_respond", f"{tname}-{cond.slug}-seed{seed}",
-                    settings={"target": model_key_settings(target), "condition": cond.label,
-                              "decoding": decoding.model_dump(mode="json"), "seed": seed},
-                    inputs=(prompts[tname], *((train,) if train else ())),
-                    params={"target": target, "target_name": tname, "condition": cond, "seed": seed,
-                            "decoding": decoding.model_copy(update={"seed": seed})},
-                ))
+            for generation in generations_of(spec, cond):
+                for seed in spec.seeds:
+                    train = trains.get((tname, cond.label, seed, generation))
+                    settings = {"target": model_key_settings(target), "condition": cond.label,
+                                "decoding": decoding.model_dump(mode="json"), "seed": seed}
+                    if generation:
+                        settings["generation"] = generation
+                    responds.append(Stage(
+                        "safety_respond", f"{tname}-{cond.slug}-seed{seed}" + (f"-gen{generation}" if generation else ""),
+                        settings=settings, inputs=(prompts[tname], *((train,) if train else ())),
+                        params={"target": target, "target_name": tname, "condition": cond, "seed": seed,
+                                "generation": generation, "decoding": decoding.model_copy(update={"seed": seed})},
+                    ))
     new += responds
 
     calibration = s.calibration
@@ -293,7 +301,7 @@ def judged_table(ctx_or_store, stages: list[Stage], final_dir) -> Any:
             h, q = harm.get(pid, {}), quality.get(pid, {})
             rows.append({
                 "target": p["target_name"], "condition": p["condition"].label, "seed": p["seed"],
-                "prompt_kind": rec["kind"], "category": rec["category"], "template_id": rec["template_id"],
+                "generation": p.get("generation", 0), "prompt_kind": rec["kind"], "category": rec["category"], "template_id": rec["template_id"],
                 "prompt_id": rec["harmful_prompt_id"], "item_id": pid,
                 "harm": np.nan if h.get("score") is None else float(h["score"]),
                 "quality": np.nan if q.get("score") is None else float(q["score"]),

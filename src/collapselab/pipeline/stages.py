@@ -121,7 +121,12 @@ def run_generate(ctx: StageContext) -> None:
     p = ctx.stage.params
     train = read_jsonl(ctx.input_dir(ctx.stage.input("prepare")) / "train.jsonl")
     rows = [r for r in train if r["shard"] == p["shard"]]
-    answer_rows(ctx, p["model"], rows, p["decoding"], {"source": p["source"], "shard": p["shard"]}, "synthetic.jsonl")
+    model: ModelSpec = p["model"]
+    extra: dict[str, Any] = {"source": p["source"], "shard": p["shard"]}
+    if p.get("chain_train") is not None:  # a later generation: the previous generation's fine-tuned model
+        model = model.model_copy(update={"adapter": str(ctx.input_dir(p["chain_train"]) / "adapter")})
+        extra["generation"] = p["generation"]
+    answer_rows(ctx, model, rows, p["decoding"], extra, "synthetic.jsonl")
 
 
 def run_respond(ctx: StageContext) -> None:
@@ -155,6 +160,9 @@ def run_mix(ctx: StageContext) -> None:
             dropped += n_empty
         order = {r["id"]: i for i, r in enumerate(train)}
         examples.sort(key=lambda e: order[e["id"]])
+    generation = ctx.stage.params.get("generation", 0)
+    if generation:
+        examples = _next_generation(ctx, examples, train, generation)
     if not examples:
         raise DataError(f"condition {cond.label}: no training examples left (dropped {dropped} empty answers)")
     write_jsonl(ctx.out / "train.jsonl", examples)
@@ -163,6 +171,28 @@ def run_mix(ctx: StageContext) -> None:
         "by_origin": dict(Counter(e["origin"] for e in examples)),
         "system_prompt": ctx.stage.settings["system_prompt"],
     })
+
+
+def _next_generation(ctx: StageContext, new: list[dict], train: list[dict], generation: int) -> list[dict]:
+    """A later generation's training set: ``human_fraction`` of the new examples answered by the
+    human reference instead (chosen per prompt by a seeded hash, so the choice does not depend on the
+    order), ids tagged with the generation, and in ``accumulate`` mode every earlier example too."""
+    import hashlib
+
+    settings = ctx.stage.settings
+    human = {r["id"]: r["response"] for r in train}
+    out = []
+    for e in new:
+        digest = hashlib.sha256(f"{settings['mix_seed']}\x00{generation}\x00{e['id']}".encode()).digest()
+        fresh = int.from_bytes(digest[:8], "little") / 2**64 < settings["human_fraction"]
+        if fresh:
+            e = {"id": e["id"], "prompt": e["prompt"], "response": human[e["id"]], "category": e["category"],
+                 "origin": "human", "shard": e["shard"]}
+        out.append({**e, "id": f"{e['id']}@g{generation}", "generation": generation})
+    if settings["mode"] == "accumulate":
+        previous = next(s for s in ctx.stage.inputs if s.kind == "mix")
+        out = read_jsonl(ctx.input_dir(previous) / "train.jsonl") + out
+    return out
 
 
 # -- train -----------------------------------------------------------------------------------------

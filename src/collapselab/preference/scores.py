@@ -50,7 +50,7 @@ from collapselab.stats.hypothesis import Correction
 from collapselab.stats.summary import RESULT_COLUMNS, compare_conditions
 
 #: label columns carried from the input into every per-judge output (when present)
-LABELS = ("target", "condition", "seed")
+LABELS = ("target", "condition", "seed", "generation")
 COMPARISON_COLUMNS = ("judge", "item_id", "first", "second", "p_a")
 RATING_COLUMNS = ("judge", "item_id", "source", "rating")
 RATING_TOKENS = ("1", "2", "3", "4", "5")
@@ -487,7 +487,8 @@ def preference_tests(per_item: pd.DataFrame, own: Mapping[str, str | None] | Non
     item: a judge condition's group holds one value per item (and seed). Returns compare_conditions'
     table: metric, target, source, then its result columns.
     """
-    within = ["metric", "target", "source"]
+    within = ["metric", "target", "generation", "source"] if "generation" in per_item.columns else [
+        "metric", "target", "source"]
     if per_item.empty:
         return pd.DataFrame(columns=[*within, *RESULT_COLUMNS])
     _require(per_item, ("judge", "item_id", "source", "metric", "value", "condition"), "per-item table")

@@ -206,13 +206,14 @@ def _embedding_map(stages: list, store) -> pd.DataFrame:
 
 def _responses(stages: list, store) -> pd.DataFrame:
     """Experiment 1's answers to the test prompts."""
+    from collapselab.pipeline.collapse import response_set_name
     from collapselab.store.atomic import read_jsonl
 
     rows = []
     for s in (x for x in stages if x.kind == "respond"):
         p = s.params
         for r in read_jsonl(store.final_dir(s.ref) / "responses.jsonl"):
-            rows.append({"set_name": f"{p['target_name']}/{p['condition'].label}/seed{p['seed']}",
+            rows.append({"set_name": response_set_name(p), "generation": p.get("generation", 0),
                          "condition": p["condition"].label, "target": p["target_name"], "seed": p["seed"],
                          "prompt_id": r["prompt_id"], "prompt": r["prompt"], "response": r["response"],
                          "human_response": r["human_response"]})
@@ -229,7 +230,8 @@ def _training(stages: list, store) -> list[dict[str, Any]]:
         summary = json.loads((folder / "train_summary.json").read_text())
         curve = [json.loads(line) for line in (folder / "loss_curve.jsonl").read_text().splitlines() if line]
         training.append({"target": s.params["target_name"], "condition": s.params["condition"].label,
-                         "seed": s.params["seed"], "best_val_loss": summary.get("best_val_loss"),
+                         "seed": s.params["seed"], "generation": s.params.get("generation", 0),
+                         "best_val_loss": summary.get("best_val_loss"),
                          "stopped_early": summary.get("stopped_early"), "curve": curve})
     return training
 

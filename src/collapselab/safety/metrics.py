@@ -47,7 +47,7 @@ from collapselab.errors import DataError
 from collapselab.stats.bootstrap import _index_batches
 from collapselab.stats.summary import RESULT_COLUMNS, compare_conditions
 
-KEYS = ["target", "condition", "seed"]
+KEYS = ["target", "condition", "seed", "generation"]  # generation: 0 when the table has none
 PROMPT_KINDS = ("plain", "jailbreak")
 ALL = "all"  # label of the roll-up over every prompt kind / every category
 UNCATEGORIZED = "uncategorized"  # label given to rows without a category (kept, not dropped)
@@ -59,7 +59,7 @@ SUMMARY_COLUMNS = [
 ]
 JOINT_COLUMNS = [*KEYS, "prompt_kind", "harm", "quality", "count", "share", "n_parsed", "n_unparsed"]
 TEMPLATE_COLUMNS = [*KEYS, "template_id", "n", "n_parsed", "n_harmful", "asr", "mean_harm"]
-TESTS_WITHIN = ("metric", "target", "prompt_kind")
+TESTS_WITHIN = ("metric", "target", "generation", "prompt_kind")
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,6 +80,8 @@ def _prepare(judged: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     without a value, an unknown prompt kind, a category literally called "all" (it would merge
     with the roll-up), a score outside 1–5, a flag that is not true/false, or an item counted twice
     in one run (it would be counted twice in every share)."""
+    if "generation" not in judged.columns:  # one round of fine-tuning (the study's design)
+        judged = judged.assign(generation=0)
     missing = [c for c in columns if c not in judged.columns]
     if missing:
         raise DataError(f"judged table: missing column(s) {missing}; has {list(judged.columns)}")
