@@ -407,6 +407,11 @@ class ExperimentSpec(Spec):
     targets: tuple[ModelSpec, ...]
     lora: LoraSpec = LoraSpec()
     seeds: tuple[int, ...] = (42,)
+    # what a seed repeats: "training" — LoRA initialisation and data order, and the sampling of every
+    # answer the models give (the synthetic data is drawn once, with decoding.seed); "data" — also the
+    # synthetic training data (each seed's sources sample with that seed, so each seed trains on its
+    # own draw of the data)
+    seed_scope: Literal["training", "data"] = "training"
     generations: GenerationsSpec = GenerationsSpec()
     collapse: CollapseSpec = CollapseSpec()
     safety: SafetySpec = SafetySpec()

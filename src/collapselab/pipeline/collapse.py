@@ -93,7 +93,9 @@ def add_collapse_stages(spec: ExperimentSpec, stages: list[Stage]) -> list[Stage
     if spec.collapse.training_data:
         sets.append(SetInfo("source:human", "source", (prepare,), "train.jsonl", {"source": "human"}))
         for source in spec.sources:
-            gens = tuple(s for s in stages if s.kind == "generate" and s.params["source"] == source.name)
+            # the sources' own data (generation 0; with seed_scope "data", the first seed's draw)
+            gens = tuple(s for s in stages if s.kind == "generate" and s.params["source"] == source.name
+                         and not s.params.get("generation") and s.params.get("data_seed") in (None, spec.seeds[0]))
             if gens:
                 sets.append(SetInfo(f"source:{source.name}", "source", gens, "synthetic.jsonl",
                                     {"source": source.name, "tier": tier_of.get(source.name)}))

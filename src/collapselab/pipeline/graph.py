@@ -141,35 +141,46 @@ def build_graph(spec: ExperimentSpec) -> list[Stage]:
     stages: list[Stage] = [prepare]
 
     plan = shard_plan(spec)
-    generate: dict[tuple[str, int], Stage] = {}
+    # with seed_scope "data" every seed samples its own synthetic data; else one draw serves all seeds
+    data_seeds: list[int | None] = list(spec.seeds) if spec.seed_scope == "data" else [None]
+    generate: dict[tuple[str, int, int | None], Stage] = {}
     for assignments in plan.values():
         for source, shards in assignments:
             for shard in shards:
-                if (source, shard) in generate:
-                    continue
-                src = spec.source(source)
-                decoding = spec.source_decoding(source)
-                generate[(source, shard)] = Stage(
-                    "generate",
-                    f"{source}-shard{shard}",
-                    settings={"source": source, "model": model_key_settings(src.model),
-                              "decoding": decoding.model_dump(mode="json"), "shard": shard},
-                    inputs=(prepare,),
-                    params={"source": source, "shard": shard, "model": src.model, "decoding": decoding},
-                )
-    stages += sorted(generate.values(), key=lambda s: (s.params["source"], s.params["shard"]))
+                for data_seed in data_seeds:
+                    if (source, shard, data_seed) in generate:
+                        continue
+                    src = spec.source(source)
+                    decoding = spec.source_decoding(source)
+                    settings: dict[str, Any] = {"source": source, "model": model_key_settings(src.model),
+                                                "decoding": decoding.model_dump(mode="json"), "shard": shard}
+                    name = f"{source}-shard{shard}"
+                    if data_seed is not None:
+                        decoding = decoding.model_copy(update={"seed": data_seed})
+                        settings["decoding"] = decoding.model_dump(mode="json")
+                        name += f"-seed{data_seed}"
+                    generate[(source, shard, data_seed)] = Stage(
+                        "generate", name, settings=settings, inputs=(prepare,),
+                        params={"source": source, "shard": shard, "model": src.model, "decoding": decoding,
+                                "data_seed": data_seed},
+                    )
+    stages += sorted(generate.values(), key=lambda s: (s.params["source"], s.params["shard"],
+                                                       s.params["data_seed"] or 0))
 
-    mixes: dict[str, Stage] = {}
+    mixes: dict[tuple[str, int | None], Stage] = {}
     for cond in spec.trained_conditions:
-        if cond.kind == "human":
-            inputs: tuple[Stage, ...] = (prepare,)
-            settings: dict[str, Any] = {"condition": cond.label}
-        else:
-            used = [(src, shard) for src, shards in plan[cond.label] for shard in shards]
-            inputs = (prepare, *(generate[u] for u in used))
-            settings = {"condition": cond.label, "assignment": [[s, sh] for s, sh in used]}
-        settings["system_prompt"] = spec.decoding.system_prompt
-        mixes[cond.label] = Stage("mix", cond.slug, settings=settings, inputs=inputs, params={"condition": cond})
+        for data_seed in ([None] if cond.kind == "human" else data_seeds):
+            if cond.kind == "human":
+                inputs: tuple[Stage, ...] = (prepare,)
+                settings = {"condition": cond.label}
+            else:
+                used = [(src, shard) for src, shards in plan[cond.label] for shard in shards]
+                inputs = (prepare, *(generate[(u[0], u[1], data_seed)] for u in used))
+                settings = {"condition": cond.label, "assignment": [[s, sh] for s, sh in used]}
+            settings["system_prompt"] = spec.decoding.system_prompt
+            name = cond.slug + (f"-seed{data_seed}" if data_seed is not None else "")
+            mixes[(cond.label, data_seed)] = Stage("mix", name, settings=settings, inputs=inputs,
+                                                   params={"condition": cond, "data_seed": data_seed})
     stages += list(mixes.values())
 
     trains: dict[tuple[int, str, int, int], Stage] = {}
@@ -178,7 +189,7 @@ def build_graph(spec: ExperimentSpec) -> list[Stage]:
         for cond in spec.trained_conditions:
             for seed in spec.seeds:
                 trains[(t, cond.label, seed, 0)] = _train_stage(spec, target, tname, cond, seed, 0,
-                                                               mixes[cond.label])
+                                                               mix_of(mixes, cond, seed))
     stages += list(trains.values())
     for generation in range(1, spec.generations.count):
         stages += _generation_stages(spec, generation, prepare, plan, trains, mixes)
@@ -209,6 +220,12 @@ def build_graph(spec: ExperimentSpec) -> list[Stage]:
     return add_preference_stages(spec, stages)
 
 
+def mix_of(mixes: dict[tuple[str, int | None], Stage], cond: Condition, seed: int) -> Stage:
+    """The generation-0 training set a (condition, seed) cell trains on: the seed's own draw of the
+    synthetic data with seed_scope "data", else the one shared draw."""
+    return mixes.get((cond.label, seed)) or mixes[(cond.label, None)]
+
+
 def _gen_suffix(generation: int) -> str:
     """Generation 0 keeps the study's names (and keys), later generations get ``-genG``."""
     return f"-gen{generation}" if generation else ""
@@ -229,7 +246,8 @@ def _train_stage(spec: ExperimentSpec, target: ModelSpec, tname: str, cond: Cond
 
 def _generation_stages(spec: ExperimentSpec, generation: int, prepare: Stage,
                        plan: dict[str, list[tuple[str, list[int]]]],
-                       trains: dict[tuple[int, str, int, int], Stage], mixes: dict[str, Stage]) -> list[Stage]:
+                       trains: dict[tuple[int, str, int, int], Stage],
+                       mixes: dict[tuple[str, int | None], Stage]) -> list[Stage]:
     """Generation ``generation`` ≥ 1 of every synthetic chain: the previous generation's models
     answer the train prompts (generate), their answers form the new training sets (mix, replace or
     accumulate, with optional fresh human data), and fresh LoRA adapters are trained on them (train,
@@ -260,7 +278,7 @@ def _generation_stages(spec: ExperimentSpec, generation: int, prepare: Stage,
                                         "generation": generation, "chain_train": model_train},
                             )
                         used.append((source, shard, generate[key]))
-                previous = (mixes[cond.label] if generation == 1
+                previous = (mix_of(mixes, cond, seed) if generation == 1
                             else trains[(t, cond.label, seed, generation - 1)].inputs[0])
                 inputs = (prepare, *(s for _, _, s in used)) + ((previous,) if g.mode == "accumulate" else ())
                 mix = Stage(

@@ -23,7 +23,7 @@ import jinja2
 import markupsafe
 import pandas as pd
 
-from collapselab.report import plots, preference_plots, safety_plots
+from collapselab.report import generations, plots, preference_plots, safety_plots
 from collapselab.report.inputs import ReportInputs
 from collapselab.report.tables import (
     EXCERPT_CHARS,
@@ -131,7 +131,20 @@ def build_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Any]:
                      "Train loss per optimizer step (thin) and validation loss (dots).",
                      lambda: plots.training_curves(inputs.training), failures)
     return {"main": main, "heatmaps": heatmaps, "sources": sources, "training": training,
-            "safety": _safety_plots(inputs, failures), "preference": _preference_plots(inputs, failures)}
+            "safety": _safety_plots(inputs, failures), "preference": _preference_plots(inputs, failures),
+            "generations": _generation_plots(inputs, failures)}
+
+
+def _generation_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Plot]:
+    """One figure per experiment with more than one generation (empty for a one-round run)."""
+    out = {}
+    for section in generations.generation_sections(inputs):
+        def build(section=section):  # bound now: the loop variable moves on
+            return generations.generation_plot(section.key, section.frame, inputs)
+
+        out[section.key] = _plot(f"plot-generations-{section.key}", f"{section.title} across generations",
+                                 section.caption, build, failures)
+    return out
 
 
 def _safety_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Plot]:
@@ -238,4 +251,5 @@ def render_html(inputs: ReportInputs) -> str:
         config_yaml=inputs.config_yaml,
         has_factorial=not tables.factorial.empty,
         has_seed_spread=not tables.seed_spread.empty,
+        generations=generations.generation_sections(inputs),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from collapselab.report.generations import GenerationSection, generation_sections
 from collapselab.report.inputs import ReportInputs
 from collapselab.report.tables import Table, build_tables, experiments
 
@@ -109,6 +110,14 @@ def _preference(p) -> list[str]:
             *_details("All test rows", table(p.all_tests))]
 
 
+def _generations(sections: list[GenerationSection]) -> list[str]:
+    """The "Across generations" section: per experiment, metric × condition × generation."""
+    parts = ["## Across generations\n"]
+    for section in sections:
+        parts += [f"### {escape(section.title)}\n", table(section.table)]
+    return parts
+
+
 def render_markdown(inputs: ReportInputs) -> str:
     """The report's tables — every experiment's summary, tests and the rest — as one Markdown
     document."""
@@ -129,6 +138,9 @@ def render_markdown(inputs: ReportInputs) -> str:
         parts += _safety(t.safety)
     if t.preference is not None:
         parts += _preference(t.preference)
+    sections = generation_sections(inputs)
+    if sections:  # one generation: nothing the tables above do not already show
+        parts += _generations(sections)
     parts += ["## Training\n", table(t.training)]
     if inputs.config_yaml:
         parts += ["## Resolved config\n", _fence(inputs.config_yaml)]

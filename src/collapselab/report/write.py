@@ -10,7 +10,9 @@ an interrupted run never sees half a file):
   empty frame has no columns, which CSV cannot represent);
 * Experiment 2: ``safety_<judged|summary|joint|templates|tests|calibration>``; Experiment 3:
   ``preference_<source_scores|bias|position|matrix|rating_scores|tests|comparisons|ratings|per_item|judges>``
-  — when the run has the experiment and the table is not empty.
+  — when the run has the experiment and the table is not empty;
+* ``generations_<collapse|safety|preference>`` — each experiment's metrics by generation
+  (:func:`collapselab.report.generations.generation_frames`), when it has more than one generation.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from collapselab.report.generations import multi_generation_frames
 from collapselab.report.html import render_html
 from collapselab.report.inputs import ReportInputs
 from collapselab.report.markdown import render_markdown
@@ -86,7 +89,8 @@ def experiment_frames(inputs: ReportInputs) -> dict[str, pd.DataFrame]:
 
 def result_frames(inputs: ReportInputs) -> dict[str, pd.DataFrame]:
     """The result tables to save, by file stem (always: aggregates, per_item, tests when the run
-    has Experiment 1; the others only when non-empty)."""
+    has Experiment 1; the others only when non-empty; ``generations_…`` only with several
+    generations)."""
     frames = ({"aggregates": inputs.aggregates, "per_item": inputs.per_item, "tests": inputs.tests}
               if inputs.collapse else {})
     optional = {"factorial": inputs.factorial, "seed_spread": inputs.seed_spread,
@@ -99,6 +103,7 @@ def result_frames(inputs: ReportInputs) -> dict[str, pd.DataFrame]:
         frames["kendalls_w"] = frames["kendalls_w"].map(
             lambda v: ", ".join(map(str, v)) if isinstance(v, list | tuple) else v)
     frames.update(experiment_frames(inputs))
+    frames.update({f"generations_{key}": frame for key, frame in multi_generation_frames(inputs).items()})
     return frames
 
 

@@ -97,3 +97,26 @@ def test_metrics_are_computed_per_generation(replace_run):
     agg = pd.concat([pd.read_parquet(store.final_dir(s.ref) / "aggregates.parquet") for s in evaluate])
     gen1 = agg[agg["generation"] == 1]
     assert set(gen1["condition"]) == {"single:a", "single:b", "multi:a,b"}
+
+
+def test_seed_scope_data_draws_synthetic_data_per_seed(tmp_path, tiny_model_dir):
+    cfg = tiny_config(tmp_path, tiny_model_dir, write_corpus(tmp_path / "corpus.jsonl"),
+                      conditions=["human", "single:a"], seeds=[1, 2], seed_scope="data",
+                      collapse={"enabled": False})
+    spec = load_config(cfg, use_env=False)
+    stages = build_graph(spec)
+    gens = [s for s in stages if s.kind == "generate"]
+    assert sorted((s.params["data_seed"], s.params["decoding"].seed) for s in gens) == [(1, 1), (2, 2)]
+    mixes = {s.name: s for s in stages if s.kind == "mix"}
+    assert set(mixes) == {"human", "single-a-seed1", "single-a-seed2"}
+    for train in (s for s in stages if s.kind == "train"):
+        mix = train.inputs[0]
+        if train.params["condition"].kind == "single":
+            assert mix.name == f"single-a-seed{train.params['seed']}"
+        else:
+            assert mix.name == "human"
+    # the default scope draws the data once for every seed
+    shared = build_graph(load_config(tiny_config(tmp_path, tiny_model_dir, tmp_path / "corpus.jsonl",
+                                                 conditions=["human", "single:a"], seeds=[1, 2],
+                                                 collapse={"enabled": False}), use_env=False))
+    assert len([s for s in shared if s.kind == "generate"]) == 1
