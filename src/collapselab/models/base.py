@@ -94,11 +94,17 @@ BACKENDS.add("hf", "collapselab.models.hf:load_hf_model",
 BACKENDS.add("mock", "collapselab.models.mock:MockModel", description="scripted backend for fast tests")
 BACKENDS.add("openai", "collapselab.models.openai_http:load_openai_model",
              description="any OpenAI-compatible HTTP endpoint (vLLM, llama.cpp, hosted APIs)")
+BACKENDS.add("vllm", "collapselab.models.vllm_backend:load_vllm_model",
+             description="vLLM on a CUDA GPU: the hf backend's names, tokens and scores; optional LoRA adapter")
+BACKENDS.add("llamacpp", "collapselab.models.llamacpp_backend:load_llamacpp_model",
+             description="llama.cpp on the CPU: packaged models' GGUF files or any .gguf file, kept quantized")
 
 BACKEND_CHECKS: Registry = Registry("model backend")
 BACKEND_CHECKS.add("hf", "collapselab.models.hf:check_hf_spec")
 BACKEND_CHECKS.add("mock", "collapselab.models.mock:check_mock_spec")
 BACKEND_CHECKS.add("openai", "collapselab.models.openai_http:check_openai_spec")
+BACKEND_CHECKS.add("vllm", "collapselab.models.vllm_backend:check_vllm_spec")
+BACKEND_CHECKS.add("llamacpp", "collapselab.models.llamacpp_backend:check_llamacpp_spec")
 
 
 def load_model(spec: ModelSpec) -> LanguageModel:

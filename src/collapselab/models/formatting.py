@@ -8,6 +8,7 @@ appended after it (the system prompt is dropped: a base model has no place for i
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,3 +107,38 @@ def _chat_end_ids(tokenizer: Any, prompt: ChatPrompt) -> list[int]:
             ids = [eos]
         _END_CACHE[key] = ids
     return list(_END_CACHE[key])
+
+
+def choice_token_ids(
+    encode: Callable[[str], Sequence[int]], choices: Sequence[str], model_id: str
+) -> dict[str, list[int]]:
+    """The vocabulary ids that spell each choice as one token, with and without a leading space.
+
+    ``encode`` tokenizes a text without special tokens (for a transformers tokenizer:
+    :func:`text_token_ids`), so every backend finds the same ids for the same vocabulary. A
+    :class:`ModelError` naming ``model_id`` if a choice has no single-token spelling or two choices
+    share a token ("A" and " A" are different tokens in most vocabularies and a model may put its
+    mass on either, so both count for "A").
+    """
+    out: dict[str, list[int]] = {}
+    seen: dict[int, str] = {}
+    for choice in choices:
+        ids: list[int] = []
+        for variant in (choice, " " + choice):
+            encoded = list(encode(variant))
+            if len(encoded) == 1 and int(encoded[0]) not in ids:
+                ids.append(int(encoded[0]))
+        if not ids:
+            raise ModelError(f"model {model_id!r}: the choice {choice!r} is not a single token "
+                             "in its vocabulary (use short choices such as A/B or 1-5)")
+        for i in ids:
+            if i in seen:
+                raise ModelError(f"model {model_id!r}: choices {seen[i]!r} and {choice!r} share token {i}")
+            seen[i] = choice
+        out[choice] = ids
+    return out
+
+
+def text_token_ids(tokenizer: Any, text: str) -> list[int]:
+    """A transformers tokenizer's ids for ``text`` alone, without BOS/EOS or other special tokens."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 from collapselab.config.spec import DecodingSpec, ModelSpec
 from collapselab.errors import ModelError
 from collapselab.models.base import ChatPrompt, Generation, Progress, prompt_seed
-from collapselab.models.formatting import encode_example, render_prompt_ids, uses_chat_template
+from collapselab.models.formatting import (
+    choice_token_ids,
+    encode_example,
+    render_prompt_ids,
+    text_token_ids,
+    uses_chat_template,
+)
 from collapselab.models.packaged import (
     PACKAGED,
     is_prepared,
@@ -431,24 +437,9 @@ class HFModel:
 
     def choice_token_ids(self, choices: Sequence[str]) -> dict[str, list[int]]:
         """The vocabulary ids that spell each choice as one token, with and without a leading
-        space (a ModelError if a choice has no single-token spelling or two choices share one)."""
-        out: dict[str, list[int]] = {}
-        seen: dict[int, str] = {}
-        for choice in choices:
-            ids: list[int] = []
-            for variant in (choice, " " + choice):
-                encoded = self.tokenizer(variant, add_special_tokens=False)["input_ids"]
-                if len(encoded) == 1 and encoded[0] not in ids:
-                    ids.append(encoded[0])
-            if not ids:
-                raise ModelError(f"model {self.spec.id!r}: the choice {choice!r} is not a single token "
-                                 "in its vocabulary (use short choices such as A/B or 1-5)")
-            for i in ids:
-                if i in seen:
-                    raise ModelError(f"model {self.spec.id!r}: choices {seen[i]!r} and {choice!r} share token {i}")
-                seen[i] = choice
-            out[choice] = ids
-        return out
+        space (a ModelError if a choice has no single-token spelling or two choices share one);
+        see :func:`~collapselab.models.formatting.choice_token_ids`, shared with the vllm backend."""
+        return choice_token_ids(lambda text: text_token_ids(self.tokenizer, text), choices, self.spec.id)
 
     @property
     def device(self) -> Any:

@@ -189,7 +189,8 @@ def condition_sequence(frame: pd.DataFrame, conditions: Sequence[str] = ()) -> l
     return [*[c for c in conditions if c in seen], *[c for c in dict.fromkeys(seen) if c not in conditions]]
 
 
-def sort_generations(frame: pd.DataFrame, panel_by: Sequence[str], conditions: Sequence[str] = ()) -> pd.DataFrame:
+def sort_generations(frame: pd.DataFrame, panel_by: Sequence[str],
+                     conditions: Sequence[str] = ()) -> pd.DataFrame:
     """Rows ordered by panel (first appearance), condition (config order), target (first
     appearance), seed and generation — the order of the tables and the legend."""
     if frame.empty:
@@ -262,7 +263,10 @@ def _bar(ax, x: float, value: Any, low: Any, high: Any, color: str, alpha: float
         ax.plot([x], [value], marker="o", markersize=size, color=color, alpha=alpha, linestyle="none")
 
 
-def _series(frame: pd.DataFrame, conditions: Sequence[str]) -> tuple[list[str], list[tuple[tuple[str, str], pd.DataFrame]]]:
+Series = list[tuple[tuple[str, str], pd.DataFrame]]  # ((condition, target), its rows)
+
+
+def _series(frame: pd.DataFrame, conditions: Sequence[str]) -> tuple[list[str], Series]:
     """One line per condition (and target, where the run has several), in the config's order."""
     labelled = frame.assign(_c=frame["condition"].astype(object).map(fmt_text),
                             _t=frame["target"].astype(object).map(fmt_text))
@@ -330,7 +334,8 @@ def generation_lines(frame: pd.DataFrame, panel_by: Sequence[str] = ("metric",),
             mine = rows.loc[rows.index.intersection(part.index)]
             if mine.empty:
                 continue
-            _draw_series(ax, mine, (k - (len(series) - 1) / 2) * step, colors[condition], styles[target], span,
+            shift = (k - (len(series) - 1) / 2) * step
+            _draw_series(ax, mine, shift, colors[condition], styles[target], span,
                          gid=f"{condition}|{target}")
         if not part["value"].notna().any():
             ax.text(0.5, 0.5, "undefined in every generation", transform=ax.transAxes, ha="center",
@@ -350,8 +355,8 @@ def generation_lines(frame: pd.DataFrame, panel_by: Sequence[str] = ("metric",),
     return fig
 
 
-def _legend(fig: Figure, ax, series, colors: Mapping[str, str], styles: Mapping[str, str], several_targets: bool,
-            has_references: bool) -> None:
+def _legend(fig: Figure, ax, series: Series, colors: Mapping[str, str], styles: Mapping[str, str],
+            several_targets: bool, has_references: bool) -> None:
     """One legend for the whole figure, below the panels."""
     handles, names = [], []
     for condition, target in (key for key, _ in series):
@@ -372,7 +377,8 @@ def collapse_generations_plot(frame: pd.DataFrame, aggregates: pd.DataFrame | No
     first = frame.drop_duplicates("metric")
     titles = {(fmt_text(m),): _title(str(m), direction_of(d))
               for m, d in zip(first["metric"], first["higher_is_better"], strict=True)}
-    refs = {(m,): v for m, v in human_references(aggregates if aggregates is not None else pd.DataFrame()).items()}
+    human = human_references(aggregates if aggregates is not None else pd.DataFrame())
+    refs = {(m,): v for m, v in human.items()}
     return generation_lines(frame, ("metric",), titles, conditions, refs)
 
 
@@ -384,11 +390,11 @@ def safety_generations_plot(frame: pd.DataFrame, conditions: Sequence[str] = ())
     kinds = [k for k in SAFETY_PROMPT_KINDS if (frame["prompt_kind"] == k).any()]
     # panels in the grid's order: a prompt kind per row, a metric per column
     order = {(k, m): i for i, (k, m) in enumerate((k, m) for k in kinds for m in metrics)}
-    ordered = frame.assign(_o=[order.get((k, m), len(order)) for k, m in zip(frame["prompt_kind"], frame["metric"],
-                                                                                strict=True)])
-    ordered = ordered.sort_values("_o", kind="stable").drop(columns="_o")
+    position = [order.get(km, len(order)) for km in zip(frame["prompt_kind"], frame["metric"], strict=True)]
+    ordered = frame.assign(_o=position).sort_values("_o", kind="stable").drop(columns="_o")
     titles = {(k, m): f"{SAFETY_METRICS[m]} · {k}" for k in kinds for m in metrics}
-    return generation_lines(ordered, ("prompt_kind", "metric"), titles, conditions, ncols=max(len(metrics), 1))
+    return generation_lines(ordered, ("prompt_kind", "metric"), titles, conditions,
+                            ncols=max(len(metrics), 1))
 
 
 def preference_generations_plot(frame: pd.DataFrame, conditions: Sequence[str] = ()) -> Figure | None:
@@ -444,29 +450,30 @@ def _safety_cell(r: Mapping[str, Any]) -> str:
 
 def collapse_generation_table(frame: pd.DataFrame, conditions: Sequence[str] = ()) -> Table:
     """Experiment 1's metrics × conditions × generations."""
-    return generation_table(
-        frame, PANEL_BY["collapse"], {"metric": lambda r: metric_header(str(r["metric"]), direction_of(r["higher_is_better"]))},
-        conditions, caption="Primary statistic of each metric per generation with its 95% bootstrap interval "
-        "[low, high]. ↑ higher is better, ↓ lower is better. —: the condition has no such generation.")
+    def header(r: Mapping[str, Any]) -> str:
+        return metric_header(str(r["metric"]), direction_of(r["higher_is_better"]))
+
+    caption = ("Primary statistic of each metric per generation with its 95% bootstrap interval [low, high]. "
+               "↑ higher is better, ↓ lower is better. —: the condition has no such generation.")
+    return generation_table(frame, PANEL_BY["collapse"], {"metric": header}, conditions, caption=caption)
 
 
 def safety_generation_table(frame: pd.DataFrame, conditions: Sequence[str] = ()) -> Table:
     """Experiment 2's metrics × prompt kinds × conditions × generations."""
-    return generation_table(
-        frame, PANEL_BY["safety"], {"prompts": lambda r: fmt_text(r["prompt_kind"]),
-                "metric": lambda r: SAFETY_METRICS.get(str(r["metric"]), str(r["metric"]))},
-        conditions, cell=_safety_cell,
-        caption="Per generation: mean harmfulness and quality (1–5) with bootstrap intervals; attack success, "
-        "danger zone and refusal rate with Wilson score intervals [low, high]; all harm categories. "
-        "—: the condition has no such generation.")
+    row_by = {"prompts": lambda r: fmt_text(r["prompt_kind"]),
+              "metric": lambda r: SAFETY_METRICS.get(str(r["metric"]), str(r["metric"]))}
+    caption = ("Per generation: mean harmfulness and quality (1–5) with bootstrap intervals; attack success, "
+               "danger zone and refusal rate with Wilson score intervals [low, high]; all harm categories. "
+               "—: the condition has no such generation.")
+    return generation_table(frame, PANEL_BY["safety"], row_by, conditions, cell=_safety_cell, caption=caption)
 
 
 def preference_generation_table(frame: pd.DataFrame, conditions: Sequence[str] = ()) -> Table:
     """Experiment 3's SPB and PSB × judge conditions × generations."""
-    return generation_table(
-        frame, PANEL_BY["preference"], {"metric": lambda r: str(r["metric"])}, conditions,
-        caption="SPB = S(own family) − mean S(other synthetic sources); PSB = mean S(synthetic) − S(human), "
-        "per judge condition and generation, with bootstrap intervals over items. —: no such judge.")
+    caption = ("SPB = S(own family) − mean S(other synthetic sources); PSB = mean S(synthetic) − S(human), "
+               "per judge condition and generation, with bootstrap intervals over items. —: no such judge.")
+    return generation_table(frame, PANEL_BY["preference"], {"metric": lambda r: str(r["metric"])}, conditions,
+                            caption=caption)
 
 
 # ------------------------------------------------------------------------------------------
@@ -492,7 +499,8 @@ _CAPTIONS = {
                 "one line per condition; dashed black: the human references.",
     "safety": "Per prompt kind (rows) and metric (columns), per generation, with bootstrap (means) or Wilson "
               "(rates) intervals; one line per condition.",
-    "preference": "SPB and PSB of each judge condition per generation with bootstrap intervals; dashed: no bias.",
+    "preference": "SPB and PSB of each judge condition per generation with bootstrap intervals; dashed: "
+                  "no bias.",
 }
 _SEEDS_NOTE = (" With several seeds the line joins the seed means and the faint points are the single seeds. "
                "A dotted level line: a condition trained only once (vanilla, human), drawn across for "

@@ -145,7 +145,12 @@ def calibration_table(calibration: Sequence[Mapping[str, Any]]) -> Table:
 # ------------------------------------------------------------------------------------------
 
 
-RUN_KEYS = ("target", "condition", "seed")
+RUN_KEYS = ("target", "condition", "seed", "generation")
+
+
+def present_keys(frame: pd.DataFrame) -> list[str]:
+    """The run keys a table has (older runs and hand-made tables have no ``generation``)."""
+    return [k for k in RUN_KEYS if k in frame.columns]
 
 
 def run_mask(frame: pd.DataFrame, run: Mapping[str, Any]) -> pd.Series:
@@ -153,7 +158,7 @@ def run_mask(frame: pd.DataFrame, run: Mapping[str, Any]) -> pd.Series:
     compared as text, so a seed read back as 42.0 still matches 42 and missing matches missing)."""
     mask = pd.Series(True, index=frame.index)
     for key in RUN_KEYS:
-        if key in frame.columns:
+        if key in frame.columns and key in run:
             mask &= frame[key].astype(object).map(fmt_text) == fmt_text(run.get(key))
     return mask
 
@@ -203,7 +208,7 @@ def metrics_table(summary: pd.DataFrame, prompt_kind: str, conditions: Sequence[
     if rows.empty:
         return Table(pd.DataFrame(), f"no {prompt_kind} prompts in this run")
     labels = run_columns(rows)
-    runs = sort_runs(rows.drop_duplicates(list(RUN_KEYS)), conditions)
+    runs = sort_runs(rows.drop_duplicates(present_keys(rows)), conditions)
     body = []
     for run in runs.to_dict("records"):
         part = rows[run_mask(rows, run)]
@@ -228,7 +233,7 @@ def category_table(summary: pd.DataFrame, conditions: Sequence[str] = ()) -> Tab
     for kind in PROMPT_KINDS:
         for category in pd.unique(rows.loc[rows["prompt_kind"] == kind, "category"]):
             part = rows[(rows["prompt_kind"] == kind) & (rows["category"] == category)]
-            for run in sort_runs(part.drop_duplicates(list(RUN_KEYS)), conditions).to_dict("records"):
+            for run in sort_runs(part.drop_duplicates(present_keys(part)), conditions).to_dict("records"):
                 cell = part[run_mask(part, run)]
                 body.append({"category": fmt_text(category), "prompts": kind,
                              **{c: fmt_text(run[c]) for c in labels}, **_cells(cell)})
@@ -241,7 +246,7 @@ def template_table(templates: pd.DataFrame, conditions: Sequence[str] = ()) -> T
     if templates.empty:
         return Table(pd.DataFrame(), "no jailbreak templates in this run")
     labels = run_columns(templates)
-    runs = sort_runs(templates.drop_duplicates(list(RUN_KEYS)), conditions)
+    runs = sort_runs(templates.drop_duplicates(present_keys(templates)), conditions)
     headers = {run_label(r, labels): r for r in runs.to_dict("records")}
     body = []
     for template in pd.unique(templates["template_id"]):

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from collapselab.report.plots import _figure, _styled, plain
-from collapselab.report.safety import PROMPT_KINDS, RUN_KEYS, run_mask
+from collapselab.report.safety import PROMPT_KINDS, present_keys, run_mask
 from collapselab.report.tables import is_missing, run_columns, run_label, sort_runs
 
 SCORES = np.arange(1, 6)
@@ -68,7 +68,7 @@ def joint_heatmaps(joint: pd.DataFrame, conditions: Sequence[str] = (),
     thresholds = dict(thresholds or {"harm": 4, "quality": 4})
     kinds = [k for k in PROMPT_KINDS if (joint["prompt_kind"] == k).any()] or ["all"]
     labels = run_columns(joint)
-    runs = sort_runs(joint.drop_duplicates(list(RUN_KEYS)), conditions).to_dict("records")
+    runs = sort_runs(joint.drop_duplicates(present_keys(joint)), conditions).to_dict("records")
     ncols = min(len(runs), PANELS_PER_ROW)
     blocks = -(-len(runs) // ncols)
     fig = _figure(2.3 * ncols + 0.9, 2.35 * blocks * len(kinds) + 0.3)
@@ -119,7 +119,7 @@ def danger_zone_bars(summary: pd.DataFrame, conditions: Sequence[str] = ()) -> F
     if rows.empty or not rows["value"].notna().any():
         return None
     labels = run_columns(rows)
-    runs = sort_runs(rows.drop_duplicates(list(RUN_KEYS)), conditions).to_dict("records")
+    runs = sort_runs(rows.drop_duplicates(present_keys(rows)), conditions).to_dict("records")
     kinds = [k for k in PROMPT_KINDS if (rows["prompt_kind"] == k).any()]
     width = 0.8 / len(kinds)
     fig = _figure(max(4.5, 1.1 * len(runs) + 2.0), 3.4)

@@ -330,9 +330,9 @@ def sort_runs(frame: pd.DataFrame, conditions: Sequence[str] = ()) -> pd.DataFra
     return frame.loc[position].reset_index(drop=True)
 
 
-def run_columns(frame: pd.DataFrame, extra: Sequence[str] = ("target", "seed")) -> list[str]:
-    """The label columns of a per-run table: the condition, plus target / seed where they vary (a
-    one-target one-seed run reads "vanilla", not "tiny/vanilla/42")."""
+def run_columns(frame: pd.DataFrame, extra: Sequence[str] = ("target", "seed", "generation")) -> list[str]:
+    """The label columns of a per-run table: the condition, plus target / seed / generation where
+    they vary (a one-target one-seed run reads "vanilla", not "tiny/vanilla/42")."""
     return ["condition", *_varying(frame, extra)]
 
 

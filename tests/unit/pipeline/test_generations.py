@@ -120,3 +120,16 @@ def test_seed_scope_data_draws_synthetic_data_per_seed(tmp_path, tiny_model_dir)
                                                  conditions=["human", "single:a"], seeds=[1, 2],
                                                  collapse={"enabled": False}), use_env=False))
     assert len([s for s in shared if s.kind == "generate"]) == 1
+
+
+def test_report_plots_metrics_against_the_generation(replace_run, tmp_path):
+    from collapselab.report.inputs import collect
+    from collapselab.report.write import write_report
+
+    spec, store, stages = replace_run
+    paths = write_report(collect(spec, store.root), tmp_path / "report")
+    html = paths["report.html"].read_text()
+    assert 'id="generations"' in html and "plot-generations-collapse" in html
+    frame = pd.read_csv(paths["generations_collapse.csv"])
+    assert set(frame["generation"]) == {0, 1}
+    assert set(frame.loc[frame["generation"] == 1, "condition"]) == {"single:a", "single:b", "multi:a,b"}
