@@ -199,7 +199,7 @@ class LlamaCppModel:
         self.bos_id = bos if bos >= 0 else None
         self.eos_id = eos if eos >= 0 else None
         # the hf backend's document boundary for an empty prompt (see continuation_logprobs)
-        self._boundary_id = next((i for i in (self.bos_id, self.eos_id, 0) if i is not None))
+        self._boundary_id = next(i for i in (self.bos_id, self.eos_id, 0) if i is not None)
         self._formatter: Any = None
 
     # -- protocol -----------------------------------------------------------------------------
@@ -281,7 +281,8 @@ class LlamaCppModel:
             context = self.prompt_ids(prompt)
             rows.append(context + self.answer_ids(prompt, answer))
             starts.append(len(context))
-        self._check_lengths(prompts, [len(r) for r in rows], lambda i: f"{len(rows[i])} prompt + answer tokens")
+        self._check_lengths(prompts, [len(r) for r in rows],
+                            lambda i: f"{len(rows[i])} prompt + answer tokens")
         results: list[list[float]] = []
         for row, start in zip(rows, starts, strict=True):
             if start == len(row):
@@ -307,7 +308,8 @@ class LlamaCppModel:
         renormalised over the choices."""
         token_ids = choice_token_ids(self.text_ids, choices, self.spec.id)
         rows = [self.prompt_ids(p) for p in prompts]
-        self._check_lengths(prompts, [len(r) + 1 for r in rows], lambda i: f"{len(rows[i])} prompt tokens + 1")
+        self._check_lengths(prompts, [len(r) + 1 for r in rows],
+                            lambda i: f"{len(rows[i])} prompt tokens + 1")
         results = []
         for row in rows:
             logp = _log_softmax(self._logits(row, len(row) - 1, len(row)))[0]
@@ -366,7 +368,8 @@ class LlamaCppModel:
         messages = [{"role": "user", "content": prompt.user}]
         if prompt.system:
             try:
-                return self._formatter(messages=[{"role": "system", "content": prompt.system}, *messages]).prompt
+                system = {"role": "system", "content": prompt.system}
+                return self._formatter(messages=[system, *messages]).prompt
             except Exception:  # noqa: BLE001 - some templates reject a system turn; drop it, as hf does
                 pass
         try:
@@ -395,7 +398,9 @@ class LlamaCppModel:
             choice = out["choices"][0]
             completion_tokens = int(out["usage"]["completion_tokens"])
         except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise ModelError(f"prompt {prompt.id!r}: unexpected llama.cpp completion: {str(out)[:300]}") from exc
+            raise ModelError(
+                f"prompt {prompt.id!r}: unexpected llama.cpp completion: {str(out)[:300]}"
+            ) from exc
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
         return Generation(
             text=str(choice.get("text") or "").strip(),

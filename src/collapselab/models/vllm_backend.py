@@ -326,10 +326,12 @@ class VLLMModel:
         self._require_open()
         token_ids = choice_token_ids(lambda text: text_token_ids(self.tokenizer, text), choices, self.spec.id)
         rows = [render_prompt_ids(self.tokenizer, p, self._is_chat) or [self._boundary_id] for p in prompts]
-        self._check_lengths(prompts, [len(r) + 1 for r in rows], lambda i: f"{len(rows[i])} prompt tokens + 1")
+        self._check_lengths(prompts, [len(r) + 1 for r in rows],
+                            lambda i: f"{len(rows[i])} prompt tokens + 1")
         params = SamplingParams(n=1, temperature=0.0, max_tokens=1, logprobs=TOP_LOGPROBS)
         outputs = self._run(rows, [params] * len(rows), progress)
-        return [self._choice_row(out, token_ids, prompt) for out, prompt in zip(outputs, prompts, strict=True)]
+        return [self._choice_row(out, token_ids, prompt)
+                for out, prompt in zip(outputs, prompts, strict=True)]
 
     def close(self) -> None:
         """Shut the engine down and free its GPU memory, so another model can be loaded in the
@@ -360,7 +362,9 @@ class VLLMModel:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _run(self, rows: Sequence[Sequence[int]], params: Sequence[Any], progress: Progress | None) -> list[Any]:
+    def _run(
+        self, rows: Sequence[Sequence[int]], params: Sequence[Any], progress: Progress | None
+    ) -> list[Any]:
         """``LLM.generate`` on token-id prompts in chunks of :data:`REQUESTS_PER_CALL`; the
         outputs in the order of ``rows``."""
         from vllm import TokensPrompt
@@ -400,7 +404,9 @@ class VLLMModel:
             finish_reason=finish,
         )
 
-    def _prompt_token_logprobs(self, out: Any, row: Sequence[int], start: int, prompt: ChatPrompt) -> list[float]:
+    def _prompt_token_logprobs(
+        self, out: Any, row: Sequence[int], start: int, prompt: ChatPrompt
+    ) -> list[float]:
         """The log-probs of ``row[start:]`` from a request's ``prompt_logprobs`` (one dict per
         prompt position, None at position 0, each holding the actual token)."""
         table = out.prompt_logprobs
@@ -408,7 +414,7 @@ class VLLMModel:
             raise ModelError(f"prompt {prompt.id!r}: vLLM returned no prompt log-probabilities "
                              f"for the {len(row)} tokens sent")
         scores = []
-        for pos in range(start - 1, len(row) - 1):
+        for pos in range(start, len(row)):
             entry = table[pos] or {}
             if row[pos] not in entry:
                 raise ModelError(f"prompt {prompt.id!r}: vLLM gave no log-probability for token "
@@ -487,5 +493,8 @@ def load_vllm_model(spec: ModelSpec) -> VLLMModel:
     try:
         llm = LLM(**engine_args)
     except (TypeError, ValueError, RuntimeError, OSError) as exc:
-        raise ModelError(f"vLLM could not start model {spec.id!r} from {folder}: {type(exc).__name__}: {exc}") from exc
-    return VLLMModel(spec, llm, tokenizer, stop_ids=stop_ids, max_context=max_context, lora_request=lora_request)
+        raise ModelError(
+            f"vLLM could not start model {spec.id!r} from {folder}: {type(exc).__name__}: {exc}"
+        ) from exc
+    return VLLMModel(spec, llm, tokenizer, stop_ids=stop_ids, max_context=max_context,
+                     lora_request=lora_request)

