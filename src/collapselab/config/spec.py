@@ -373,6 +373,9 @@ class RunSpec(Spec):
     threads: int | None = Field(None, ge=1)  # None: all cores
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None  # None: start a local Ray instance; "auto" or host:port: join a cluster
+    # GPUs each stage that loads a model asks the Ray executor for (generate, train, respond, score,
+    # judge, …); 0: CPU only. Fractions share a GPU between stages (e.g. 0.5 for two small models).
+    gpus: float = Field(0.0, ge=0.0)
 
 
 class GenerationsSpec(Spec):

@@ -30,6 +30,10 @@ CODE_VERSIONS = {"prepare": 1, "generate": 1, "mix": 1, "train": 1, "respond": 1
 
 STAGE_ORDER = tuple(CODE_VERSIONS)
 
+#: Stage kinds that load a language model (and so want a GPU on a GPU cluster; see run.gpus).
+MODEL_KINDS = frozenset({"generate", "train", "respond", "score", "safety_respond", "calibrate", "judge",
+                         "candidates", "prefer"})
+
 
 @dataclass(frozen=True, eq=False)
 class Stage:
@@ -217,7 +221,12 @@ def build_graph(spec: ExperimentSpec) -> list[Stage]:
 
     stages = add_collapse_stages(spec, stages)
     stages = add_safety_stages(spec, stages)
-    return add_preference_stages(spec, stages)
+    stages = add_preference_stages(spec, stages)
+    if spec.run.gpus:  # a scheduling request only (not part of any key)
+        for stage in stages:
+            if stage.kind in MODEL_KINDS:
+                stage.resources["gpus"] = spec.run.gpus
+    return stages
 
 
 def mix_of(mixes: dict[tuple[str, int | None], Stage], cond: Condition, seed: int) -> Stage:

@@ -68,3 +68,15 @@ def test_too_few_shards_for_weights_is_a_config_error(tmp_path):
         "conditions: ['multi:a=20,b=1']\nsplit: {shards: 4}\ntargets: [hf/smollm2-135m-instruct]\n")
     with pytest.raises(ConfigError, match="shards"):
         build_graph(load_config(cfg, use_env=False))
+
+
+def test_run_gpus_are_requested_by_model_stages_only():
+    from collapselab.pipeline.graph import MODEL_KINDS
+
+    path = ROOT / "configs/demo.yaml"
+    base = build_graph(load_config(path, use_env=False))
+    gpu = build_graph(load_config(path, ["run.gpus=0.5"], use_env=False))
+    assert keys(gpu) == keys(base)  # a scheduling request never changes what a stage writes
+    for stage in gpu:
+        assert stage.resources.get("gpus", 0) == (0.5 if stage.kind in MODEL_KINDS else 0)
+    assert {s.kind for s in gpu if s.resources.get("gpus")} >= {"generate", "train", "judge", "prefer"}
