@@ -515,9 +515,9 @@ def _plan_safety_respond(stage: Stage, ctx: _Context) -> Estimate:
 
 
 def _plan_calibrate(stage: Stage, ctx: _Context) -> Estimate:
-    from collapselab.judges.calibration import load_calibration
+    from collapselab.pipeline.safety import calibration_items
 
-    items = load_calibration(ctx.spec.safety.calibration)
+    items = calibration_items(ctx.spec)  # the whole set, or the configured sample
     st = stage.settings
     overhead = _sys(st["system_prompt"]) + len(st["template"])
     return Estimate(stage.params["model"].id, len(items), len(items) * st["max_new_tokens"],
