@@ -129,18 +129,16 @@ def load_jsonl(spec: CorpusSpec) -> list[Record]:
     return rows_to_records(_jsonl_rows(path), spec.columns, str(path))
 
 
-def load_csv(spec: CorpusSpec) -> list[Record]:
-    """Records from a CSV file with a header row (``corpus.kind: csv``); quoted fields may span
-    lines, and errors name the line a row ends on."""
-    path = _existing(spec)
+def read_csv_rows(path: Path) -> tuple[list[str], list[LocatedRow]]:
+    """The header and located rows of a CSV file with a header row; quoted fields may span lines,
+    and errors name the line a row ends on."""
+    rows: list[LocatedRow] = []
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = reader.fieldnames
             if not header:
                 raise DataError(f"{path}: empty file (expected a header row)")
-            check_columns(spec.columns, header, str(path))
-            rows: list[LocatedRow] = []
             for row in reader:
                 # DictReader files surplus cells under None and fills missing ones with None
                 if None in row or None in row.values():
@@ -152,6 +150,46 @@ def load_csv(spec: CorpusSpec) -> list[Record]:
         raise DataError(f"{path} line {reader.line_num}: malformed CSV ({exc})") from exc
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid UTF-8 ({exc})") from exc
+    return list(header), rows
+
+
+def read_parquet_rows(path: Path, columns: Iterable[str] | None = None) -> tuple[list[str], list[LocatedRow]]:
+    """The column names (all of the file's) and located rows (only ``columns``, when given) of a
+    Parquet file."""
+    import pyarrow.parquet as pq
+
+    try:
+        available = pq.read_schema(path).names
+        table = pq.read_table(path, columns=None if columns is None else list(columns))
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"{path}: cannot read as Parquet ({exc})") from exc
+    return available, [(f"row {i}", row) for i, row in enumerate(table.to_pylist())]
+
+
+def read_table(path: Path, fmt: str) -> tuple[list[str], list[LocatedRow]]:
+    """The column names and located rows of a ``jsonl`` / ``csv`` / ``parquet`` file.
+
+    Errors name the file and the line (JSONL, CSV) or row (Parquet). For JSONL the columns are
+    the union of the objects' keys, in order of appearance.
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: not found (or not a file)")
+    if fmt == "jsonl":
+        rows = list(_jsonl_rows(path))
+        return list(dict.fromkeys(key for _, row in rows for key in row)), rows
+    if fmt == "csv":
+        return read_csv_rows(path)
+    if fmt == "parquet":
+        return read_parquet_rows(path)
+    raise ConfigError(f"{path}: unsupported table format {fmt!r} (expected jsonl, csv or parquet)")
+
+
+def load_csv(spec: CorpusSpec) -> list[Record]:
+    """Records from a CSV file with a header row (``corpus.kind: csv``); quoted fields may span
+    lines, and errors name the line a row ends on."""
+    path = _existing(spec)
+    header, rows = read_csv_rows(path)
+    check_columns(spec.columns, header, str(path))
     return rows_to_records(rows, spec.columns, str(path))
 
 
@@ -162,11 +200,10 @@ def load_parquet(spec: CorpusSpec) -> list[Record]:
     path = _existing(spec)
     try:
         available = pq.read_schema(path).names
-        check_columns(spec.columns, available, str(path))
-        table = pq.read_table(path, columns=mapped_columns(spec.columns, available))
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise DataError(f"{path}: cannot read as Parquet ({exc})") from exc
-    rows = ((f"row {i}", row) for i, row in enumerate(table.to_pylist()))
+    check_columns(spec.columns, available, str(path))
+    _, rows = read_parquet_rows(path, mapped_columns(spec.columns, available))
     return rows_to_records(rows, spec.columns, str(path))
 
 

@@ -19,36 +19,43 @@ from collapselab.errors import ConfigError, DataError
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
-def _local_path(spec: CorpusSpec) -> Path | None:
-    if spec.path:
-        path = Path(spec.path).expanduser()
-        if not path.exists():
-            raise DataError(f"{path}: not found (corpus.path)")
-        return path
-    if spec.name and Path(spec.name).expanduser().exists():
-        return Path(spec.name).expanduser()
+def _local_path(path: str | None, name: str | None, field: str) -> Path | None:
+    if path:
+        local = Path(path).expanduser()
+        if not local.exists():
+            raise DataError(f"{local}: not found ({field}.path)")
+        return local
+    if name and Path(name).expanduser().exists():
+        return Path(name).expanduser()
     return None
 
 
-def _load(spec: CorpusSpec) -> tuple[Any, str]:
-    """The split as a ``datasets.Dataset`` and a label naming it in messages."""
+def load_dataset_split(path: str | None, name: str | None, subset: str | None, split: str,
+                       field: str = "corpus") -> tuple[Any, str]:
+    """One split as a ``datasets.Dataset`` and a label naming it in messages.
+
+    ``path`` (or a ``name`` that is an existing local path) is a ``.jsonl``/``.json``/``.csv``/
+    ``.parquet`` file (read as the requested split, whatever its name) or a data folder; otherwise
+    ``name`` and ``subset`` select a hub dataset. ``field`` is the config section named in errors
+    (``corpus``, ``safety.prompts``, ...). Any loading failure is a :class:`DataError`.
+    """
     try:
-        import datasets  # heavy and optional: imported only when an hf corpus is used
+        import datasets  # heavy and optional: imported only when an hf dataset is used
     except ImportError as exc:
-        raise DataError("corpus kind 'hf' needs the datasets package: "
+        raise DataError(f"{field} kind 'hf' needs the datasets package: "
                         "pip install 'collapselab[data]'") from exc
 
-    local = _local_path(spec)
+    local = _local_path(path, name, field)
     if local is not None:
-        label = f"{local} [{spec.hf_split}]"
+        label = f"{local} [{split}]"
         if local.is_dir():
             # a folder of data files (e.g. a cloned dataset repo): datasets infers the format
-            args: tuple[Any, ...] = (str(local), spec.hf_subset)
-            kwargs: dict[str, Any] = {"split": spec.hf_split}
+            args: tuple[Any, ...] = (str(local), subset)
+            kwargs: dict[str, Any] = {"split": split}
         elif local.suffix.lower() in BUILDERS:
             # the one file is the requested split, whatever its name
             args = (BUILDERS[local.suffix.lower()],)
-            kwargs = {"data_files": {spec.hf_split: str(local)}, "split": spec.hf_split}
+            kwargs = {"data_files": {split: str(local)}, "split": split}
         else:
             raise DataError(f"{local}: unsupported data file type {local.suffix!r} "
                             f"(supported: {', '.join(sorted(BUILDERS))}, or a folder)")
@@ -57,20 +64,20 @@ def _load(spec: CorpusSpec) -> tuple[Any, str]:
         except Exception as exc:  # datasets raises many types; all mean this input cannot be read
             raise DataError(f"{label}: cannot load with datasets ({type(exc).__name__}: {exc})") from exc
 
-    if not spec.name:
-        raise ConfigError("corpus kind 'hf' needs corpus.name (a dataset id such as "
-                          "databricks/databricks-dolly-15k) or corpus.path (a local data file)")
-    subset = f", subset {spec.hf_subset!r}" if spec.hf_subset else ""
-    label = f"{spec.name} [{spec.hf_split}]"
+    if not name:
+        raise ConfigError(f"{field} kind 'hf' needs {field}.name (a dataset id such as "
+                          f"databricks/databricks-dolly-15k) or {field}.path (a local data file)")
+    shown = f", subset {subset!r}" if subset else ""
+    label = f"{name} [{split}]"
     try:
-        return datasets.load_dataset(spec.name, spec.hf_subset, split=spec.hf_split), label
+        return datasets.load_dataset(name, subset, split=split), label
     except Exception as exc:  # network, auth, offline mode, unknown name/subset/split: all end here
         raise DataError(
-            f"could not load Hugging Face dataset {spec.name!r}{subset}, split {spec.hf_split!r}: "
+            f"could not load Hugging Face dataset {name!r}{shown}, split {split!r}: "
             f"{type(exc).__name__}: {exc}. The hub may be unreachable (no network, HF_HUB_OFFLINE or "
             "HF_DATASETS_OFFLINE set) or the name/subset/split may be wrong. Without the hub, save the "
-            "dataset to a file on a connected machine (e.g. load_dataset(...).to_json('corpus.jsonl')) "
-            "and set corpus.path to it (with kind hf, jsonl, csv or parquet)."
+            "dataset to a file on a connected machine (e.g. load_dataset(...).to_json('data.jsonl')) "
+            f"and set {field}.path to it."
         ) from exc
 
 
@@ -82,7 +89,7 @@ def load_hf(spec: CorpusSpec) -> list[Record]:
     ``spec.hf_subset`` select a hub dataset. ``spec.hf_split`` picks the split and
     ``spec.columns`` maps its columns. Any loading failure is a :class:`DataError`.
     """
-    dataset, label = _load(spec)
+    dataset, label = load_dataset_split(spec.path, spec.name, spec.hf_subset, spec.hf_split, "corpus")
     check_columns(spec.columns, dataset.column_names, label)
     rows = dataset.select_columns(mapped_columns(spec.columns, dataset.column_names)).to_list()
     return rows_to_records(((f"row {i}", row) for i, row in enumerate(rows)), spec.columns, label)

