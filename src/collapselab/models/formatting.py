@@ -142,3 +142,23 @@ def choice_token_ids(
 def text_token_ids(tokenizer: Any, text: str) -> list[int]:
     """A transformers tokenizer's ids for ``text`` alone, without BOS/EOS or other special tokens."""
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def stop_token_ids(tokenizer: Any, chat: bool, generation_eos: int | Sequence[int] | None) -> list[int]:
+    """The tokens that end an answer (shared by the hf and vllm backends): the tokenizer's EOS, the
+    generation config's EOS ids and, for chat models, the template's end-of-turn token when it is a
+    control token (Gemma's ``<end_of_turn>`` is not its EOS; an empty answer encodes to just the
+    template's end tokens)."""
+    candidates: list[Any] = [tokenizer.eos_token_id, generation_eos]
+    if chat:
+        end = encode_example(tokenizer, ChatPrompt("", "x"), "", chat=True).answer_ids
+        if end and end[0] in getattr(tokenizer, "added_tokens_decoder", {}):
+            candidates.append(end[0])
+    ids: list[int] = []
+    for c in candidates:
+        for i in c if isinstance(c, (list, tuple)) else [c]:
+            if i is not None and int(i) not in ids:
+                ids.append(int(i))
+    if not ids:
+        raise ModelError("the tokenizer has no end-of-sequence token")
+    return ids

@@ -28,6 +28,7 @@ from collapselab.models.formatting import (
     choice_token_ids,
     encode_example,
     render_prompt_ids,
+    stop_token_ids,
     text_token_ids,
     uses_chat_template,
 )
@@ -459,23 +460,11 @@ class HFModel:
     # -- helpers ------------------------------------------------------------------------------
 
     def _stop_token_ids(self) -> list[int]:
-        """EOS ids (tokenizer's and the model's generation config's) plus, for chat models, the
-        template's end-of-turn token (e.g. Gemma's ``<end_of_turn>``, which is not its EOS)."""
-        tok = self.tokenizer
-        ids: list[int] = []
-        candidates: list[Any] = [tok.eos_token_id, self.model.generation_config.eos_token_id]
-        if self._is_chat:
-            # an empty answer encodes to just the template's end tokens
-            end = encode_example(tok, ChatPrompt("", "x"), "", chat=True).answer_ids
-            if end and end[0] in getattr(tok, "added_tokens_decoder", {}):  # a control token, not text
-                candidates.append(end[0])
-        for c in candidates:
-            for i in c if isinstance(c, (list, tuple)) else [c]:
-                if i is not None and int(i) not in ids:
-                    ids.append(int(i))
-        if not ids:
-            raise ModelError(f"model {self.spec.id!r}: the tokenizer has no end-of-sequence token")
-        return ids
+        """See :func:`~collapselab.models.formatting.stop_token_ids`."""
+        try:
+            return stop_token_ids(self.tokenizer, self._is_chat, self.model.generation_config.eos_token_id)
+        except ModelError as exc:
+            raise ModelError(f"model {self.spec.id!r}: {exc}") from None
 
     def _check_lengths(self, prompts: Sequence[ChatPrompt], needed: Sequence[int], describe: Any) -> None:
         """Fail before any work if one prompt does not fit the context window."""

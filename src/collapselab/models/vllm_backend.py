@@ -42,6 +42,7 @@ from collapselab.models.formatting import (
     choice_token_ids,
     encode_example,
     render_prompt_ids,
+    stop_token_ids,
     text_token_ids,
     uses_chat_template,
 )
@@ -118,25 +119,6 @@ def lora_rank_limit(rank: int, model_id: str = "") -> int:
 # --------------------------------------------------------------------------------------------
 # What the hf backend derives from the model folder
 # --------------------------------------------------------------------------------------------
-
-
-def stop_token_ids(tokenizer: Any, chat: bool, generation_eos: int | Sequence[int] | None) -> list[int]:
-    """The hf backend's stop tokens (``HFModel.stop_ids``): the tokenizer's EOS, the generation
-    config's EOS ids and, for chat models, the template's end-of-turn token when it is a control
-    token (Gemma's ``<end_of_turn>`` is not its EOS)."""
-    candidates: list[Any] = [tokenizer.eos_token_id, generation_eos]
-    if chat:
-        end = encode_example(tokenizer, ChatPrompt("", "x"), "", chat=True).answer_ids
-        if end and end[0] in getattr(tokenizer, "added_tokens_decoder", {}):
-            candidates.append(end[0])
-    ids: list[int] = []
-    for c in candidates:
-        for i in c if isinstance(c, (list, tuple)) else [c]:
-            if i is not None and int(i) not in ids:
-                ids.append(int(i))
-    if not ids:
-        raise ModelError("the tokenizer has no end-of-sequence token")
-    return ids
 
 
 def generation_eos(folder: Path) -> int | list[int] | None:
