@@ -276,7 +276,6 @@ def _json_floats(record: dict[str, Any]) -> dict[str, Any]:
 
 def load_prefer_tables(stages: list[Stage], final_dir) -> tuple[Any, Any]:
     """All judges' comparisons and ratings as two DataFrames (NaN where a read-out failed)."""
-    import numpy as np
     import pandas as pd
 
     from collapselab.store.atomic import read_jsonl
@@ -288,8 +287,8 @@ def load_prefer_tables(stages: list[Stage], final_dir) -> tuple[Any, Any]:
     comparisons = pd.DataFrame(comps)
     ratings = pd.DataFrame(rates)
     for frame, column in ((comparisons, "p_a"), (ratings, "rating")):
-        if column in frame:
-            frame[column] = frame[column].astype(float).fillna(np.nan)
+        if column in frame:  # null (a failed read-out) → NaN
+            frame[column] = frame[column].astype(float)
     if "logprobs" in ratings:
         ratings = ratings.drop(columns=["logprobs"])
     for frame in (comparisons, ratings):
@@ -301,7 +300,8 @@ def load_prefer_tables(stages: list[Stage], final_dir) -> tuple[Any, Any]:
 
 def run_preference(ctx) -> None:
     """S per source, SPB and PSB, position bias, preference matrices, ratings and tests."""
-    from collapselab.pipeline.safety import _write_parquet
+    import pandas as pd
+
     from collapselab.preference.scores import (
         bias_scores,
         per_item_ratings,
@@ -313,8 +313,7 @@ def run_preference(ctx) -> None:
         source_scores,
     )
     from collapselab.store.atomic import write_json
-
-    import pandas as pd
+    from collapselab.store.frames import write_parquet
 
     st = ctx.stage.settings
     comparisons, ratings = load_prefer_tables(list(ctx.stage.inputs), ctx.input_dir)
@@ -337,7 +336,7 @@ def run_preference(ctx) -> None:
     }
     ctx.set_total(len(tables))
     for name, frame in tables.items():
-        _write_parquet(frame, ctx.out / f"{name}.parquet")
+        write_parquet(frame, ctx.out / f"{name}.parquet")
         ctx.advance(1)
     write_json(ctx.out / "summary.json", {
         "judges": len(judge_target), "comparisons": len(comparisons),

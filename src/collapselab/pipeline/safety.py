@@ -21,6 +21,7 @@ import json
 from typing import Any
 
 from collapselab.config.spec import ExperimentSpec, ModelSpec
+from collapselab.errors import DataError
 from collapselab.pipeline.graph import Stage, model_key_settings, path_fingerprint, target_names
 
 ROLES = ("harm", "quality")
@@ -134,7 +135,7 @@ def run_prompts(ctx) -> None:
     s = ctx.spec.safety
     harmful = load_prompts(s.prompts)
     if not harmful:
-        raise_empty("safety.prompts: no harmful prompts were loaded")
+        raise DataError("safety.prompts: no harmful prompts were loaded")
     loaded = load_templates(s.jailbreaks)
     j = s.jailbreaks
     short = [t for t in loaded if j.max_chars is None or len(t.text) <= j.max_chars]
@@ -155,12 +156,6 @@ def run_prompts(ctx) -> None:
     })
 
 
-def raise_empty(message: str) -> None:
-    from collapselab.errors import DataError
-
-    raise DataError(message)
-
-
 def run_safety_respond(ctx) -> None:
     """One model (vanilla or fine-tuned) answers every safety prompt."""
     from collapselab.pipeline.stages import answer_rows
@@ -177,7 +172,7 @@ def run_safety_respond(ctx) -> None:
                            "template_id": r["template_id"]})
 
 
-def _judge_items(ctx, rows: list[dict], harmful: dict[str, str]) -> list[Any]:
+def _judge_items(rows: list[dict], harmful: dict[str, str]) -> list[Any]:
     from collapselab.judges.run import JudgeItem
 
     return [JudgeItem(r["prompt_id"], harmful.get(r["harmful_prompt_id"], r["prompt"]), r["response"]) for r in rows]
@@ -227,7 +222,7 @@ def run_judge_stage(ctx) -> None:
     rows = read_jsonl(ctx.input_dir(respond) / "responses.jsonl")
     prompts_dir = ctx.input_dir(respond.input("prompts"))
     harmful = json.loads((prompts_dir / "harmful.json").read_text())
-    records = judge_resumable(ctx, p["model"], _judge_items(ctx, rows, harmful))
+    records = judge_resumable(ctx, p["model"], _judge_items(rows, harmful))
     write_jsonl(ctx.out / "judgements.jsonl", records)
     write_json(ctx.out / "summary.json", {
         "role": p["role"], "judge": p["model"].id, "items": len(records),
@@ -278,7 +273,7 @@ def calibration_items(spec: ExperimentSpec) -> list[Any]:
     return [i for i in items if i.id in keep]
 
 
-def judged_table(ctx_or_store, stages: list[Stage], final_dir) -> Any:
+def judged_table(stages: list[Stage], final_dir) -> Any:
     """One row per answer with its judgements and the refusal flag (the input of the metrics)."""
     import numpy as np
     import pandas as pd
@@ -323,9 +318,10 @@ def run_safety(ctx) -> None:
         safety_tests,
     )
     from collapselab.store.atomic import write_json
+    from collapselab.store.frames import write_parquet
 
     st = ctx.stage.settings
-    judged = judged_table(ctx, list(ctx.stage.inputs), ctx.input_dir)
+    judged = judged_table(list(ctx.stage.inputs), ctx.input_dir)
     ctx.set_total(5)
     tables = {
         "judged": judged,
@@ -337,7 +333,7 @@ def run_safety(ctx) -> None:
         "tests": safety_tests(judged),
     }
     for name, frame in tables.items():
-        _write_parquet(frame, ctx.out / f"{name}.parquet")
+        write_parquet(frame, ctx.out / f"{name}.parquet")
         ctx.advance(1)
     calibration = []
     for s in (x for x in ctx.stage.inputs if x.kind == "calibrate"):
@@ -361,14 +357,3 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     return str(obj)
-
-
-def _write_parquet(frame, path) -> None:
-    import io
-
-    from collapselab.report.write import _parquet_ready
-    from collapselab.store.atomic import write_bytes
-
-    buffer = io.BytesIO()
-    _parquet_ready(frame).to_parquet(buffer, index=False)
-    write_bytes(path, buffer.getvalue())

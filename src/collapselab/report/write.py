@@ -17,7 +17,6 @@ an interrupted run never sees half a file):
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -30,21 +29,8 @@ from collapselab.report.generations import multi_generation_frames
 from collapselab.report.html import render_html
 from collapselab.report.inputs import ReportInputs
 from collapselab.report.markdown import render_markdown
-from collapselab.report.tables import is_missing
-from collapselab.store.atomic import write_bytes, write_text
-
-
-def _parquet_ready(frame: pd.DataFrame) -> pd.DataFrame:
-    """Arrow needs one type per column; the tests' ``seed`` column mixes seeds (int) with
-    "pooled" / "seed-level" (str). Such mixed columns are written as text (missing stays missing)."""
-    out = frame.copy()
-    for column in out.columns:
-        if out[column].dtype != object:
-            continue
-        types = {type(v) for v in out[column] if not is_missing(v)}
-        if len(types) > 1:
-            out[column] = out[column].map(lambda v: v if is_missing(v) else str(v))
-    return out
+from collapselab.store.atomic import write_text
+from collapselab.store.frames import write_parquet
 
 
 def _safe_name(name: str) -> str:
@@ -54,9 +40,7 @@ def _safe_name(name: str) -> str:
 
 def _write_frame(frame: pd.DataFrame, out_dir: Path, stem: str, paths: dict[str, Path]) -> None:
     paths[f"{stem}.csv"] = write_text(out_dir / f"{stem}.csv", frame.to_csv(index=False))
-    buffer = io.BytesIO()
-    _parquet_ready(frame).to_parquet(buffer, index=False)
-    paths[f"{stem}.parquet"] = write_bytes(out_dir / f"{stem}.parquet", buffer.getvalue())
+    paths[f"{stem}.parquet"] = write_parquet(frame, out_dir / f"{stem}.parquet")
 
 
 def records_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

@@ -18,19 +18,13 @@ from typing import Any
 import pandas as pd
 
 from collapselab.store.atomic import write_json
+from collapselab.store.frames import write_parquet
 
 FACTOR_COLUMNS = ("diversity", "tier", "target")
 
 
 def _write(frame: pd.DataFrame, path: Path) -> None:
-    frame = frame.copy()
-    for column in frame.columns:
-        # e.g. ``seed`` holds ints and "pooled"/"seed-level": Parquet needs one type per column
-        if frame[column].dtype == object and frame[column].map(type).nunique() > 1:
-            frame[column] = frame[column].map(lambda v: None if v is None else str(v))
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    write_parquet(frame, path)
 
 
 def collapse_statistics(aggregates: pd.DataFrame, per_item: pd.DataFrame, labels: dict[str, dict[str, Any]],
