@@ -490,7 +490,7 @@ def main() -> int:
     import collapselab.metrics  # noqa: F401  (registers every metric)
     from collapselab.metrics.base import build_metric
     from collapselab.metrics.embeddings import Embedder
-    from collapselab.pipeline.collapse import DEFAULT_METRICS
+    from collapselab.pipeline.experiments.collapse import DEFAULT_METRICS
 
     # one-off imports both sides use, outside every timed region
     import mauve  # noqa: F401

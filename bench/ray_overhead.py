@@ -101,7 +101,7 @@ def artifact_digests(run_dir: Path) -> dict[str, str]:
 
 def timed_run(spec, run_dir: Path) -> float:  # type: ignore[no-untyped-def]
     """Seconds of one whole run into a fresh folder (the executor is the spec's)."""
-    from collapselab.pipeline.local import run_stages
+    from collapselab.executors import run_stages
 
     shutil.rmtree(run_dir, ignore_errors=True)
     started = time.perf_counter()

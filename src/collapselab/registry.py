@@ -78,3 +78,8 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def in_order(self) -> list[str]:
+        """The names in the order they were registered (for registries whose order means
+        something, such as stage kinds: inputs before consumers)."""
+        return list(self._entries)

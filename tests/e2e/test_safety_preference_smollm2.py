@@ -11,7 +11,7 @@ import pytest
 
 from collapselab.config.load import load_config
 from collapselab.pipeline.graph import build_graph
-from collapselab.pipeline.local import run_stages
+from collapselab.executors import run_stages
 from collapselab.store.run import RunStore
 
 CONFIG = """\

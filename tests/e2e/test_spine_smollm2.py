@@ -7,7 +7,7 @@ import pandas as pd
 
 from collapselab.config.load import load_config
 from collapselab.pipeline.graph import build_graph
-from collapselab.pipeline.local import run_stages
+from collapselab.executors import run_stages
 from collapselab.store.run import RunStore
 
 CONFIG = """\

@@ -94,7 +94,7 @@ def render_tree(roots: Sequence[LineageNode], title: str) -> Tree:
 
 def lineage_command(run_dir: Path, label: str | None) -> None:
     with user_errors():
-        from collapselab.pipeline.local import stage_status
+        from collapselab.executors import stage_status
 
         spec = load_run_spec(run_dir)
         rows = stage_status(spec, run_dir)

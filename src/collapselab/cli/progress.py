@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from collapselab.pipeline.graph import Stage
-from collapselab.pipeline.local import StageProgress
+from collapselab.pipeline.stage import Stage
+from collapselab.executors import StageProgress
 
 
 class RichStageProgress(StageProgress):

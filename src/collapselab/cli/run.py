@@ -11,7 +11,7 @@ def run_command(config: Path, overrides: list[str] | None, run_dir: Path | None)
     offline_defaults()
     with user_errors():
         from collapselab.cli.progress import RichStageProgress
-        from collapselab.pipeline.local import run_stages
+        from collapselab.executors import run_stages
         from collapselab.pipeline.validate import validate_experiment
 
         spec = load(config, overrides)

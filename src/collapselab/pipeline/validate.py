@@ -6,7 +6,8 @@ from pathlib import Path
 
 from collapselab.config.spec import ExperimentSpec
 from collapselab.errors import ConfigError
-from collapselab.pipeline.graph import Stage, build_graph
+from collapselab.pipeline.graph import build_graph
+from collapselab.pipeline.stage import Stage
 
 
 def validate_experiment(spec: ExperimentSpec) -> list[Stage]:
@@ -44,7 +45,7 @@ def validate_experiment(spec: ExperimentSpec) -> list[Stage]:
             raise ConfigError(f"{field}.id: {exc}") from None
     if spec.collapse.enabled:
         from collapselab.metrics import METRICS, build_metric
-        from collapselab.pipeline.collapse import metric_specs
+        from collapselab.pipeline.experiments.collapse import metric_specs
 
         for i, m in enumerate(metric_specs(spec)):
             if m.name not in METRICS:
@@ -95,8 +96,8 @@ def _check_safety(spec: ExperimentSpec) -> None:
 
 def _check_preference(spec: ExperimentSpec) -> None:
     """Experiment 3: templates load, a configured corpus is usable, there is a source to compare."""
-    from collapselab.pipeline.preference import preference_sources
-    from collapselab.preference.prompts import load_template
+    from collapselab.pipeline.experiments.preference import preference_sources
+    from collapselab.judges.templates import load_template
 
     p = spec.preference
     if not preference_sources(spec):

@@ -15,8 +15,6 @@ from typing import Any
 
 import pandas as pd
 
-#: stage kinds whose outputs the report reads; every one of them present in the graph must be done
-REQUIRED_KINDS = ("evaluate", "stats", "safety", "prefer", "preference")
 
 
 @dataclass
@@ -144,7 +142,10 @@ def _check_done(stages: list, store, run_dir: Path) -> None:
     """Every stage whose outputs the report reads must be finished."""
     from collapselab.errors import CollapselabError
 
-    missing = [s.label for s in stages if s.kind in REQUIRED_KINDS and not store.is_done(s.ref)]
+    from collapselab.pipeline.kinds import stage_kind
+
+    # the kinds whose outputs the report reads (StageKind.report) must be done
+    missing = [s.label for s in stages if stage_kind(s.kind).report and not store.is_done(s.ref)]
     if missing:
         raise CollapselabError(f"{run_dir}: the report needs finished stages; missing: "
                                f"{', '.join(missing[:5])}" + (" …" if len(missing) > 5 else "")
@@ -175,46 +176,31 @@ def _collapse_parts(stages: list, store) -> dict[str, Any]:
         "factorial": _read_parquet(stats_dir / "factorial.parquet"),
         "seed_spread": _read_parquet(stats_dir / "seed_spread.parquet"),
         "stats_notes": stats.get("notes", []),
-        "details": {s.params["set"].name: json.loads((store.final_dir(s.ref) / "details.json").read_text())
+        "details": {s.params.text_set.name: json.loads((store.final_dir(s.ref) / "details.json").read_text())
                     for s in evaluates},
     }
 
 
 def _embedding_map(stages: list, store) -> pd.DataFrame:
-    """2-D map: one PCA over all response embeddings, so every set shares the axes."""
-    import numpy as np
-
-    frames, vectors = [], []
-    for s in (x for x in stages if x.kind == "embed"):
-        info = s.params["set"]
-        folder = store.final_dir(s.ref)
-        emb = np.load(folder / "embeddings.npy", allow_pickle=False)
-        ids = json.loads((folder / "ids.json").read_text())
-        frames.append(pd.DataFrame({"set_name": info.name, "set_kind": info.kind,
-                                    "condition": info.labels.get("condition") or info.labels.get("source"),
-                                    "item_id": ids}))
-        vectors.append(emb)
-    embedding_map = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if vectors and sum(len(v) for v in vectors) >= 2:
-        x = np.concatenate(vectors).astype(np.float64)
-        x -= x.mean(axis=0)
-        _, _, vt = np.linalg.svd(x, full_matrices=False)
-        xy = x @ vt[:2].T
-        embedding_map["x"], embedding_map["y"] = xy[:, 0], xy[:, 1] if xy.shape[1] > 1 else 0.0
-    return embedding_map
+    """The 2-D map of the response embeddings, as the ``embedding_map`` stage computed it (a run
+    made before that stage existed has none: an empty frame, and the report leaves the map out)."""
+    stage = next((x for x in stages if x.kind == "embedding_map"), None)
+    if stage is None or not store.is_done(stage.ref):
+        return pd.DataFrame()
+    return pd.read_parquet(store.final_dir(stage.ref) / "embedding_map.parquet")
 
 
 def _responses(stages: list, store) -> pd.DataFrame:
     """Experiment 1's answers to the test prompts."""
-    from collapselab.pipeline.collapse import response_set_name
+    from collapselab.pipeline.experiments.collapse import response_set_name
     from collapselab.store.atomic import read_jsonl
 
     rows = []
     for s in (x for x in stages if x.kind == "respond"):
         p = s.params
         for r in read_jsonl(store.final_dir(s.ref) / "responses.jsonl"):
-            rows.append({"set_name": response_set_name(p), "generation": p.get("generation", 0),
-                         "condition": p["condition"].label, "target": p["target_name"], "seed": p["seed"],
+            rows.append({"set_name": response_set_name(p), "generation": p.generation,
+                         "condition": p.condition.label, "target": p.target_name, "seed": p.seed,
                          "prompt_id": r["prompt_id"], "prompt": r["prompt"], "response": r["response"],
                          "human_response": r["human_response"]})
     return pd.DataFrame(rows)
@@ -229,8 +215,8 @@ def _training(stages: list, store) -> list[dict[str, Any]]:
             continue
         summary = json.loads((folder / "train_summary.json").read_text())
         curve = [json.loads(line) for line in (folder / "loss_curve.jsonl").read_text().splitlines() if line]
-        training.append({"target": s.params["target_name"], "condition": s.params["condition"].label,
-                         "seed": s.params["seed"], "generation": s.params.get("generation", 0),
+        training.append({"target": s.params.target_name, "condition": s.params.condition.label,
+                         "seed": s.params.seed, "generation": s.params.generation,
                          "best_val_loss": summary.get("best_val_loss"),
                          "stopped_early": summary.get("stopped_early"), "curve": curve})
     return training

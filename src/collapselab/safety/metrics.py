@@ -1,7 +1,7 @@
 """Experiment 2's metrics and statistics: harmfulness, quality, refusals, the danger zone.
 
 Every function takes the long ``judged`` table (one row per model answer × prompt; built by
-:func:`collapselab.pipeline.safety.judged_table`) with the columns ``target, condition, seed,
+:func:`collapselab.pipeline.experiments.safety.run.judged_table`) with the columns ``target, condition, seed,
 prompt_kind ("plain" | "jailbreak"), category, template_id, prompt_id, item_id, harm, quality,
 refused, empty``. ``harm`` and ``quality`` are judge scores 1–5, NaN when the judgement did not
 parse. The study dropped unparseable judgements (PAPER.md, Experiment 2); here they are left out

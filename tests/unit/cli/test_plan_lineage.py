@@ -18,9 +18,9 @@ import yaml
 from collapselab.config.load import load_config
 from collapselab.judges.templates import load_template as load_judge_template
 from collapselab.pipeline.graph import build_graph
-from collapselab.pipeline.local import run_stages, stage_status
+from collapselab.executors import run_stages, stage_status
 from collapselab.pipeline.plan import lora_schedule, plan_experiment, plan_totals
-from collapselab.preference.prompts import load_template as load_preference_template
+from collapselab.judges.templates import load_template as load_preference_template
 from collapselab.store.atomic import read_jsonl
 from collapselab.store.run import RunStore
 from tests.helpers import tiny_config, write_corpus
@@ -289,7 +289,7 @@ def test_lineage_command_prints_the_tree_and_one_stages_ancestry(finished):
     for stage in stages:
         assert stage.label in res.stdout and stage.key in res.stdout
     assert "missing" not in res.stdout
-    train = next(s for s in stages if s.kind == "train" and s.params["condition"].kind == "single")
+    train = next(s for s in stages if s.kind == "train" and s.params.condition.kind == "single")
     res = cli("lineage", run_dir, train.label)
     assert res.returncode == 0, res.stderr
     shown = {s.label for s in stages if s.label in res.stdout}

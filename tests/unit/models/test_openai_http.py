@@ -504,7 +504,7 @@ def test_pipeline_with_an_openai_source(server, tmp_path, tiny_model_dir):
 
     from collapselab.config.load import load_config
     from collapselab.pipeline.graph import build_graph
-    from collapselab.pipeline.local import run_stages
+    from collapselab.executors import run_stages
     from collapselab.store.run import RunStore
     from tests.helpers import tiny_config, write_corpus
 
@@ -527,7 +527,7 @@ def test_pipeline_with_an_openai_source(server, tmp_path, tiny_model_dir):
     assert len(server.requests) == 16
     assert {r.headers["authorization"] for r in server.requests} == {f"Bearer {KEY}"}
     # the training set of single:a holds the server's answers
-    mix = next(s for s in build_graph(spec) if s.kind == "mix" and s.params["condition"].kind == "single")
+    mix = next(s for s in build_graph(spec) if s.kind == "mix" and s.params.condition.kind == "single")
     train = pd.read_json(store.final_dir(mix.ref) / "train.jsonl", lines=True)
     assert set(train["response"]) == set(synthetic["response"])
     assert files_containing(tmp_path, KEY) == []

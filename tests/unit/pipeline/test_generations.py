@@ -7,7 +7,7 @@ import pytest
 
 from collapselab.config.load import load_config
 from collapselab.pipeline.graph import build_graph
-from collapselab.pipeline.local import run_stages
+from collapselab.executors import run_stages
 from collapselab.store.run import RunStore
 from tests.helpers import tiny_config, write_corpus
 
@@ -40,13 +40,13 @@ def accumulate_run(tmp_path_factory, tiny_model_dir):
 def test_graph_chains_each_generation_to_the_previous_models(replace_run):
     spec, store, stages = replace_run
     by_label = {s.label: s for s in stages}
-    gen1 = [s for s in stages if s.kind == "generate" and s.params.get("generation") == 1]
+    gen1 = [s for s in stages if s.kind == "generate" and s.params.generation == 1]
     # each single-source chain's gen-0 model answers every shard once (2 shards × 2 chains)
     assert sorted(s.name for s in gen1) == sorted(
         f"tiny-chat0-single-{src}-seed42-gen1-shard{k}" for src in "ab" for k in (0, 1))
     for s in gen1:
         [train] = [i for i in s.inputs if i.kind == "train"]
-        assert train.params["generation"] == 0 and train.params["condition"].label == f"single:{s.params['source']}"
+        assert train.params.generation == 0 and train.params.condition.label == f"single:{s.params.source}"
     # the multi chain's generation 1 takes each source's half from that source's chain
     mix = by_label["mix/tiny-chat0-multi-a_b-seed42-gen1"]
     chains = {i.settings["chain"] for i in mix.inputs if i.kind == "generate"}
@@ -55,7 +55,7 @@ def test_graph_chains_each_generation_to_the_previous_models(replace_run):
     order = {s.label: i for i, s in enumerate(stages)}
     assert all(order[i.label] < order[s.label] for s in stages for i in s.inputs)
     # vanilla has only generation 0; every synthetic chain has a gen-1 respond stage
-    responds = {(s.params["condition"].label, s.params["generation"]) for s in stages if s.kind == "respond"}
+    responds = {(s.params.condition.label, s.params.generation) for s in stages if s.kind == "respond"}
     assert ("vanilla", 1) not in responds and {("single:a", 1), ("single:b", 1), ("multi:a,b", 1)} <= responds
 
 
@@ -63,9 +63,9 @@ def test_replace_trains_generation_one_on_the_previous_models_answers_only(repla
     spec, store, stages = replace_run
     gen = next(s for s in stages if s.label == "generate/tiny-chat0-single-a-seed42-gen1-shard0")
     answers = _rows(store, gen, "synthetic.jsonl")
-    gen0_responses = next(s for s in stages if s.kind == "train" and s.params["generation"] == 0
-                          and s.params["condition"].label == "single:a")
-    assert answers["model"].eq(gen0_responses.params["target"].id).all()
+    gen0_responses = next(s for s in stages if s.kind == "train" and s.params.generation == 0
+                          and s.params.condition.label == "single:a")
+    assert answers["model"].eq(gen0_responses.params.target.id).all()
     mix = next(s for s in stages if s.label == "mix/tiny-chat0-single-a-seed42-gen1")
     examples = _rows(store, mix, "train.jsonl")
     assert len(examples) == 16 and examples["id"].str.endswith("@g1").all()
@@ -106,13 +106,13 @@ def test_seed_scope_data_draws_synthetic_data_per_seed(tmp_path, tiny_model_dir)
     spec = load_config(cfg, use_env=False)
     stages = build_graph(spec)
     gens = [s for s in stages if s.kind == "generate"]
-    assert sorted((s.params["data_seed"], s.params["decoding"].seed) for s in gens) == [(1, 1), (2, 2)]
+    assert sorted((s.params.data_seed, s.params.decoding.seed) for s in gens) == [(1, 1), (2, 2)]
     mixes = {s.name: s for s in stages if s.kind == "mix"}
     assert set(mixes) == {"human", "single-a-seed1", "single-a-seed2"}
     for train in (s for s in stages if s.kind == "train"):
         mix = train.inputs[0]
-        if train.params["condition"].kind == "single":
-            assert mix.name == f"single-a-seed{train.params['seed']}"
+        if train.params.condition.kind == "single":
+            assert mix.name == f"single-a-seed{train.params.seed}"
         else:
             assert mix.name == "human"
     # the default scope draws the data once for every seed

@@ -4,7 +4,8 @@ import pytest
 
 from collapselab.config.load import load_config
 from collapselab.errors import ConfigError
-from collapselab.pipeline.graph import build_graph, shard_plan
+from collapselab.pipeline.graph import build_graph
+from collapselab.pipeline.experiments.spine import shard_plan
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -37,7 +38,7 @@ def test_changing_one_setting_changes_only_dependent_keys():
     lora = keys(build_graph(load_config(path, ["lora.r=8"], use_env=False)))
     changed = {k for k in base if base[k] != lora[k]}
     downstream = ("train/", "respond/", "score/", "embed/", "evaluate/", "stats/", "safety_respond/", "judge/",
-                  "safety/", "prefer/", "preference/")
+                  "safety/", "prefer/", "preference/", "embedding_map/")
     assert any(k.startswith("train/") for k in changed) and all(k.startswith(downstream) for k in changed)
     # nothing about the vanilla target's own answers changes
     vanilla = [k for k in base if k.startswith(("respond/", "embed/", "evaluate/")) and "vanilla" in k]
@@ -71,12 +72,12 @@ def test_too_few_shards_for_weights_is_a_config_error(tmp_path):
 
 
 def test_run_gpus_are_requested_by_model_stages_only():
-    from collapselab.pipeline.graph import MODEL_KINDS
+    from collapselab.pipeline.kinds import stage_kind
 
     path = ROOT / "configs/demo.yaml"
     base = build_graph(load_config(path, use_env=False))
     gpu = build_graph(load_config(path, ["run.gpus=0.5"], use_env=False))
     assert keys(gpu) == keys(base)  # a scheduling request never changes what a stage writes
     for stage in gpu:
-        assert stage.resources.get("gpus", 0) == (0.5 if stage.kind in MODEL_KINDS else 0)
+        assert stage.resources.get("gpus", 0) == (0.5 if stage_kind(stage.kind).loads_model else 0)
     assert {s.kind for s in gpu if s.resources.get("gpus")} >= {"generate", "train", "judge", "prefer"}

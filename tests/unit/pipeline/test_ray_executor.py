@@ -15,9 +15,10 @@ import pytest
 
 from collapselab.config.load import load_config
 from collapselab.errors import ConfigError, DataError
-from collapselab.pipeline.graph import Stage, build_graph
-from collapselab.pipeline.local import run_stages
-from collapselab.pipeline.ray_executor import find_stage, task_resources, task_threads
+from collapselab.pipeline.graph import build_graph
+from collapselab.pipeline.stage import Stage
+from collapselab.executors import run_stages
+from collapselab.executors.ray_executor import find_stage, task_resources, task_threads
 from collapselab.store.atomic import read_jsonl, write_jsonl
 from collapselab.store.run import RunStore
 from tests.helpers import tiny_config, write_corpus
@@ -108,7 +109,7 @@ def test_ray_resumes_a_partial_stage_and_one_killed_before_its_marker(both_runs)
     store = RunStore(run_dir)
     graph = build_graph(spec)
     # 1. killed mid-stage: only the append log of finished chunks is left in the partial folder
-    respond = next(s for s in graph if s.kind == "respond" and s.params["condition"].kind == "vanilla")
+    respond = next(s for s in graph if s.kind == "respond" and s.params.condition.kind == "vanilla")
     final = store.final_dir(respond.ref)
     expected = read_jsonl(final / "responses.jsonl")
     shutil.rmtree(final)

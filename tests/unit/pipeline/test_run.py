@@ -8,7 +8,7 @@ import pytest
 from collapselab.config.load import load_config
 from collapselab.errors import DataError, ModelError
 from collapselab.pipeline.graph import build_graph
-from collapselab.pipeline.local import run_stages, stage_status
+from collapselab.executors import run_stages, stage_status
 from collapselab.store.run import RunStore
 from tests.helpers import tiny_config, write_corpus
 
@@ -63,7 +63,7 @@ def test_synthetic_records_keep_provenance(finished_run):
 
 def test_training_outputs(finished_run):
     spec, run_dir, _, _ = finished_run
-    train = next(s for s in build_graph(spec) if s.kind == "train" and s.params["condition"].kind == "human")
+    train = next(s for s in build_graph(spec) if s.kind == "train" and s.params.condition.kind == "human")
     out = RunStore(run_dir).final_dir(train.ref)
     assert (out / "adapter" / "adapter_config.json").exists()
     assert (out / "adapter" / "adapter_model.safetensors").exists()
@@ -79,7 +79,7 @@ def test_responses_for_every_condition(finished_run):
     assert len(responds) == 4
     frames = [pd.read_json(RunStore(run_dir).final_dir(s.ref) / "responses.jsonl", lines=True) for s in responds]
     for s, df in zip(responds, frames, strict=True):
-        assert len(df) == 6 and (df["condition"] == s.params["condition"].label).all()
+        assert len(df) == 6 and (df["condition"] == s.params.condition.label).all()
         assert {"prompt_id", "response", "human_response", "model", "decoding", "seed"} <= set(df.columns)
     # fine-tuned models answer differently from the vanilla target
     assert any((f["response"] != frames[0]["response"]).any() for f in frames[1:])

@@ -12,7 +12,7 @@ import pytest
 
 from collapselab.config.load import load_config
 from collapselab.pipeline.graph import build_graph
-from collapselab.pipeline.local import run_stages
+from collapselab.executors import run_stages
 from collapselab.store.run import RunStore
 from tests.helpers import tiny_config, write_corpus
 
@@ -56,7 +56,7 @@ def test_safety_prompts_plain_and_wrapped_with_the_target_name(finished):
     assert (rows["kind"] == "plain").sum() == 3
     jb = rows[rows["kind"] == "jailbreak"]
     assert len(jb) == 2 * 2 and jb["template_id"].nunique() == 2
-    tname = prompts_stage.params["target_name"]
+    tname = prompts_stage.params.target_name
     for _, r in jb.iterrows():
         assert "ChatGPT" not in r["user"] and "OpenAI" not in r["user"] and tname in r["user"]
         assert "[INSERT PROMPT HERE]" not in r["user"]
@@ -65,7 +65,7 @@ def test_safety_prompts_plain_and_wrapped_with_the_target_name(finished):
 def test_every_model_answers_every_safety_prompt(finished):
     spec, run_dir = finished
     responds = [s for s in build_graph(spec) if s.kind == "safety_respond"]
-    assert {s.params["condition"].label for s in responds} == {"vanilla", "human", "single:a"}
+    assert {s.params.condition.label for s in responds} == {"vanilla", "human", "single:a"}
     for s in responds:
         rows = pd.read_json(RunStore(run_dir).final_dir(s.ref) / "responses.jsonl", lines=True)
         assert len(rows) == 7 and set(rows["kind"]) == {"plain", "jailbreak"}
@@ -83,7 +83,7 @@ def test_unparsed_judgements_are_retried_then_counted(finished):
                   & (summary.category == "all")]
     assert (asr["value"] == 1.0).all()
     judge_dir = stage_dir(spec, run_dir, next(s.label for s in build_graph(spec)
-                                               if s.kind == "judge" and s.params["role"] == "quality"))
+                                               if s.kind == "judge" and s.params.role == "quality"))
     records = [json.loads(x) for x in (judge_dir / "judgements.jsonl").read_text().splitlines()]
     assert all(r["score"] is None and r["attempts"] == 2 and r["error"] for r in records)
 
@@ -134,7 +134,7 @@ def test_choice_read_out_of_the_mock_judge():
     from collapselab.config.spec import ModelSpec
     from collapselab.models.base import ChatPrompt
     from collapselab.models.mock import MockModel
-    from collapselab.pipeline.preference import renormalised
+    from collapselab.pipeline.experiments.preference.run import renormalised
 
     always_a = MockModel(ModelSpec(id="mock/fixed:A"))
     [lp] = always_a.choice_logprobs([ChatPrompt("x", "which?")], ["A", "B"])
@@ -150,7 +150,7 @@ def _spec(tmp_path, tiny_model_dir, **changes):
 
 
 def test_calibration_sample_is_equal_per_kind_and_seeded(tmp_path, tiny_model_dir):
-    from collapselab.pipeline.safety import calibration_items
+    from collapselab.pipeline.experiments.safety.run import calibration_items
 
     spec = _spec(tmp_path, tiny_model_dir, safety={"enabled": True, "calibration_items": 12})
     items = calibration_items(spec)

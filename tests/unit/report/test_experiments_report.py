@@ -24,7 +24,7 @@ import pytest
 from scipy.stats import norm
 
 from collapselab.config.load import load_config
-from collapselab.pipeline.local import run_stages
+from collapselab.executors import run_stages
 from tests.helpers import tiny_config, write_corpus
 from tests.unit.report.test_report import Page, make_inputs
 

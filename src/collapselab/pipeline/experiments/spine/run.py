@@ -1,61 +1,18 @@
-"""What each kind of stage does. A runner reads its inputs' folders and writes into ``ctx.out``
-(the stage's partial folder); the executor commits the folder when the runner returns."""
+"""The spine's runners: prepare, generate, mix, train, respond (and :func:`answer_rows`, which
+every stage that has a model answer prompts uses). A runner reads its inputs' folders and writes
+into ``ctx.out`` (the stage's partial folder); the executor commits the folder when it returns."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from collapselab.config.spec import DecodingSpec, ExperimentSpec, ModelSpec
+from collapselab.config.spec import DecodingSpec, ModelSpec
 from collapselab.errors import DataError
-from collapselab.models.base import ChatPrompt, LanguageModel
-from collapselab.pipeline.graph import Stage
+from collapselab.models.base import ChatPrompt
+from collapselab.pipeline.context import StageContext
 from collapselab.store.atomic import read_jsonl, write_json, write_jsonl
-from collapselab.store.run import RunStore
-
-
-class ModelPool:
-    """Keeps the most recently used model loaded: consecutive stages on the same model (the
-    shards of one source, say) load it once. One at a time, to bound memory."""
-
-    def __init__(self, loader: Callable[[ModelSpec], LanguageModel] | None = None) -> None:
-        from collapselab.models.base import load_model
-
-        self._loader = loader or load_model
-        self._key: str | None = None
-        self._model: LanguageModel | None = None
-
-    def get(self, spec: ModelSpec) -> LanguageModel:
-        key = spec.model_dump_json()
-        if key != self._key:
-            self.close()
-            self._model, self._key = self._loader(spec), key
-        assert self._model is not None
-        return self._model
-
-    def close(self) -> None:
-        if self._model is not None:
-            self._model.close()
-        self._model, self._key = None, None
-
-
-@dataclass
-class StageContext:
-    """Everything a runner may touch."""
-
-    stage: Stage
-    out: Path
-    spec: ExperimentSpec
-    store: RunStore
-    models: ModelPool
-    set_total: Callable[[int], None]
-    advance: Callable[[int], None]
-
-    def input_dir(self, stage: Stage) -> Path:
-        return self.store.final_dir(stage.ref)
 
 
 # -- prepare ---------------------------------------------------------------------------------------
@@ -120,25 +77,25 @@ def run_generate(ctx: StageContext) -> None:
     """A source answers one shard of the train prompts."""
     p = ctx.stage.params
     train = read_jsonl(ctx.input_dir(ctx.stage.input("prepare")) / "train.jsonl")
-    rows = [r for r in train if r["shard"] == p["shard"]]
-    model: ModelSpec = p["model"]
-    extra: dict[str, Any] = {"source": p["source"], "shard": p["shard"]}
-    if p.get("chain_train") is not None:  # a later generation: the previous generation's fine-tuned model
-        model = model.model_copy(update={"adapter": str(ctx.input_dir(p["chain_train"]) / "adapter")})
-        extra["generation"] = p["generation"]
-    answer_rows(ctx, model, rows, p["decoding"], extra, "synthetic.jsonl")
+    rows = [r for r in train if r["shard"] == p.shard]
+    model: ModelSpec = p.model
+    extra: dict[str, Any] = {"source": p.source, "shard": p.shard}
+    if p.chain_train is not None:  # a later generation: the previous generation's fine-tuned model
+        model = model.model_copy(update={"adapter": str(ctx.input_dir(p.chain_train) / "adapter")})
+        extra["generation"] = p.generation
+    answer_rows(ctx, model, rows, p.decoding, extra, "synthetic.jsonl")
 
 
 def run_respond(ctx: StageContext) -> None:
     """The vanilla or fine-tuned target answers the test prompts."""
     p = ctx.stage.params
     test = read_jsonl(ctx.input_dir(ctx.stage.input("prepare")) / "test.jsonl")
-    target: ModelSpec = p["target"]
-    if p["condition"].kind != "vanilla":
+    target: ModelSpec = p.target
+    if p.condition.kind != "vanilla":
         adapter = ctx.input_dir(ctx.stage.input("train")) / "adapter"
         target = target.model_copy(update={"adapter": str(adapter)})
-    decoding = ctx.spec.decoding.model_copy(update={"seed": p["seed"]})
-    extra = {"target": p["target_name"], "condition": p["condition"].label}
+    decoding = ctx.spec.decoding.model_copy(update={"seed": p.seed})
+    extra = {"target": p.target_name, "condition": p.condition.label}
     answer_rows(ctx, target, test, decoding, extra, "responses.jsonl")
 
 
@@ -147,7 +104,7 @@ def run_mix(ctx: StageContext) -> None:
     """The training set of one condition, with provenance on every example."""
     from collapselab.synth.mix import human_examples, synthetic_examples
 
-    cond = ctx.stage.params["condition"]
+    cond = ctx.stage.params.condition
     train = read_jsonl(ctx.input_dir(ctx.stage.input("prepare")) / "train.jsonl")
     dropped = 0
     if cond.kind == "human":
@@ -160,7 +117,7 @@ def run_mix(ctx: StageContext) -> None:
             dropped += n_empty
         order = {r["id"]: i for i, r in enumerate(train)}
         examples.sort(key=lambda e: order[e["id"]])
-    generation = ctx.stage.params.get("generation", 0)
+    generation = ctx.stage.params.generation
     if generation:
         examples = _next_generation(ctx, examples, train, generation)
     if not examples:
@@ -202,7 +159,7 @@ def run_train(ctx: StageContext) -> None:
     from collapselab.train.lora import TrainExample, train_lora
 
     p = ctx.stage.params
-    target: ModelSpec = p["target"]
+    target: ModelSpec = p.target
     if target.backend != "hf":
         raise DataError(f"target {target.id}: only 'hf' targets can be fine-tuned")
     ctx.models.close()  # free the sampling model's memory before training
@@ -214,37 +171,5 @@ def run_train(ctx: StageContext) -> None:
         ctx.set_total(total)
         ctx.advance(1)
 
-    train_lora(resolve_weights(target), examples, ctx.spec.lora, seed=p["seed"], out_dir=ctx.out,
+    train_lora(resolve_weights(target), examples, ctx.spec.lora, seed=p.seed, out_dir=ctx.out,
                chat_mode=target.chat, progress=progress)
-
-
-def _lazy(module: str, name: str) -> Callable[[StageContext], None]:
-    """A runner that lives in an experiment's own module, imported when a stage of it runs."""
-    def run(ctx: StageContext) -> None:
-        import importlib
-
-        getattr(importlib.import_module(f"collapselab.pipeline.{module}"), name)(ctx)
-
-    return run
-
-
-RUNNERS: dict[str, Callable[[StageContext], None]] = {
-    "prepare": run_prepare,
-    "generate": run_generate,
-    "mix": run_mix,
-    "train": run_train,
-    "respond": run_respond,
-    "embed": _lazy("collapse", "run_embed"),
-    "score": _lazy("collapse", "run_score"),
-    "evaluate": _lazy("collapse", "run_evaluate"),
-    "stats": _lazy("collapse", "run_stats"),
-    "prompts": _lazy("safety", "run_prompts"),
-    "safety_respond": _lazy("safety", "run_safety_respond"),
-    "calibrate": _lazy("safety", "run_calibrate"),
-    "judge": _lazy("safety", "run_judge_stage"),
-    "safety": _lazy("safety", "run_safety"),
-    "items": _lazy("preference", "run_items"),
-    "candidates": _lazy("preference", "run_candidates"),
-    "prefer": _lazy("preference", "run_prefer"),
-    "preference": _lazy("preference", "run_preference"),
-}

@@ -1,8 +1,6 @@
-"""The local executor: runs the graph's stages one after another in this process.
-
-Completed stages are skipped; an interrupted stage resumes from its partial folder; the run
-folder is locked for the whole run so two runs never interleave their writes.
-"""
+"""What every executor shares: thread configuration, the run report, progress callbacks, running
+one stage (begin → runner → commit, the resume rules of :class:`~collapselab.store.run.RunStore`)
+and each stage's status."""
 
 from __future__ import annotations
 
@@ -12,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collapselab.config.load import spec_to_yaml
 from collapselab.config.spec import ExperimentSpec
-from collapselab.pipeline.graph import Stage, build_graph
-from collapselab.pipeline.stages import RUNNERS, ModelPool, StageContext
-from collapselab.store.atomic import write_text
+from collapselab.pipeline.context import ModelPool, StageContext
+from collapselab.pipeline.graph import build_graph
+from collapselab.pipeline.kinds import stage_kind
+from collapselab.pipeline.stage import Stage
 from collapselab.store.run import RunStore
 
 
@@ -66,49 +64,16 @@ def configure_threads(spec: ExperimentSpec) -> None:
         pass
 
 
-def run_stages(
-    spec: ExperimentSpec,
-    run_dir: str | Path,
-    *,
-    progress: StageProgress | None = None,
-    stages: list[Stage] | None = None,
-    stop_after: Callable[[Stage], bool] | None = None,
-) -> RunReport:
-    """Run every stage not yet done, in graph order (``run.executor: ray``: as Ray tasks)."""
-    if spec.run.executor == "ray":  # imported here: Ray is an optional extra
-        from collapselab.pipeline.ray_executor import run_stages_ray
-
-        return run_stages_ray(spec, run_dir, progress=progress, stages=stages, stop_after=stop_after)
-    progress = progress or StageProgress()
-    store = RunStore(run_dir)
-    stages = build_graph(spec) if stages is None else stages
-    report = RunReport(Path(run_dir))
+def execute_stage(stage: Stage, spec: ExperimentSpec, store: RunStore, pool: ModelPool,
+                  set_total: Callable[[int], None], advance: Callable[[int], None]) -> float:
+    """Run one stage in this process: open (or resume) its partial folder, run its kind's runner,
+    commit the folder; returns the runner's seconds."""
+    out = store.begin(stage.ref)
     started = time.perf_counter()
-    with store.lock():
-        write_text(store.root / "experiment.yaml", spec_to_yaml(spec))
-        pool = ModelPool()
-        configure_threads(spec)
-        try:
-            for index, stage in enumerate(stages):
-                if store.is_done(stage.ref):
-                    report.skipped.append(stage.label)
-                    progress.finish(stage, skipped=True)
-                    continue
-                progress.start(stage, index, len(stages))
-                store.set_active(stage.label)
-                out = store.begin(stage.ref)
-                t0 = time.perf_counter()
-                ctx = StageContext(stage, out, spec, store, pool, progress.set_total, progress.advance)
-                RUNNERS[stage.kind](ctx)
-                store.commit(stage.ref, stage.settings, [i.ref for i in stage.inputs], time.perf_counter() - t0)
-                report.ran.append(stage.label)
-                progress.finish(stage, skipped=False)
-                if stop_after and stop_after(stage):
-                    break
-        finally:
-            pool.close()
-    report.seconds = time.perf_counter() - started
-    return report
+    stage_kind(stage.kind).run(StageContext(stage, out, spec, store, pool, set_total, advance))
+    seconds = time.perf_counter() - started
+    store.commit(stage.ref, stage.settings, [i.ref for i in stage.inputs], seconds)
+    return seconds
 
 
 def stage_status(spec: ExperimentSpec, run_dir: str | Path) -> list[tuple[Stage, str]]:

@@ -5,7 +5,8 @@ schedules every stage that is not done yet as soon as all of its inputs are done
 scheduler around ``ray.wait``). Each task asks Ray for the stage's ``resources`` (``cpus``,
 ``gpus``), rebuilds the graph from the spec to find its stage (``Stage`` objects carry model
 specs and other params that need not travel), and runs it exactly as the local executor would:
-``RunStore.begin`` (which resumes a partial folder), ``RUNNERS[kind]``, ``RunStore.commit``.
+``RunStore.begin`` (which resumes a partial folder), the kind's runner, ``RunStore.commit``
+(:func:`collapselab.executors.base.execute_stage`).
 So the run folder, the stage keys and the resume rules are those of the local executor, and a
 run can switch executors between attempts.
 
@@ -29,9 +30,10 @@ from typing import Any
 from collapselab.config.load import spec_to_yaml
 from collapselab.config.spec import ExperimentSpec
 from collapselab.errors import ConfigError
-from collapselab.pipeline.graph import Stage, build_graph
-from collapselab.pipeline.local import RunReport, StageProgress, configure_threads
-from collapselab.pipeline.stages import RUNNERS, ModelPool, StageContext
+from collapselab.executors.base import RunReport, StageProgress, configure_threads, execute_stage
+from collapselab.pipeline.context import ModelPool
+from collapselab.pipeline.graph import build_graph
+from collapselab.pipeline.stage import Stage
 from collapselab.store.atomic import write_json, write_text
 from collapselab.store.run import RunStore
 
@@ -88,17 +90,11 @@ def run_stage_task(spec: ExperimentSpec, run_dir: str, label: str, key: str, thr
     """
     configure_threads(spec.model_copy(update={"run": spec.run.model_copy(update={"threads": threads})}))
     stage = find_stage(build_graph(spec), label, key)
-    store = RunStore(run_dir)
-    out = store.begin(stage.ref)
     pool = ModelPool()  # one per task: workers are shared by stages of different models
-    started = time.perf_counter()
     try:
-        RUNNERS[stage.kind](StageContext(stage, out, spec, store, pool, _ignore, _ignore))
-        seconds = time.perf_counter() - started
+        return execute_stage(stage, spec, RunStore(run_dir), pool, _ignore, _ignore)
     finally:
         pool.close()
-    store.commit(stage.ref, stage.settings, [i.ref for i in stage.inputs], seconds)
-    return seconds
 
 
 # -- Ray set-up ------------------------------------------------------------------------------------

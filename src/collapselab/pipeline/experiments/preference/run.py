@@ -1,27 +1,15 @@
-"""Experiment 3 stages — self-preference bias.
-
-* ``items``      — the items: a configured corpus (e.g. CNN/DailyMail articles, human text = the
-                   highlights) or, by default, the experiment's held-out test records (never
-                   training data; human text = the real continuation);
-* ``candidates`` — each source model writes one text per item (the experiment's decoding);
-* ``prefer``     — a judge (the vanilla target, and every fine-tuned model) sees every pair of
-                   sources in both orders and we read P("A") against P("B") from its next-token
-                   distribution; it also rates every text 1–5 (expected rating);
-* ``preference`` — S per source, self-preference and pro-synthetic bias, position bias, the
-                   preference matrices, ratings and the tests across judge conditions.
-
-One vanilla judge per target: reading probabilities involves no sampling, so the vanilla judge's
-verdicts do not depend on the training seed; its rows carry the first seed.
-"""
+"""Experiment 3's runners: items, candidates, prefer, preference."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from collapselab.config.spec import ExperimentSpec, ModelSpec
-from collapselab.pipeline.graph import Stage, model_key_settings, path_fingerprint, target_names
-from collapselab.pipeline.safety import generations_of
+from collapselab.config.spec import ModelSpec
+from collapselab.pipeline.context import StageContext
+from collapselab.pipeline.experiments.spine.run import answer_rows
+from collapselab.pipeline.stage import Stage
+from collapselab.store.jsonsafe import jsonable
 
 HUMAN = "human"
 PAIR_CHOICES = ("A", "B")
@@ -30,86 +18,7 @@ RATING_CHOICES = ("1", "2", "3", "4", "5")
 CHUNK = 64
 
 
-def preference_sources(spec: ExperimentSpec) -> list[str]:
-    return list(spec.preference.sources or [s.name for s in spec.sources])
-
-
-def own_sources(spec: ExperimentSpec) -> dict[str, str | None]:
-    """Per target name, the source that counts as its own family: ``preference.own`` or, by
-    default, the source whose model is the target's model (same weights, whatever the batch size)."""
-    out: dict[str, str | None] = {}
-    sources = preference_sources(spec)
-    for target, tname in zip(spec.targets, target_names(spec.targets), strict=True):
-        if tname in spec.preference.own:
-            out[tname] = spec.preference.own[tname]
-            continue
-        same = [s for s in sources if model_key_settings(spec.source(s).model) == model_key_settings(target)]
-        out[tname] = same[0] if same else None
-    return out
-
-
-def _templates(spec: ExperimentSpec) -> dict[str, str | None]:
-    from collapselab.preference.prompts import load_template
-
-    p = spec.preference
-    return {"pairwise": load_template(p.pair_template, "pairwise"),
-            "rating": load_template(p.rating_template, "rating") if p.ratings else None}
-
-
-def add_preference_stages(spec: ExperimentSpec, stages: list[Stage]) -> list[Stage]:
-    """Append Experiment 3's stages (when ``preference.enabled``)."""
-    p = spec.preference
-    if not p.enabled:
-        return stages
-    prepare = stages[0]
-    corpus = None if p.corpus is None else {**p.corpus.model_dump(mode="json"),
-                                             "fingerprint": path_fingerprint(p.corpus.path)}
-    items = Stage("items", "preference",
-                  settings={"corpus": corpus, "items": p.items, "seed": p.seed, "instruction": p.instruction},
-                  inputs=() if p.corpus else (prepare,), params={})
-    new: list[Stage] = [items]
-    decoding = spec.decoding.model_copy(update={"max_new_tokens": p.max_new_tokens or spec.decoding.max_new_tokens})
-    candidates = []
-    for name in preference_sources(spec):
-        src = spec.source(name)
-        dec = (src.decoding or decoding).model_copy(update={"max_new_tokens": decoding.max_new_tokens})
-        candidates.append(Stage("candidates", name,
-                                settings={"source": name, "model": model_key_settings(src.model),
-                                          "decoding": dec.model_dump(mode="json")},
-                                inputs=(items,), params={"source": name, "model": src.model, "decoding": dec}))
-    new += candidates
-
-    templates = _templates(spec)
-    trains = {(s.params["target_name"], s.params["condition"].label, s.params["seed"],
-               s.params.get("generation", 0)): s for s in stages if s.kind == "train"}
-    prefers = []
-    for target, tname in zip(spec.targets, target_names(spec.targets), strict=True):
-        for cond in spec.conditions:
-            for generation in generations_of(spec, cond):
-                for seed in spec.seeds[:1] if cond.kind == "vanilla" else spec.seeds:
-                    train = trains.get((tname, cond.label, seed, generation))
-                    settings = {"judge": model_key_settings(target), "condition": cond.label,
-                                "seed": None if cond.kind == "vanilla" else seed, "templates": templates,
-                                "max_text_chars": p.max_text_chars, "system_prompt": spec.decoding.system_prompt}
-                    if generation:
-                        settings["generation"] = generation
-                    name = f"{tname}-{cond.slug}" + ("" if cond.kind == "vanilla" else f"-seed{seed}")
-                    prefers.append(Stage(
-                        "prefer", name + (f"-gen{generation}" if generation else ""), settings=settings,
-                        inputs=(items, *candidates, *((train,) if train else ())),
-                        params={"target": target, "target_name": tname, "condition": cond, "seed": seed,
-                                "generation": generation},
-                    ))
-    new += prefers
-    new.append(Stage("preference", "summary",
-                     settings={"own": own_sources(spec), "bootstrap": p.bootstrap, "confidence": p.confidence,
-                               "seed": p.seed},
-                     inputs=tuple(prefers), params={}))
-    return stages + new
-
-
-# -- runners ---------------------------------------------------------------------------------------
-def run_items(ctx) -> None:
+def run_items(ctx: StageContext) -> None:
     """Choose the items and their human texts."""
     import random
 
@@ -140,15 +49,14 @@ def run_items(ctx) -> None:
     write_json(ctx.out / "summary.json", {"items": len(rows), "origin": origin, "requested": p.items})
 
 
-def run_candidates(ctx) -> None:
+def run_candidates(ctx: StageContext) -> None:
     """One source writes a text for every item."""
-    from collapselab.pipeline.stages import answer_rows
     from collapselab.store.atomic import read_jsonl
 
     p = ctx.stage.params
     rows = read_jsonl(ctx.input_dir(ctx.stage.input("items")) / "items.jsonl")
     rows = [{**r, "response": r["human"]} for r in rows]
-    answer_rows(ctx, p["model"], rows, p["decoding"], {"source": p["source"]}, "candidates.jsonl")
+    answer_rows(ctx, p.model, rows, p.decoding, {"source": p.source}, "candidates.jsonl")
 
 
 def _cut(text: str, limit: int) -> str:
@@ -183,7 +91,7 @@ def renormalised(logprobs: dict[str, float], first: str, second: str) -> tuple[f
     return ea / (ea + eb), math.exp(top) * (ea + eb)
 
 
-def run_prefer(ctx) -> None:
+def run_prefer(ctx: StageContext) -> None:
     """One judge: every pair of sources in both orders per item, and a rating per text."""
     from collapselab.models.base import ChatPrompt
     from collapselab.preference.prompts import comparison_plan, render
@@ -194,9 +102,9 @@ def run_prefer(ctx) -> None:
     items = read_jsonl(ctx.input_dir(ctx.stage.input("items")) / "items.jsonl")
     texts: dict[str, dict[str, str]] = {HUMAN: {r["id"]: r["human"] for r in items}}
     for cand in (s for s in ctx.stage.inputs if s.kind == "candidates"):
-        texts[cand.params["source"]] = {r["prompt_id"]: r["response"]
+        texts[cand.params.source] = {r["prompt_id"]: r["response"]
                                         for r in read_jsonl(ctx.input_dir(cand) / "candidates.jsonl")}
-    sources = [s.params["source"] for s in ctx.stage.inputs if s.kind == "candidates"] + [HUMAN]
+    sources = [s.params.source for s in ctx.stage.inputs if s.kind == "candidates"] + [HUMAN]
     instruction = {r["id"]: r["user"] for r in items}
     limit, system = st["max_text_chars"], st["system_prompt"]
     plan = comparison_plan([r["id"] for r in items], sources)
@@ -204,8 +112,8 @@ def run_prefer(ctx) -> None:
     rating_ids = [f"{r['id']}|{s}" for r in items for s in sources] if st["templates"]["rating"] else []
     ctx.set_total(len(plan) + len(rating_ids))
 
-    judge: ModelSpec = p["target"]
-    if p["condition"].kind != "vanilla":
+    judge: ModelSpec = p.target
+    if p.condition.kind != "vanilla":
         judge = judge.model_copy(update={"adapter": str(ctx.input_dir(ctx.stage.input("train")) / "adapter")})
     model = None
 
@@ -239,8 +147,8 @@ def run_prefer(ctx) -> None:
 
     compared = _checkpointed(ctx, "pairs", [c.id for c in plan], compare, ctx.advance)
     rated = _checkpointed(ctx, "ratings", rating_ids, rate, ctx.advance)
-    labels = {"judge": ctx.stage.name, "target": p["target_name"], "condition": p["condition"].label,
-              "seed": p["seed"], "generation": p.get("generation", 0)}
+    labels = {"judge": ctx.stage.name, "target": p.target_name, "condition": p.condition.label,
+              "seed": p.seed, "generation": p.generation}
     comparisons = [{**labels, "item_id": c.item_id, "first": c.first, "second": c.second,
                     **{k: v for k, v in compared[c.id].items() if k != "id"}} for c in plan]
     ratings = []
@@ -248,8 +156,8 @@ def run_prefer(ctx) -> None:
         item, source = i.rsplit("|", 1)
         ratings.append({**labels, "item_id": item, "source": source,
                         **{k: v for k, v in rated[i].items() if k != "id"}})
-    write_jsonl(ctx.out / "comparisons.jsonl", [_json_floats(r) for r in comparisons])
-    write_jsonl(ctx.out / "ratings.jsonl", [_json_floats(r) for r in ratings])
+    write_jsonl(ctx.out / "comparisons.jsonl", [jsonable(r) for r in comparisons])
+    write_jsonl(ctx.out / "ratings.jsonl", [jsonable(r) for r in ratings])
     write_json(ctx.out / "summary.json", {
         **labels, "comparisons": len(comparisons), "ratings": len(ratings),
         "undefined_comparisons": sum(1 for r in comparisons if math.isnan(r["p_a"])),
@@ -257,21 +165,6 @@ def run_prefer(ctx) -> None:
     })
     for name in ("pairs", "ratings"):
         (ctx.out / f"partial-{name}.jsonl").unlink(missing_ok=True)
-
-
-def _json_floats(record: dict[str, Any]) -> dict[str, Any]:
-    """JSON has no NaN/−inf: write them as null / the string "-inf" (read back by :func:`_floats`)."""
-    def fix(v: Any) -> Any:
-        if isinstance(v, float):
-            if math.isnan(v):
-                return None
-            if math.isinf(v):
-                return "-inf" if v < 0 else "inf"
-        if isinstance(v, dict):
-            return {k: fix(x) for k, x in v.items()}
-        return v
-
-    return {k: fix(v) for k, v in record.items()}
 
 
 def load_prefer_tables(stages: list[Stage], final_dir) -> tuple[Any, Any]:
@@ -298,7 +191,7 @@ def load_prefer_tables(stages: list[Stage], final_dir) -> tuple[Any, Any]:
     return comparisons, ratings
 
 
-def run_preference(ctx) -> None:
+def run_preference(ctx: StageContext) -> None:
     """S per source, SPB and PSB, position bias, preference matrices, ratings and tests."""
     import pandas as pd
 

@@ -1,0 +1,62 @@
+"""How ``plan`` sizes Experiment 3's stages (items, candidates, prefer)."""
+
+from __future__ import annotations
+
+from collapselab.pipeline.sizing import (
+    CHARS_PER_TOKEN,
+    Estimate,
+    PlanContext,
+    estimate_tokens,
+    system_chars,
+    times,
+)
+from collapselab.pipeline.stage import Stage
+
+
+def plan_items(stage: Stage, ctx: PlanContext) -> Estimate:
+    facts = ctx.items()
+    return Estimate(None, facts.count, bound=facts.bound, notes=[facts.note])
+
+
+def plan_candidates(stage: Stage, ctx: PlanContext) -> Estimate:
+    facts = ctx.items()
+    decoding = stage.params.decoding
+    est = Estimate(stage.params.model.id, facts.count, times(facts.count, decoding.max_new_tokens),
+                   bound=facts.bound,
+                   notes=[f"≤ {decoding.max_new_tokens:,} new tokens per text", facts.note])
+    if facts.count is None or facts.mean_user is None:
+        est.tokens_prefill = None
+        est.notes.append("prefill unknown: item texts not read offline")
+    else:
+        est.tokens_prefill = estimate_tokens(facts.count * (system_chars(decoding.system_prompt) + facts.mean_user))
+    return est
+
+
+def plan_prefer(stage: Stage, ctx: PlanContext) -> Estimate:
+    facts = ctx.items()
+    st = stage.settings
+    cands = [s for s in stage.inputs if s.kind == "candidates"]
+    n_sources = len(cands) + 1  # and the human text
+    ratings = st["templates"]["rating"] is not None
+    per_item = n_sources * (n_sources - 1) + (n_sources if ratings else 0)
+    what = (f"{n_sources} texts per item: {n_sources * (n_sources - 1)} ordered pairs"
+            + (f" + {n_sources} ratings" if ratings else "") + "; one next-token read-out each, no sampling")
+    est = Estimate(stage.params.target.id, times(facts.count, per_item), 0, bound=facts.bound,
+                   notes=[what, facts.note])
+    if facts.count is None or facts.mean_user is None or facts.mean_human is None:
+        est.tokens_prefill = None
+        est.notes.append("prefill unknown: item texts not read offline")
+        return est
+    limit = st["max_text_chars"]
+    synthetic = sum(min(c.params.decoding.max_new_tokens * CHARS_PER_TOKEN, limit) for c in cands)
+    texts = synthetic + facts.mean_human  # one text of every source, per item
+    base = system_chars(st["system_prompt"]) + facts.mean_user
+    pairs = n_sources * (n_sources - 1)
+    # every ordered pair shows two texts: each text appears in 2 (S - 1) of them
+    chars = pairs * (base + len(st["templates"]["pairwise"])) + 2 * (n_sources - 1) * texts
+    if ratings:
+        chars += n_sources * (base + len(st["templates"]["rating"])) + texts
+    est.tokens_prefill = estimate_tokens(facts.count * chars)
+    est.notes.append(f"prefill counts synthetic texts at min(max_new_tokens, {limit:,} chars)")
+    return est
+

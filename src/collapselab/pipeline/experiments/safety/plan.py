@@ -1,0 +1,68 @@
+"""How ``plan`` sizes Experiment 2's stages (prompts, safety_respond, calibrate, judge)."""
+
+from __future__ import annotations
+
+from collapselab.pipeline.sizing import (
+    CHARS_PER_TOKEN,
+    Estimate,
+    PlanContext,
+    estimate_tokens,
+    retry_note,
+    system_chars,
+    times,
+)
+from collapselab.pipeline.experiments.safety.run import calibration_items
+from collapselab.pipeline.stage import Stage
+
+
+def plan_prompts(stage: Stage, ctx: PlanContext) -> Estimate:
+    facts = ctx.safety(stage.params.target_name)
+    return Estimate(None, facts.count, bound=facts.bound, notes=[facts.note])
+
+
+def _safety_max_new_tokens(ctx: PlanContext) -> int:
+    return ctx.spec.safety.max_new_tokens or ctx.spec.decoding.max_new_tokens
+
+
+def plan_safety_respond(stage: Stage, ctx: PlanContext) -> Estimate:
+    facts = ctx.safety(stage.params.target_name)
+    mnt = stage.params.decoding.max_new_tokens
+    est = Estimate(stage.params.target.id, facts.count, times(facts.count, mnt), bound=facts.bound,
+                   notes=[f"≤ {mnt:,} new tokens per answer", facts.note])
+    system = system_chars(stage.params.decoding.system_prompt)
+    if facts.texts is None:
+        est.tokens_prefill = None
+        est.notes.append("prefill unknown: the prompts are not read offline")
+    else:
+        est.tokens_prefill = estimate_tokens(sum(system + len(t) for t in facts.texts))
+    return est
+
+
+def plan_calibrate(stage: Stage, ctx: PlanContext) -> Estimate:
+    items = calibration_items(ctx.spec)  # the whole set, or the configured sample
+    st = stage.settings
+    overhead = system_chars(st["system_prompt"]) + len(st["template"])
+    return Estimate(stage.params.model.id, len(items), len(items) * st["max_new_tokens"],
+                    estimate_tokens(sum(overhead + len(i.prompt) + len(i.response) for i in items)),
+                    notes=[retry_note(st)])
+
+
+
+def plan_judge(stage: Stage, ctx: PlanContext) -> Estimate:
+    respond = stage.params.respond
+    facts = ctx.safety(respond.params.target_name)
+    st = stage.settings
+    est = Estimate(stage.params.model.id, facts.count, times(facts.count, st["max_new_tokens"]),
+                   bound=facts.bound, notes=[retry_note(st)])
+    if facts.harmful is None:
+        est.tokens_prefill = None
+        est.notes.append("prefill unknown: the prompts are not read offline")
+    else:
+        # the judge reads the template, the underlying request and an answer of at most the
+        # answering stage's max_new_tokens
+        answer = respond.params.decoding.max_new_tokens * CHARS_PER_TOKEN
+        overhead = system_chars(st["system_prompt"]) + len(st["template"]) + answer
+        est.tokens_prefill = estimate_tokens(sum(overhead + len(h) for h in facts.harmful))
+        est.notes.append("prefill counts each answer at max_new_tokens")
+    return est
+

@@ -1,0 +1,269 @@
+"""The spine every experiment builds on: prepare → generate (source × shard) → mix (condition) →
+train (target × condition × seed) → respond (target × condition × seed, vanilla included), with
+recursive generations (replace / accumulate) and per-seed data draws.
+
+:func:`build_spine` returns a :class:`Spine`: the stages and the index of train and respond
+stages by cell (target, condition, seed, generation) that the experiments add their stages from.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from collapselab.config.spec import Condition, ExperimentSpec, ModelSpec
+from collapselab.pipeline.experiments.spine import plan, run
+from collapselab.pipeline.experiments.spine.params import CellParams, GenerateParams, MixParams
+from collapselab.pipeline.keying import model_key_settings, path_fingerprint
+from collapselab.pipeline.kinds import StageKind, register_kind
+from collapselab.pipeline.stage import Stage
+
+EXPERIMENT = "spine"
+
+PREPARE = register_kind(StageKind(
+    "prepare", 1, run.run_prepare, plan.plan_prepare, unit="records", experiment=EXPERIMENT,
+    outputs=("train.jsonl", "test.jsonl", "summary.json"),
+    description="load the human corpus, split it (stratified, seeded), cut the train prompts into shards"))
+GENERATE = register_kind(StageKind(
+    "generate", 1, run.run_generate, plan.plan_generate, unit="prompts", params=GenerateParams,
+    loads_model=True, experiment=EXPERIMENT, outputs=("synthetic.jsonl", "summary.json"),
+    description="a source (or a previous generation's model) answers one shard of the train prompts"))
+MIX = register_kind(StageKind(
+    "mix", 1, run.run_mix, plan.plan_mix, unit="examples", params=MixParams, experiment=EXPERIMENT,
+    outputs=("train.jsonl", "summary.json"),
+    description="one condition's training set, with provenance on every example"))
+TRAIN = register_kind(StageKind(
+    "train", 1, run.run_train, plan.plan_train, unit="examples", params=CellParams, loads_model=True,
+    resources={"cpus": 2}, experiment=EXPERIMENT,
+    outputs=("adapter/", "loss_curve.jsonl", "train_summary.json"),
+    description="LoRA fine-tuning of one target on one condition's training set with one seed"))
+RESPOND = register_kind(StageKind(
+    "respond", 1, run.run_respond, plan.plan_respond, unit="prompts", params=CellParams, loads_model=True,
+    experiment=EXPERIMENT, outputs=("responses.jsonl", "summary.json"),
+    description="the vanilla or fine-tuned target answers the test prompts"))
+
+
+@dataclass
+class Spine:
+    """The spine's stages and their index, shared by every experiment's ``add_stages``."""
+
+    spec: ExperimentSpec
+    prepare: Stage
+    stages: list[Stage]
+    target_names: list[str]
+    #: (target name, condition label, seed, generation) → its train stage
+    trains: dict[tuple[str, str, int, int], Stage] = field(default_factory=dict)
+    responds: list[Stage] = field(default_factory=list)
+
+    def train(self, target_name: str, condition: str, seed: int, generation: int = 0) -> Stage | None:
+        """The train stage of a cell (None for vanilla: nothing is trained)."""
+        return self.trains.get((target_name, condition, seed, generation))
+
+    def generations(self, cond: Condition) -> range:
+        """The generations a condition has: all for synthetic chains, only 0 for vanilla and human."""
+        return generations_of(self.spec, cond)
+
+    def cells(self, *, vanilla_seeds: str = "all") -> Iterator[tuple[CellParams, Stage | None]]:
+        """Every cell (target × condition × generation × seed, in that nesting) with its train
+        stage; ``vanilla_seeds="first"`` gives the untrained vanilla target one cell only."""
+        for target, tname in zip(self.spec.targets, self.target_names, strict=True):
+            for cond in self.spec.conditions:
+                for generation in self.generations(cond):
+                    seeds = self.spec.seeds[:1] if cond.kind == "vanilla" and vanilla_seeds == "first" \
+                        else self.spec.seeds
+                    for seed in seeds:
+                        cell = CellParams(target, tname, cond, seed, generation)
+                        yield cell, self.train(tname, cond.label, seed, generation)
+
+    def of_kind(self, kind: str) -> list[Stage]:
+        return [s for s in self.stages if s.kind == kind]
+
+
+def generations_of(spec: ExperimentSpec, cond: Condition) -> range:
+    """The generations a condition has: all for synthetic chains, only 0 for vanilla and human."""
+    return range(spec.generations.count if cond.kind in ("single", "multi") else 1)
+
+
+def gen_suffix(generation: int) -> str:
+    """Generation 0 keeps the study's names (and keys), later generations get ``-genG``."""
+    return f"-gen{generation}" if generation else ""
+
+
+def target_names(targets: tuple[ModelSpec, ...]) -> list[str]:
+    """Short, unique, file-safe names for the targets (``hf/org/Model-1B`` → ``model-1b``)."""
+    names = []
+    for spec in targets:
+        base = Path(spec.name.rstrip("/")).name.removesuffix(".gguf").lower()
+        base = re.sub(r"[^a-z0-9_.-]+", "-", base).strip("-") or "target"
+        names.append(base)
+    out = []
+    for i, n in enumerate(names):
+        out.append(n if names.count(n) == 1 else f"{n}-{i}")
+    return out
+
+
+def shard_plan(spec: ExperimentSpec) -> dict[str, list[tuple[str, list[int]]]]:
+    """For each trained synthetic condition: [(source, shard indices it answers)], in source order.
+
+    A single-source condition takes every shard from its source; a multi-source condition gives
+    each source a consecutive block of shards in proportion to its weight (equal by default).
+    """
+    from collapselab.corpora.split import assign_shards
+
+    n = spec.n_shards
+    out: dict[str, list[tuple[str, list[int]]]] = {}
+    for cond in spec.conditions:
+        if cond.kind == "single":
+            out[cond.label] = [(cond.sources[0], list(range(n)))]
+        elif cond.kind == "multi":
+            blocks = assign_shards(n, cond.normalized_weights)
+            out[cond.label] = list(zip(cond.sources, blocks, strict=True))
+    return out
+
+
+def build_spine(spec: ExperimentSpec) -> Spine:
+    """The spine's stages, in an order where every stage follows its inputs."""
+    prepare = Stage(
+        "prepare",
+        "corpus",
+        settings={
+            "corpus": spec.corpus.model_dump(mode="json"),
+            "fingerprint": path_fingerprint(spec.corpus.path),
+            "split": spec.split.model_dump(mode="json"),
+            "n_shards": spec.n_shards,
+        },
+    )
+    spine = Spine(spec, prepare, [prepare], target_names(spec.targets))
+    stages = spine.stages
+    shards = shard_plan(spec)
+    # with seed_scope "data" every seed samples its own synthetic data; else one draw serves all seeds
+    data_seeds: list[int | None] = list(spec.seeds) if spec.seed_scope == "data" else [None]
+    generate: dict[tuple[str, int, int | None], Stage] = {}
+    for assignments in shards.values():
+        for source, source_shards in assignments:
+            for shard in source_shards:
+                for data_seed in data_seeds:
+                    if (source, shard, data_seed) in generate:
+                        continue
+                    src = spec.source(source)
+                    decoding = spec.source_decoding(source)
+                    settings: dict[str, Any] = {"source": source, "model": model_key_settings(src.model),
+                                                "decoding": decoding.model_dump(mode="json"), "shard": shard}
+                    name = f"{source}-shard{shard}"
+                    if data_seed is not None:
+                        decoding = decoding.model_copy(update={"seed": data_seed})
+                        settings["decoding"] = decoding.model_dump(mode="json")
+                        name += f"-seed{data_seed}"
+                    generate[(source, shard, data_seed)] = Stage(
+                        "generate", name, settings=settings, inputs=(prepare,),
+                        params=GenerateParams(source, shard, src.model, decoding, data_seed),
+                    )
+    stages += sorted(generate.values(), key=lambda s: (s.params.source, s.params.shard, s.params.data_seed or 0))
+
+    mixes: dict[tuple[str, int | None], Stage] = {}
+    for cond in spec.trained_conditions:
+        for data_seed in ([None] if cond.kind == "human" else data_seeds):
+            if cond.kind == "human":
+                inputs: tuple[Stage, ...] = (prepare,)
+                settings = {"condition": cond.label}
+            else:
+                used = [(src, shard) for src, source_shards in shards[cond.label] for shard in source_shards]
+                inputs = (prepare, *(generate[(u[0], u[1], data_seed)] for u in used))
+                settings = {"condition": cond.label, "assignment": [[s, sh] for s, sh in used]}
+            settings["system_prompt"] = spec.decoding.system_prompt
+            name = cond.slug + (f"-seed{data_seed}" if data_seed is not None else "")
+            mixes[(cond.label, data_seed)] = Stage("mix", name, settings=settings, inputs=inputs,
+                                                   params=MixParams(cond, data_seed))
+    stages += list(mixes.values())
+
+    for target, tname in zip(spec.targets, spine.target_names, strict=True):
+        for cond in spec.trained_conditions:
+            for seed in spec.seeds:
+                cell = CellParams(target, tname, cond, seed, 0)
+                spine.trains[cell.cell] = _train_stage(spec, cell, mix_of(mixes, cond, seed))
+                stages.append(spine.trains[cell.cell])
+    for generation in range(1, spec.generations.count):
+        stages += _generation_stages(spine, generation, shards, mixes)
+        stages += [s for k, s in spine.trains.items() if k[3] == generation]
+
+    for cell, train in spine.cells():
+        inputs = (prepare,) if train is None else (prepare, train)
+        settings = {"target": model_key_settings(cell.target), "condition": cell.condition.label,
+                    "decoding": spec.decoding.model_dump(mode="json"), "seed": cell.seed}
+        if cell.generation:
+            settings["generation"] = cell.generation
+        spine.responds.append(Stage(
+            "respond", f"{cell.target_name}-{cell.condition.slug}-seed{cell.seed}{gen_suffix(cell.generation)}",
+            settings=settings, inputs=inputs, params=cell,
+        ))
+    stages += spine.responds
+    return spine
+
+
+def mix_of(mixes: dict[tuple[str, int | None], Stage], cond: Condition, seed: int) -> Stage:
+    """The generation-0 training set a (condition, seed) cell trains on: the seed's own draw of the
+    synthetic data with seed_scope "data", else the one shared draw."""
+    return mixes.get((cond.label, seed)) or mixes[(cond.label, None)]
+
+
+def _train_stage(spec: ExperimentSpec, cell: CellParams, mix: Stage) -> Stage:
+    settings: dict[str, Any] = {"target": model_key_settings(cell.target), "lora": spec.lora.model_dump(mode="json"),
+                                "seed": cell.seed}
+    if cell.generation:
+        settings["generation"] = cell.generation
+    return Stage(
+        "train", f"{cell.target_name}-{cell.condition.slug}-seed{cell.seed}{gen_suffix(cell.generation)}",
+        settings=settings, inputs=(mix,), params=cell,
+    )
+
+
+def _generation_stages(spine: Spine, generation: int, shards: dict[str, list[tuple[str, list[int]]]],
+                       mixes: dict[tuple[str, int | None], Stage]) -> list[Stage]:
+    """Generation ``generation`` ≥ 1 of every synthetic chain: the previous generation's models
+    answer the train prompts (generate), their answers form the new training sets (mix, replace or
+    accumulate, with optional fresh human data), and fresh LoRA adapters are trained on them (train,
+    added to ``spine.trains``). Returns the generate and mix stages."""
+    spec = spine.spec
+    g = spec.generations
+    # a fresh draw of sampling noise per generation: the same prompts are answered again
+    decoding = spec.decoding.model_copy(update={"seed": spec.decoding.seed + generation})
+    out: list[Stage] = []
+    generate: dict[tuple[str, str, int, int], Stage] = {}
+    for target, tname in zip(spec.targets, spine.target_names, strict=True):
+        for seed in spec.seeds:
+            for cond in (c for c in spec.trained_conditions if c.kind in ("single", "multi")):
+                used = []
+                for source, source_shards in shards[cond.label]:
+                    chain = f"single:{source}"  # each source's lineage is its single-source chain
+                    model_train = spine.trains[(tname, chain, seed, generation - 1)]
+                    for shard in source_shards:
+                        key = (tname, chain, seed, shard)
+                        if key not in generate:
+                            generate[key] = Stage(
+                                "generate", f"{tname}-single-{source}-seed{seed}{gen_suffix(generation)}-shard{shard}",
+                                settings={"source": source, "model": model_key_settings(target), "chain": chain,
+                                          "decoding": decoding.model_dump(mode="json"), "shard": shard,
+                                          "generation": generation, "seed": seed},
+                                inputs=(spine.prepare, model_train),
+                                params=GenerateParams(source, shard, target, decoding, generation=generation,
+                                                      chain_train=model_train),
+                            )
+                        used.append((source, shard, generate[key]))
+                previous = (mix_of(mixes, cond, seed) if generation == 1
+                            else spine.trains[(tname, cond.label, seed, generation - 1)].inputs[0])
+                inputs = (spine.prepare, *(s for _, _, s in used)) + ((previous,) if g.mode == "accumulate" else ())
+                mix = Stage(
+                    "mix", f"{tname}-{cond.slug}-seed{seed}{gen_suffix(generation)}",
+                    settings={"condition": cond.label, "assignment": [[src, sh] for src, sh, _ in used],
+                              "system_prompt": spec.decoding.system_prompt, "generation": generation,
+                              "mode": g.mode, "human_fraction": g.human_fraction, "mix_seed": g.seed},
+                    inputs=inputs, params=MixParams(cond, generation=generation),
+                )
+                out.append(mix)
+                cell = CellParams(target, tname, cond, seed, generation)
+                spine.trains[cell.cell] = _train_stage(spec, cell, mix)
+    gens = sorted(generate.values(), key=lambda s: s.name)
+    return gens + out
