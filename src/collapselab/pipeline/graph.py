@@ -7,21 +7,46 @@ never import the graph.
 
 from __future__ import annotations
 
+import functools
+
 from collapselab.config.spec import ExperimentSpec
 from collapselab.pipeline.experiments import EXPERIMENTS
-from collapselab.pipeline.experiments.spine import build_spine, shard_plan, target_names  # noqa: F401
-from collapselab.pipeline.kinds import stage_kind
+from collapselab.pipeline.experiments.spine import build_spine
+from collapselab.pipeline.kinds import STAGE_KINDS, StageKind, stage_kind
 from collapselab.pipeline.stage import Stage
+
+#: the entry-point group whose modules are imported before a graph is built (they register stage
+#: kinds, experiments, metrics, judges, ...); see docs/extending.md
+PLUGIN_GROUP = "collapselab.plugins"
+
+
+@functools.cache
+def load_plugins() -> tuple[str, ...]:
+    """Import every module of the ``collapselab.plugins`` entry-point group once; their names."""
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for entry in entry_points(group=PLUGIN_GROUP):
+        entry.load()
+        loaded.append(entry.value)
+    return tuple(loaded)
 
 
 def build_graph(spec: ExperimentSpec) -> list[Stage]:
     """All stages of an experiment in an order where every stage follows its inputs."""
+    load_plugins()
     spine = build_spine(spec)
     stages = list(spine.stages)
-    for _, add_stages in EXPERIMENTS:
-        stages += add_stages(spec, spine)
+    for name in EXPERIMENTS.in_order():
+        stages += EXPERIMENTS.get(name)(spec, spine)
     if spec.run.gpus:  # a scheduling request only (not part of any key)
         for stage in stages:
             if stage_kind(stage.kind).loads_model:
                 stage.resources["gpus"] = spec.run.gpus
     return stages
+
+
+def all_kinds() -> list[StageKind]:
+    """Every stage kind of every experiment, in registration order (inputs' kinds first)."""
+    load_plugins()
+    return [STAGE_KINDS.get(name) for name in STAGE_KINDS.in_order()]

@@ -77,10 +77,3 @@ def register_kind(kind: StageKind) -> StageKind:
 def stage_kind(name: str) -> StageKind:
     """The registered kind ``name`` (an unknown name says which exist)."""
     return STAGE_KINDS.get(name)
-
-
-def all_kinds() -> list[StageKind]:
-    """Every stage kind of every experiment, in registration order (imports the experiments)."""
-    import collapselab.pipeline.experiments  # noqa: F401  (registers the kinds)
-
-    return [STAGE_KINDS.get(name) for name in STAGE_KINDS.in_order()]

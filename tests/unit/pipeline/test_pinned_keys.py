@@ -1,0 +1,84 @@
+"""Stage keys are the contract with existing run folders: a folder made by earlier code is reused
+completely only if every stage keeps its label and key. The keys below were written by the code
+before the stage-kind registry (commit b0004aa) for a small mock experiment with every
+experiment, generations, seeds and weighted mixes, plus the demo and the paper grid."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from collapselab.config.load import load_config
+from collapselab.pipeline.graph import build_graph
+
+ROOT = Path(__file__).resolve().parents[3]
+PINNED = json.loads((ROOT / "tests/data/pinned/stage_keys.json").read_text())
+#: stage kinds added since the keys were pinned (new work for an old run folder, nothing redone)
+NEW_KINDS = {"embedding_map"}
+
+
+def mock_config(tmp_path: Path, **changes) -> Path:
+    """The pinned mock experiment: paths are fixed strings (their files need not exist to build
+    the graph), so the keys do not depend on where the checkout lives."""
+    data = {
+        "name": "pinned",
+        "corpus": {"kind": "jsonl", "path": "/pinned/corpus.jsonl", "columns": {"id": "id"}},
+        "split": {"test_fraction": 0.25, "train_size": 16, "test_size": 6, "seed": 1},
+        "decoding": {"max_new_tokens": 8, "seed": 3},
+        "sources": [{"name": "a", "model": {"id": "mock/random"}}, {"name": "b", "model": {"id": "mock/echo"}}],
+        "conditions": ["vanilla", "human", "single:a", "single:b", "multi:a,b"],
+        "targets": [{"id": "hf//pinned/tiny-chat", "batch_size": 4, "dtype": "float32"}],
+        "lora": {"epochs": 1, "batch_size": 4, "max_length": 96, "val_fraction": 0.2, "eval_every": 2,
+                 "dtype": "float32", "learning_rate": 1e-3},
+        "seeds": [1, 2],
+        "generations": {"count": 2, "mode": "accumulate", "human_fraction": 0.25},
+        "safety": {"enabled": True,
+                   "prompts": [{"kind": "csv", "path": "/pinned/harmful_behaviors.csv", "columns": {"text": "goal"},
+                                "max_prompts": 3, "seed": 1}],
+                   "jailbreaks": {"kind": "csv", "path": "/pinned/chatgpt_jailbreak_prompts.csv",
+                                  "max_templates": 2, "prompts_per_template": 2},
+                   "judge": {"id": "mock/fixed:#thescore: 4"}, "quality_judge": {"id": "mock/fixed:3"},
+                   "judge_retries": 1, "bootstrap": 50},
+        "preference": {"enabled": True, "items": 3, "bootstrap": 50},
+        "run": {"threads": 1},
+    }
+    data.update(changes)
+    path = tmp_path / "pinned.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+CASES = {
+    "full": {},
+    "data_seeds": {"seed_scope": "data", "generations": {"count": 1}},
+    "replace": {"generations": {"count": 3, "mode": "replace"},
+                "conditions": ["vanilla", "single:a", "single:b", "multi:a=0.7,b=0.3"],
+                "split": {"test_fraction": 0.25, "train_size": 16, "test_size": 6, "seed": 1, "shards": 4}},
+}
+
+
+def _check(stages, pinned: dict[str, str]) -> None:
+    keys = {s.label: s.key for s in stages}
+    changed = {label: (key, keys.get(label)) for label, key in pinned.items() if keys.get(label) != key}
+    assert not changed, f"stage keys changed (old run folders would be recomputed): {changed}"
+    added = {label.split("/")[0] for label in set(keys) - set(pinned)}
+    assert added <= NEW_KINDS, f"unexpected new stages: {sorted(set(keys) - set(pinned))}"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_mock_experiment_keys_are_unchanged(tmp_path, case):
+    assert len(PINNED[case]) > 100  # the pins cover the whole graph, every experiment included
+    _check(build_graph(load_config(mock_config(tmp_path, **CASES[case]), use_env=False)), PINNED[case])
+
+
+@pytest.mark.parametrize("config", ["demo", "paper"])
+def test_shipped_configs_keep_their_keys(config):
+    _check(build_graph(load_config(ROOT / "configs" / f"{config}.yaml", use_env=False)), PINNED[config])
+
+
+def test_a_changed_key_would_be_caught(tmp_path):
+    stages = build_graph(load_config(mock_config(tmp_path, decoding={"max_new_tokens": 9, "seed": 3}),
+                                     use_env=False))
+    with pytest.raises(AssertionError, match="stage keys changed"):
+        _check(stages, PINNED["full"])
