@@ -91,7 +91,7 @@ def test_rerun_skips_everything_and_a_change_reruns_only_dependents(finished_run
     assert not again.ran
     changed = load_config(cfg, ["lora.r=4"], use_env=False)
     report = run_stages(changed, run_dir)
-    downstream = ("train/", "respond/", "score/", "embed/", "evaluate/", "stats/")
+    downstream = ("train/", "respond/", "score/", "embed/", "evaluate/", "stats/", "embedding_map/")
     assert report.ran and all(label.startswith(downstream) for label in report.ran)
     assert not any(label.startswith(("respond/", "embed/", "evaluate/")) and "vanilla" in label for label in report.ran)
 
