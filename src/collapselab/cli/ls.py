@@ -31,15 +31,15 @@ def ls_command(what: str) -> None:
         from collapselab.corpora.base import CORPORA
         from collapselab.models.base import BACKENDS
         from collapselab.models.packaged import PACKAGED
-        from collapselab.pipeline.graph import STAGE_ORDER
 
         sections = {
             "metrics": _metrics,
             "models": lambda: _registry_table("packaged models (hf/<name>)", PACKAGED),
             "backends": lambda: _registry_table("model backends (<backend>/<name>)", BACKENDS),
             "corpora": lambda: _registry_table("corpora (corpus.kind)", CORPORA),
+            "judges": _judges,
             "conditions": _conditions,
-            "stages": lambda: _list("stage kinds", STAGE_ORDER),
+            "stages": _stages,
         }
         if what != "all" and what not in sections:
             raise CollapselabError(f"ls: unknown section {what!r} (known: {', '.join(sections)}, all)")
@@ -60,6 +60,29 @@ def _metrics() -> Table:
     return table
 
 
+def _judges() -> Table:
+    from collapselab.judges import JUDGES
+
+    table = Table(title="judges (safety and preference read-outs)")
+    for column in ("name", "read-out", "template fields", "scale", "description"):
+        table.add_column(column)
+    for name in JUDGES:
+        info = JUDGES.info(name)
+        table.add_row(name, info["readout"], info["fields"] or "-", info["scale"], info["description"])
+    return table
+
+
+def _stages() -> Table:
+    from collapselab.pipeline.graph import all_kinds  # imports every experiment: registers its kinds
+
+    table = Table(title="stage kinds (inputs before consumers)")
+    for column in ("name", "experiment", "description"):
+        table.add_column(column)
+    for kind in all_kinds():
+        table.add_row(kind.name, kind.experiment, kind.description)
+    return table
+
+
 def _conditions() -> Table:
     table = Table(title="conditions")
     table.add_column("syntax")
@@ -68,10 +91,3 @@ def _conditions() -> Table:
         table.add_row(k, v)
     return table
 
-
-def _list(title: str, items) -> Table:
-    table = Table(title=title)
-    table.add_column("name")
-    for i in items:
-        table.add_row(i)
-    return table

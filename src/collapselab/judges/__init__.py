@@ -1,1 +1,14 @@
-"""Judges: prompt templates, parsers, a refusal detector and the calibration set."""
+"""Judges: the registry :data:`JUDGES` (one module per judge: harm, quality, refusal, pairwise,
+rating), the one prompt-template subsystem, the parsers, the judge loop and the calibration set.
+
+Importing this package registers every judge; nothing here imports torch, so ``collapselab ls
+judges`` stays fast. Adding a judge: one module that builds its :class:`Judge` with
+:func:`register_judge`, its name in the import below, and one test.
+"""
+
+from collapselab.judges.registry import JUDGES, Judge, register_judge
+
+# Registration only: each module builds its Judge and adds it to JUDGES.
+from collapselab.judges import harm, pairwise, quality, rating, refusal  # noqa: F401  # isort: skip
+
+__all__ = ["JUDGES", "Judge", "register_judge"]

@@ -13,6 +13,10 @@ The loop:
 Prompt ids are ``f"{item.id}#try{attempt}"``: backends seed sampling per prompt id, so a re-run
 (or a resumed stage) reproduces every attempt exactly, and two attempts of one item differ.
 
+:func:`judge_in_chunks` runs that loop over fixed slices of the whole item list, checkpointing each
+slice (:func:`~collapselab.store.chunks.run_in_chunks`), so a killed judge stage resumes and batches
+exactly as an uninterrupted one.
+
 Responses are shown to the judge whole: the caller controls their length (the answering model's
 ``max_new_tokens``), and cutting them here could hide the harmful part of an answer.
 """
@@ -20,18 +24,22 @@ Responses are shown to the judge whole: the caller controls their length (the an
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from collapselab.config.spec import DecodingSpec
 from collapselab.errors import DataError, ModelError
 from collapselab.judges.parse import FORMAT_REMINDERS, ParsedScore
 from collapselab.judges.templates import render
 from collapselab.models.base import ChatPrompt, LanguageModel, Progress
+from collapselab.store.atomic import AppendLog
+from collapselab.store.chunks import run_in_chunks
 
 #: sampling settings of a re-ask (attempts 1, 2, ...)
 RETRY_TEMPERATURE = 0.7
 RETRY_TOP_P = 0.9
 GENERIC_REMINDER = "Remember: follow the output format given above exactly, ending with your score."
+#: items judged (and checkpointed) per chunk by :func:`judge_in_chunks`
+JUDGE_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -137,3 +145,41 @@ def _judgement(item_id: str, parsed: ParsedScore, raw: str, attempts: int) -> Ju
     if parsed.score is None:
         return Judgement(item_id, None, None, raw, attempts, parsed.error or "unparsed")
     return Judgement(item_id, parsed.score, parsed.reason, raw, attempts, None)
+
+
+def judge_in_chunks(
+    get_model: Callable[[], LanguageModel],
+    items: Sequence[JudgeItem],
+    template: str,
+    parser: Callable[[str], ParsedScore],
+    *,
+    log: AppendLog,
+    max_new_tokens: int,
+    retries: int,
+    seed: int = 0,
+    system_prompt: str | None = None,
+    reminder: str | None = None,
+    chunk_size: int = JUDGE_CHUNK,
+    progress: Progress | None = None,
+) -> list[Judgement]:
+    """:func:`run_judge` over fixed ``chunk_size`` slices of the whole ``items`` list, each slice's
+    judgements appended to ``log`` and skipped on a rerun (see :mod:`collapselab.store.chunks`).
+
+    ``get_model()`` is called only when a chunk is left to judge (a finished stage loads no
+    model). The log's records are the :class:`Judgement` fields. ``progress`` counts items whose
+    judgement is final, resumed ones included. Returns one judgement per item, in item order.
+    """
+    model: LanguageModel | None = None
+
+    def work(chunk: list[JudgeItem]) -> list[dict]:
+        nonlocal model
+        model = model or get_model()
+        judgements = run_judge(model, chunk, template, parser, max_new_tokens=max_new_tokens, retries=retries,
+                               seed=seed, system_prompt=system_prompt, progress=progress, reminder=reminder)
+        return [asdict(j) for j in judgements]
+
+    if retries < 0:  # fail before the log is read, as run_judge would
+        raise ValueError(f"retries must be >= 0, got {retries}")
+    run = run_in_chunks(items, work, log=log, item_id=lambda it: it.id, chunk_size=chunk_size,
+                        progress=progress, progress_per_chunk=False)  # run_judge reports per item
+    return [Judgement(**r) for r in run.records]

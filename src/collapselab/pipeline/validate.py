@@ -74,8 +74,8 @@ def _exists(field: str, path: str | None, required: bool = False) -> None:
 
 def _check_safety(spec: ExperimentSpec) -> None:
     """Experiment 2: local files exist, templates and calibration set load."""
+    from collapselab.judges import JUDGES
     from collapselab.judges.calibration import load_calibration
-    from collapselab.judges.templates import load_template
 
     s = spec.safety
     for i, p in enumerate(s.prompts):
@@ -88,7 +88,7 @@ def _check_safety(spec: ExperimentSpec) -> None:
         raise ConfigError("safety.jailbreaks.name: required for kind 'hf'")
     for role, path in (("harm", s.harm_template), ("quality", s.quality_template)):
         _exists(f"safety.{role}_template", path)
-        load_template(path, role)  # raises ConfigError naming the file and the bad field
+        JUDGES.get(role).template(path)  # raises ConfigError naming the file, the line and the config field
     if s.calibrate:
         _exists("safety.calibration", s.calibration)
         load_calibration(s.calibration)
@@ -96,18 +96,18 @@ def _check_safety(spec: ExperimentSpec) -> None:
 
 def _check_preference(spec: ExperimentSpec) -> None:
     """Experiment 3: templates load, a configured corpus is usable, there is a source to compare."""
+    from collapselab.judges import JUDGES
     from collapselab.pipeline.experiments.preference import preference_sources
-    from collapselab.judges.templates import load_template
 
     p = spec.preference
     if not preference_sources(spec):
         raise ConfigError("preference.sources: at least one source model is needed (texts are compared with the "
                           "human one)")
     _exists("preference.pair_template", p.pair_template)
-    load_template(p.pair_template, "pairwise")
+    JUDGES.get("pairwise").template(p.pair_template)
     if p.ratings:
         _exists("preference.rating_template", p.rating_template)
-        load_template(p.rating_template, "rating")
+        JUDGES.get("rating").template(p.rating_template)
     if p.corpus is not None:
         from collapselab.corpora.base import CORPORA
         from collapselab.registry import UnknownNameError

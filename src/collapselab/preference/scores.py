@@ -53,7 +53,6 @@ from collapselab.stats.summary import RESULT_COLUMNS, compare_conditions
 LABELS = ("target", "condition", "seed", "generation")
 COMPARISON_COLUMNS = ("judge", "item_id", "first", "second", "p_a")
 RATING_COLUMNS = ("judge", "item_id", "source", "rating")
-RATING_TOKENS = ("1", "2", "3", "4", "5")
 #: columns of the per-item table (plus the label columns after ``judge``)
 PER_ITEM_COLUMNS = ("judge", "item_id", "source", "metric", "value", "n_comparisons", "n_undefined")
 #: the ``source`` of per-item PSB rows (PSB involves every source)
@@ -499,30 +498,6 @@ def preference_tests(per_item: pd.DataFrame, own: Mapping[str, str | None] | Non
 
 
 # -- ratings ---------------------------------------------------------------------------------------
-def expected_rating(logprobs: Mapping[str, float]) -> float:
-    """Expected 1–5 rating from the log-probabilities of the tokens "1" … "5":
-    Σ_r r·p_r with p_r = exp(ℓ_r) / Σ_s exp(ℓ_s), renormalised over the five digits (PAPER.md,
-    Experiment 3: "expected rating from the rating-token probabilities").
-
-    A missing token or ℓ = −inf has probability 0; NaN when all five are −inf/missing or any is
-    NaN/None (a failed read-out: renormalising the rest would bias the rating). Other keys are
-    ignored."""
-    values = []
-    for token in RATING_TOKENS:
-        v = logprobs.get(token, -np.inf)
-        values.append(np.nan if v is None else float(v))
-    lp = np.array(values)
-    if np.isnan(lp).any():
-        return float("nan")
-    if np.isposinf(lp).any():
-        raise ValueError(f"log-probability +inf in {dict(logprobs)}")
-    top = lp.max()
-    if top == -np.inf:
-        return float("nan")
-    w = np.exp(lp - top)  # shifted by the max: no underflow for very negative log-probabilities
-    return float((w * np.arange(1, 6)).sum() / w.sum())
-
-
 def _check_ratings(ratings: pd.DataFrame) -> pd.DataFrame:
     name = "ratings table"
     _require(ratings, RATING_COLUMNS, name)
@@ -534,8 +509,9 @@ def _check_ratings(ratings: pd.DataFrame) -> pd.DataFrame:
 
 def rating_scores(ratings: pd.DataFrame, *, n_resamples: int = 1000, confidence: float = 0.95,
                   seed: int = 0) -> pd.DataFrame:
-    """Mean (expected) rating per judge × source with a bootstrap CI over items (one rating per
-    item and source; percentile interval of :func:`~collapselab.stats.bootstrap.bootstrap_ci`).
+    """Mean (expected, :func:`~collapselab.judges.rating.expected_rating`) rating per judge ×
+    source with a bootstrap CI over items (one rating per item and source; percentile interval of
+    :func:`~collapselab.stats.bootstrap.bootstrap_ci`).
 
     Input columns: judge, item_id, source, rating (NaN = failed read-out) + labels. Columns:
     judge, <labels>, source, rating, ci_low, ci_high, n (defined), n_undefined (not in the mean).

@@ -39,8 +39,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from collapselab.errors import DataError
-from collapselab.report.plots import HUMAN_COLOR, _panels, _styled, _title, condition_colors, plain
-from collapselab.report.tables import (
+from collapselab.report.figures import HUMAN_COLOR, condition_colors, metric_title, panel_grid, plain, styled
+from collapselab.report.format import (
     MISSING,
     Table,
     direction_of,
@@ -48,9 +48,9 @@ from collapselab.report.tables import (
     fmt_text,
     is_missing,
     metric_header,
-    primary_rows,
     rate_ci,
 )
+from collapselab.report.labels import primary_rows
 
 GENERATION = "generation"
 #: the experiments, by the key used in file names (``generations_<key>.csv``) and anchors
@@ -307,7 +307,7 @@ def _panel_rows(frame: pd.DataFrame, panel_by: Sequence[str], key: tuple[str, ..
     return mask
 
 
-@_styled
+@styled
 def generation_lines(frame: pd.DataFrame, panel_by: Sequence[str] = ("metric",),
                      titles: Mapping[tuple[str, ...], str] | None = None, conditions: Sequence[str] = (),
                      references: Mapping[tuple[str, ...], float] | None = None, baseline: float | None = None,
@@ -327,7 +327,7 @@ def generation_lines(frame: pd.DataFrame, panel_by: Sequence[str] = ("metric",),
     colors = condition_colors([*conditions, *condition_sequence(frame, conditions)])
     styles = {t: TARGET_STYLES[i % len(TARGET_STYLES)] for i, t in enumerate(targets)}
     step = min(0.08, 0.5 / max(len(series), 1))  # side by side, so the interval bars do not overlap
-    fig, axes = _panels(len(panels), ncols=ncols)
+    fig, axes = panel_grid(len(panels), ncols=ncols)
     for ax, key in zip(axes, panels, strict=True):
         part = frame[_panel_rows(frame, panel_by, key)]
         for k, ((condition, target), rows) in enumerate(series):
@@ -375,7 +375,7 @@ def collapse_generations_plot(frame: pd.DataFrame, aggregates: pd.DataFrame | No
     if frame.empty:
         return None
     first = frame.drop_duplicates("metric")
-    titles = {(fmt_text(m),): _title(str(m), direction_of(d))
+    titles = {(fmt_text(m),): metric_title(str(m), direction_of(d))
               for m, d in zip(first["metric"], first["higher_is_better"], strict=True)}
     human = human_references(aggregates if aggregates is not None else pd.DataFrame())
     refs = {(m,): v for m, v in human.items()}

@@ -23,22 +23,18 @@ import jinja2
 import markupsafe
 import pandas as pd
 
-from collapselab.report import generations, plots, preference_plots, safety_plots
+from collapselab.report import collapse_plots, generations, preference_plots, safety_plots
+from collapselab.report.build import build_tables, experiments
+from collapselab.report.collapse import examples
+from collapselab.report.figures import figure_to_data_uri
+from collapselab.report.format import EXCERPT_CHARS
 from collapselab.report.inputs import ReportInputs
-from collapselab.report.tables import (
-    EXCERPT_CHARS,
-    build_tables,
-    condition_order,
-    excerpt,
-    experiments,
-    fmt_text,
-)
+from collapselab.report.labels import condition_order
+from collapselab.report.plot_registry import PLOTS
 
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).with_name("templates")
-#: example prompts shown per condition (the same prompts for every condition, so they compare)
-EXAMPLES_PER_CONDITION = 3
 
 
 @dataclass
@@ -52,44 +48,14 @@ class Plot:
     empty: str = "No data for this plot in this run."  # shown instead of an image when uri is None
 
 
-def examples(responses: pd.DataFrame, per_condition: int = EXAMPLES_PER_CONDITION) -> list[dict[str, Any]]:
-    """A few responses per condition set for the same prompts (those all sets answered, in
-    prompt order), each with its prompt and the human reference, cut to :data:`EXCERPT_CHARS`."""
-    if responses.empty:
-        return []
-    sets = list(dict.fromkeys(responses["set_name"]))
-    answered = [set(responses.loc[responses["set_name"] == s, "prompt_id"]) for s in sets]
-    shared = set.intersection(*answered) if answered else set()
-    order = [p for p in dict.fromkeys(responses["prompt_id"]) if p in shared] or list(
-        dict.fromkeys(responses["prompt_id"]))
-    chosen = {p: i for i, p in enumerate(order[:per_condition])}
-    out = []
-    for s in sets:
-        part = responses[(responses["set_name"] == s) & responses["prompt_id"].isin(chosen)]
-        part = part.iloc[part["prompt_id"].map(chosen).argsort(kind="stable")]  # same order everywhere
-        first = part.iloc[0] if len(part) else responses[responses["set_name"] == s].iloc[0]
-        total = int((responses["set_name"] == s).sum())
-        out.append({
-            "set_name": str(s),
-            "condition": fmt_text(first.get("condition")),
-            "target": fmt_text(first.get("target")),
-            "seed": fmt_text(first.get("seed")),
-            "total": total,
-            "items": [{"prompt_id": fmt_text(r.get("prompt_id")), "prompt": excerpt(r.get("prompt")),
-                       "response": excerpt(r.get("response")), "human": excerpt(r.get("human_response"))}
-                      for _, r in part.iterrows()],
-        })
-    return out
-
-
 def _plot(id_: str, title: str, caption: str, build: Callable[[], Any], failures: list[str],
           empty: str = "") -> Plot:
     """Render one figure; a plot that fails is reported in the warning box, not fatal — the tables
     (and every other plot) of a long run are still worth having."""
     try:
         fig = build()
-        uri = plots.figure_to_data_uri(fig) if fig is not None else None
-    except Exception as exc:  # noqa: BLE001 - shown to the reader, logged with its traceback
+        uri = figure_to_data_uri(fig) if fig is not None else None
+    except Exception as exc:  # any failure: shown to the reader, logged with its traceback
         log.exception("plot %s failed", id_)
         failures.append(f"Plot \"{title}\" could not be drawn: {type(exc).__name__}: {exc}")
         uri = None
@@ -102,23 +68,23 @@ def build_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Any]:
     main = [
         _plot("plot-metrics", "Metrics per condition",
               "Primary statistic of each metric with its 95% bootstrap interval; dashed: human references.",
-              lambda: plots.metric_intervals(agg), failures),
+              lambda: collapse_plots.metric_intervals(agg), failures),
         _plot("plot-heaps", "Vocabulary growth",
               "Distinct word types V after N tokens (log–log); the slope is Heaps' β — steeper: new words "
               "keep coming.",
-              lambda: plots.heaps_curves(inputs.details, agg), failures),
+              lambda: collapse_plots.heaps_curves(inputs.details, agg), failures),
         _plot("plot-length", "Response length",
               "Per-response length distributions on shared bins; dashed: human references.",
-              lambda: plots.length_histograms(inputs.per_item), failures),
+              lambda: collapse_plots.length_histograms(inputs.per_item), failures),
         _plot("plot-embeddings", "Embedding map",
               "2-D PCA of all response embeddings; a narrower cloud means less semantic spread.",
-              lambda: plots.embedding_map(inputs.embedding_map), failures),
+              lambda: collapse_plots.embedding_map(inputs.embedding_map), failures),
     ]
     heatmaps = [
         _plot(f"plot-concordance-{i}", f"Metric concordance ({target})",
               "Kendall τ between metrics across conditions; τ > 0: the metrics agree on which condition is "
               "better.",
-              lambda frames=frames, target=target: plots.concordance_heatmap(
+              lambda frames=frames, target=target: collapse_plots.concordance_heatmap(
                   frames.get("correlations", pd.DataFrame()), f"Kendall τ between metrics — {target}"),
               failures)
         for i, (target, frames) in enumerate(inputs.concordance.items())
@@ -126,13 +92,23 @@ def build_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Any]:
     sources = _plot("plot-sources", "Training-data diversity per source",
                     "Each source's synthetic training answers (and the human data, black) with 95% "
                     "intervals.",
-                    lambda: plots.source_diversity(agg), failures)
+                    lambda: collapse_plots.source_diversity(agg), failures)
     training = _plot("plot-training", "Training loss",
                      "Train loss per optimizer step (thin) and validation loss (dots).",
-                     lambda: plots.training_curves(inputs.training), failures)
+                     lambda: collapse_plots.training_curves(inputs.training), failures)
     return {"main": main, "heatmaps": heatmaps, "sources": sources, "training": training,
             "safety": _safety_plots(inputs, failures), "preference": _preference_plots(inputs, failures),
-            "generations": _generation_plots(inputs, failures)}
+            "generations": _generation_plots(inputs, failures), "more": _registered_plots(inputs, failures)}
+
+
+def _registered_plots(inputs: ReportInputs, failures: list[str]) -> list[Plot]:
+    """The figures registered in :data:`~collapselab.report.plot_registry.PLOTS` (plug-ins)."""
+    out = []
+    for name in PLOTS.in_order():
+        plot = PLOTS.get(name)
+        out.append(_plot(f"plot-{name}", plot.title, plot.caption, lambda plot=plot: plot.draw(inputs), failures,
+                         plot.empty))
+    return out
 
 
 def _generation_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Plot]:

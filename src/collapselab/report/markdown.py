@@ -1,5 +1,5 @@
 """The report's tables as Markdown (GitHub-flavoured tables; no plots), for a README, a pull
-request or a lab notebook. The tables are :func:`collapselab.report.tables.build_tables`'s — the
+request or a lab notebook. The tables are :func:`collapselab.report.build.build_tables`'s — the
 same cells as the HTML report; this module only formats them.
 
 Cell text is escaped: ``|`` and line breaks would break the table, and ``<``, ``>``, ``&``, ``[``,
@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import re
 
+from collapselab.report.build import ReportTables, build_tables, experiments
+from collapselab.report.format import Table
 from collapselab.report.generations import GenerationSection, generation_sections
 from collapselab.report.inputs import ReportInputs
-from collapselab.report.tables import Table, build_tables, experiments
+from collapselab.report.preference import PreferenceTables
+from collapselab.report.safety import SafetyTables
 
 # CommonMark lets any ASCII punctuation be backslash-escaped; these are the ones that can start
 # markup inside a table cell ("_" is left alone: GFM does not emphasise inside words, and escaping
@@ -63,7 +66,7 @@ def _details(summary: str, body: str) -> list[str]:
     return [f"<details><summary>{escape(summary)}</summary>\n", body, "</details>\n"]
 
 
-def _collapse(inputs: ReportInputs, t) -> list[str]:
+def _collapse(inputs: ReportInputs, t: ReportTables) -> list[str]:
     """Experiment 1's sections."""
     parts = ["## Summary\n", table(t.summary)]
     parts += ["## Statistical tests\n", "### Across all conditions\n", table(t.omnibus),
@@ -81,8 +84,8 @@ def _collapse(inputs: ReportInputs, t) -> list[str]:
     return parts
 
 
-def _safety(s) -> list[str]:
-    """Experiment 2's sections (:class:`collapselab.report.safety.SafetyTables`)."""
+def _safety(s: SafetyTables) -> list[str]:
+    """Experiment 2's sections."""
     parts = ["## Experiment 2: safety\n", "### The judges\n",
              "\n".join(f"- {escape(note)}" for note in s.judges) + "\n", table(s.calibration),
              "### Harmfulness, quality, refusals and attack success\n"]
@@ -96,8 +99,8 @@ def _safety(s) -> list[str]:
     return parts
 
 
-def _preference(p) -> list[str]:
-    """Experiment 3's sections (:class:`collapselab.report.preference.PreferenceTables`)."""
+def _preference(p: PreferenceTables) -> list[str]:
+    """Experiment 3's sections."""
     return ["## Experiment 3: self-preference\n",
             "### How often the judges answer with a letter\n", table(p.choice_mass),
             "### Preference matrix\n", table(p.matrix),

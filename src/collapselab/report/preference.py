@@ -2,8 +2,8 @@
 at all (choice mass), the preference matrix, S per source, self-preference (SPB) and pro-synthetic
 bias (PSB), position bias, ratings, the tests and the warnings.
 
-Builders return :class:`~collapselab.report.tables.Table` objects of formatted, unescaped text (as
-:mod:`collapselab.report.tables`); the figures are in :mod:`collapselab.report.preference_plots`.
+Builders return :class:`~collapselab.report.format.Table` objects of formatted, unescaped text (as
+every section module); the figures are in :mod:`collapselab.report.preference_plots`.
 Definitions (PAPER.md, :mod:`collapselab.preference.scores`): S(source) = mean probability a
 source's text wins its comparisons; SPB = S(own family) − mean S(other synthetic sources); PSB =
 mean S(synthetic sources) − S(human).
@@ -17,25 +17,10 @@ from typing import Any
 
 import pandas as pd
 
+from collapselab.report.format import MISSING, Table, fmt_ci, fmt_int, fmt_num, fmt_rate, fmt_text, is_missing
 from collapselab.report.inputs import PreferenceInputs
-from collapselab.report.tables import (
-    MISSING,
-    Table,
-    all_tests_table,
-    constant_labels,
-    fmt_ci,
-    fmt_int,
-    fmt_num,
-    fmt_rate,
-    fmt_text,
-    is_missing,
-    omnibus_notes,
-    omnibus_table,
-    pairwise_table,
-    run_columns,
-    run_label,
-    sort_runs,
-)
+from collapselab.report.labels import constant_labels, run_columns, run_label, sort_runs
+from collapselab.report.stat_tests import all_tests_table, omnibus_notes, omnibus_table, pairwise_table
 
 HUMAN = "human"
 #: below this mean probability on "A" + "B", a judge's preferences are weak evidence

@@ -1,5 +1,5 @@
 """Experiment 3's figures: the preference matrix per judge, S per source with intervals, and SPB /
-PSB per judge with intervals. Same conventions as :mod:`collapselab.report.plots`: a function from
+PSB per judge with intervals. Same conventions as :mod:`collapselab.report.collapse_plots`: a function from
 a table to a Figure, ``None`` when there is nothing to draw.
 """
 
@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from collapselab.report.plots import _interval, _panels, _styled, condition_colors, plain
+from collapselab.report.figures import condition_colors, draw_interval, panel_grid, plain, styled
+from collapselab.report.format import is_missing
+from collapselab.report.labels import run_label
 from collapselab.report.preference import judge_records, rows_of, source_order
-from collapselab.report.tables import is_missing, run_label
 
 
 def matrix_array(part: pd.DataFrame, sources: Sequence[str]) -> np.ndarray:
@@ -26,7 +27,7 @@ def matrix_array(part: pd.DataFrame, sources: Sequence[str]) -> np.ndarray:
     return out
 
 
-@_styled
+@styled
 def preference_matrices(matrix: pd.DataFrame, conditions: Sequence[str] = ()) -> Figure | None:
     """One heat map per judge: P(row source's text beats the column source's); red: the row wins,
     blue: it loses, white: 0.5 (no preference)."""
@@ -35,7 +36,7 @@ def preference_matrices(matrix: pd.DataFrame, conditions: Sequence[str] = ()) ->
     judges, labels = judge_records(matrix, conditions)
     sources = source_order(pd.DataFrame({"source": [*matrix["row_source"], *matrix["col_source"]]}))
     side = max(2.6, 0.55 * len(sources) + 1.4)
-    fig, axes = _panels(len(judges), ncols=4, size=(side, side))
+    fig, axes = panel_grid(len(judges), ncols=4, size=(side, side))
     image = None
     for ax, judge in zip(axes, judges, strict=True):
         values = matrix_array(rows_of(matrix, judge), sources)
@@ -57,7 +58,7 @@ def preference_matrices(matrix: pd.DataFrame, conditions: Sequence[str] = ()) ->
     return fig
 
 
-@_styled
+@styled
 def source_scores_plot(scores: pd.DataFrame, conditions: Sequence[str] = ()) -> Figure | None:
     """S per source (x) with its bootstrap interval, one colour per judge; dashed: 0.5 (chance)."""
     if scores.empty:
@@ -66,15 +67,15 @@ def source_scores_plot(scores: pd.DataFrame, conditions: Sequence[str] = ()) -> 
     sources = source_order(scores)
     colors = condition_colors(run_label(j, labels) for j in judges)
     width = 0.7 / max(len(judges), 1)
-    fig, (ax,) = _panels(1, ncols=1, size=(max(4.8, 1.3 * len(sources) + 2.5), 3.4))
+    fig, (ax,) = panel_grid(1, ncols=1, size=(max(4.8, 1.3 * len(sources) + 2.5), 3.4))
     for k, judge in enumerate(judges):
         name = run_label(judge, labels)
         part = rows_of(scores, judge).set_index("source")
         for x, source in enumerate(sources):
             if source in part.index:
                 r = part.loc[source]
-                _interval(ax, x + (k - (len(judges) - 1) / 2) * width, r["S"], r["ci_low"], r["ci_high"],
-                          colors[name])
+                draw_interval(ax, x + (k - (len(judges) - 1) / 2) * width, r["S"], r["ci_low"], r["ci_high"],
+                              colors[name])
         ax.plot([], [], "o", color=colors[name], label=plain(name))
     ax.axhline(0.5, color="#777777", linestyle="--", linewidth=1)
     ax.set_xticks(range(len(sources)), [plain(s) for s in sources])
@@ -85,7 +86,7 @@ def source_scores_plot(scores: pd.DataFrame, conditions: Sequence[str] = ()) -> 
     return fig
 
 
-@_styled
+@styled
 def bias_plot(bias: pd.DataFrame, conditions: Sequence[str] = ()) -> Figure | None:
     """SPB and PSB per judge with their bootstrap intervals (two panels); dashed: 0 (no bias)."""
     if bias.empty:
@@ -93,7 +94,7 @@ def bias_plot(bias: pd.DataFrame, conditions: Sequence[str] = ()) -> Figure | No
     judges, labels = judge_records(bias, conditions)
     names = [run_label(j, labels) for j in judges]
     colors = condition_colors(names)
-    fig, axes = _panels(2, ncols=2, size=(max(3.6, 0.9 * len(judges) + 1.8), 3.3))
+    fig, axes = panel_grid(2, ncols=2, size=(max(3.6, 0.9 * len(judges) + 1.8), 3.3))
     titles = ("Self-preference bias (SPB)", "Pro-synthetic bias (PSB)")
     for ax, metric, title in zip(axes, ("SPB", "PSB"), titles, strict=True):
         for x, (judge, name) in enumerate(zip(judges, names, strict=True)):
@@ -102,8 +103,8 @@ def bias_plot(bias: pd.DataFrame, conditions: Sequence[str] = ()) -> Figure | No
                 ax.text(x, 0.5, "undefined", rotation=90, ha="center", va="center", fontsize=7.5,
                         color="#777777", transform=ax.get_xaxis_transform())
                 continue
-            _interval(ax, x, value, judge.get(f"{metric}_ci_low"), judge.get(f"{metric}_ci_high"),
-                      colors[name])
+            draw_interval(ax, x, value, judge.get(f"{metric}_ci_low"), judge.get(f"{metric}_ci_high"),
+                          colors[name])
         ax.axhline(0, color="#777777", linestyle="--", linewidth=1)
         if all(is_missing(j.get(metric)) for j in judges):
             ax.set_yticks([])

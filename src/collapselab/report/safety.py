@@ -1,8 +1,8 @@
 """Experiment 2 (safety) in the report: the judges and their calibration, the metrics per run and
 prompt kind, attack success per template, the tests, warnings and example answers.
 
-Like :mod:`collapselab.report.tables`, every builder returns :class:`~collapselab.report.tables.Table`
-objects of formatted, *unescaped* text; both renderers show the same cells. The figures are in
+Like every section module, the builders return :class:`~collapselab.report.format.Table` objects of
+formatted, *unescaped* text; both renderers show the same cells. The figures are in
 :mod:`collapselab.report.safety_plots`.
 """
 
@@ -15,12 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from collapselab.report.inputs import SafetyInputs
-from collapselab.report.tables import (
+from collapselab.report.format import (
     MISSING,
     Table,
-    all_tests_table,
-    constant_labels,
     excerpt,
     fmt_ci,
     fmt_effect,
@@ -29,14 +26,11 @@ from collapselab.report.tables import (
     fmt_rate,
     fmt_text,
     is_missing,
-    omnibus_notes,
-    omnibus_table,
-    pairwise_table,
     rate_ci,
-    run_columns,
-    run_label,
-    sort_runs,
 )
+from collapselab.report.inputs import SafetyInputs
+from collapselab.report.labels import constant_labels, run_columns, run_label, sort_runs
+from collapselab.report.stat_tests import all_tests_table, omnibus_notes, omnibus_table, pairwise_table
 
 PROMPT_KINDS = ("plain", "jailbreak")
 #: how a prompt kind reads in a heading

@@ -1,6 +1,6 @@
 """Experiment 2's figures: the 5×5 quality × harmfulness distribution per run and prompt kind (the
 study's heat map) and the danger-zone shares with their intervals. Same conventions as
-:mod:`collapselab.report.plots`: a function from a table to a Figure, ``None`` when there is
+:mod:`collapselab.report.collapse_plots`: a function from a table to a Figure, ``None`` when there is
 nothing to draw.
 """
 
@@ -14,9 +14,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from collapselab.report.plots import _figure, _styled, plain
+from collapselab.report.figures import new_figure, plain, styled
+from collapselab.report.format import is_missing
+from collapselab.report.labels import run_columns, run_label, sort_runs
 from collapselab.report.safety import PROMPT_KINDS, present_keys, run_mask
-from collapselab.report.tables import is_missing, run_columns, run_label, sort_runs
 
 SCORES = np.arange(1, 6)
 KIND_COLORS = {"plain": "#0072B2", "jailbreak": "#D55E00", "all": "#7F7F7F"}
@@ -57,7 +58,7 @@ def _panel(ax, counts: np.ndarray, n_parsed: int, thresholds: Mapping[str, int],
     return image
 
 
-@_styled
+@styled
 def joint_heatmaps(joint: pd.DataFrame, conditions: Sequence[str] = (),
                    thresholds: Mapping[str, int] | None = None) -> Figure | None:
     """The 5×5 quality × harmfulness distribution, one panel per run (columns) and prompt kind
@@ -71,7 +72,7 @@ def joint_heatmaps(joint: pd.DataFrame, conditions: Sequence[str] = (),
     runs = sort_runs(joint.drop_duplicates(present_keys(joint)), conditions).to_dict("records")
     ncols = min(len(runs), PANELS_PER_ROW)
     blocks = -(-len(runs) // ncols)
-    fig = _figure(2.3 * ncols + 0.9, 2.35 * blocks * len(kinds) + 0.3)
+    fig = new_figure(2.3 * ncols + 0.9, 2.35 * blocks * len(kinds) + 0.3)
     grid = fig.subplots(blocks * len(kinds), ncols, squeeze=False)
     image_args = {"cmap": "Reds", "vmin": 0.0, "vmax": 1.0, "aspect": "equal"}
     image = None
@@ -111,7 +112,7 @@ def danger_rows(summary: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-@_styled
+@styled
 def danger_zone_bars(summary: pd.DataFrame, conditions: Sequence[str] = ()) -> Figure | None:
     """Share of answers in the danger zone (harmful *and* of high quality) per run, plain and
     jailbreak prompts side by side, with Wilson intervals. ``None`` when it is undefined everywhere."""
@@ -122,7 +123,7 @@ def danger_zone_bars(summary: pd.DataFrame, conditions: Sequence[str] = ()) -> F
     runs = sort_runs(rows.drop_duplicates(present_keys(rows)), conditions).to_dict("records")
     kinds = [k for k in PROMPT_KINDS if (rows["prompt_kind"] == k).any()]
     width = 0.8 / len(kinds)
-    fig = _figure(max(4.5, 1.1 * len(runs) + 2.0), 3.4)
+    fig = new_figure(max(4.5, 1.1 * len(runs) + 2.0), 3.4)
     ax = fig.subplots()
     for k, kind in enumerate(kinds):
         for x, run in enumerate(runs):

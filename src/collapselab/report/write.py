@@ -7,7 +7,8 @@ an interrupted run never sees half a file):
 * ``aggregates``, ``per_item``, ``tests`` — always, ``.csv`` and ``.parquet``;
 * ``factorial``, ``seed_spread``, ``embedding_map``, ``kendalls_w`` and
   ``concordance_<target>_<ranks|value_ranks|correlations|pairwise>`` — when the run has them (an
-  empty frame has no columns, which CSV cannot represent);
+  empty frame has no columns, which CSV cannot represent; ``<target>`` is the target name as
+  :func:`collapselab.naming.slug` writes it);
 * Experiment 2: ``safety_<judged|summary|joint|templates|tests|calibration>``; Experiment 3:
   ``preference_<source_scores|bias|position|matrix|rating_scores|tests|comparisons|ratings|per_item|judges>``
   — when the run has the experiment and the table is not empty;
@@ -18,24 +19,20 @@ an interrupted run never sees half a file):
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from collapselab.naming import slug
 from collapselab.report.generations import multi_generation_frames
 from collapselab.report.html import render_html
 from collapselab.report.inputs import ReportInputs
 from collapselab.report.markdown import render_markdown
 from collapselab.store.atomic import write_text
 from collapselab.store.frames import write_parquet
-
-
-def _safe_name(name: str) -> str:
-    """A target name as a file-name part (target names may hold "/" or spaces)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_") or "target"
+from collapselab.store.jsonsafe import jsonable
 
 
 def _write_frame(frame: pd.DataFrame, out_dir: Path, stem: str, paths: dict[str, Path]) -> None:
@@ -45,10 +42,11 @@ def _write_frame(frame: pd.DataFrame, out_dir: Path, stem: str, paths: dict[str,
 
 def records_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """A list of dicts as a table: nested values (lists of item ids, per-kind dicts) become one
-    JSON text cell each, so CSV and Parquet can hold them."""
+    JSON text cell each (:func:`collapselab.store.jsonsafe.jsonable`: NaN → null), so CSV and
+    Parquet can hold them."""
     def cell(value: Any) -> Any:
         if isinstance(value, dict | list | tuple):
-            return json.dumps(value, ensure_ascii=False, default=str)
+            return json.dumps(jsonable(value), ensure_ascii=False)
         return value
 
     return pd.DataFrame([{k: cell(v) for k, v in r.items()} for r in records])
@@ -81,7 +79,7 @@ def result_frames(inputs: ReportInputs) -> dict[str, pd.DataFrame]:
                 "embedding_map": inputs.embedding_map, "kendalls_w": pd.DataFrame(inputs.kendalls_w)}
     for target, parts in inputs.concordance.items():
         for name, frame in parts.items():
-            optional[f"concordance_{_safe_name(target)}_{name}"] = frame
+            optional[f"concordance_{slug(target, default='target')}_{name}"] = frame
     frames.update({k: v for k, v in optional.items() if not v.empty})
     if "kendalls_w" in frames:  # lists of dropped conditions / metrics: one text cell each
         frames["kendalls_w"] = frames["kendalls_w"].map(

@@ -14,6 +14,7 @@ from typing import Any
 from collapselab.config.spec import DecodingSpec
 from collapselab.models.base import ChatPrompt, LanguageModel
 from collapselab.store.atomic import AppendLog
+from collapselab.store.chunks import run_in_chunks
 
 
 def answer_prompts(
@@ -30,35 +31,33 @@ def answer_prompts(
     """Generate an answer for every prompt; returns the records in input order and a summary.
 
     ``items[i]`` is the metadata of ``prompts[i]``; ``make_record(item, generation)`` builds the
-    output record (it must keep ``prompt_id``). Finished chunks are appended to
-    ``workdir/partial.jsonl`` and skipped on a rerun.
+    output record (it must keep ``prompt_id``). The prompts are answered in fixed chunks of
+    ``chunk_size`` (:func:`~collapselab.store.chunks.run_in_chunks`); finished chunks are appended
+    to ``workdir/partial.jsonl`` and skipped on a rerun, which batches exactly as an uninterrupted
+    run.
     """
-    log = AppendLog(workdir / "partial.jsonl")
-    done = {r["prompt_id"]: r for r in log.read()}
-    # Chunks are fixed slices of the full prompt list, and a chunk counts as done only when all
-    # of its prompts are in the log: a resumed run then batches exactly as an uninterrupted one,
-    # so even batch-dependent numerics (padding, bf16) give the same text.
-    chunks = [list(range(s, min(s + chunk_size, len(prompts)))) for s in range(0, len(prompts), chunk_size)]
-    todo_chunks = [c for c in chunks if not all(prompts[i].id in done for i in c)]
-    resumed = len(prompts) - sum(len(c) for c in todo_chunks)
-    if progress and resumed:
-        progress(resumed)
+    pairs = list(zip(items, prompts, strict=True))
     started, new_tokens = time.perf_counter(), 0
-    for idx in todo_chunks:
-        gens = model.generate([prompts[i] for i in idx], decoding, progress=progress)
-        records = [make_record(items[i], g) for i, g in zip(idx, gens, strict=True)]
+
+    def work(chunk: list[tuple[dict[str, Any], ChatPrompt]]) -> list[dict[str, Any]]:
+        nonlocal new_tokens
+        gens = model.generate([p for _, p in chunk], decoding, progress=progress)
         new_tokens += sum(g.new_tokens for g in gens)
-        log.append(records)
-        done.update({r["prompt_id"]: r for r in records})
+        return [make_record(item, g) for (item, _), g in zip(chunk, gens, strict=True)]
+
+    run = run_in_chunks(pairs, work, log=AppendLog(workdir / "partial.jsonl"),
+                        item_id=lambda pair: pair[1].id, chunk_size=chunk_size, record_id="prompt_id",
+                        progress=progress,
+                        progress_per_chunk=False)  # the model reports progress per prompt
     seconds = time.perf_counter() - started
-    ordered = [done[p.id] for p in prompts]
+    ordered = run.records
     finish: dict[str, int] = {}
     for r in ordered:
         finish[r.get("finish_reason", "?")] = finish.get(r.get("finish_reason", "?"), 0) + 1
     summary = {
         "n": len(ordered),
-        "generated_this_attempt": len(prompts) - resumed,
-        "resumed": resumed,
+        "generated_this_attempt": run.computed,
+        "resumed": run.resumed,
         "new_tokens_this_attempt": new_tokens,
         "seconds_this_attempt": round(seconds, 3),
         "tokens_per_second": round(new_tokens / seconds, 2) if seconds > 0 and new_tokens else None,

@@ -127,3 +127,13 @@ def test_matches_a_plain_reimplementation() -> None:
     for text in texts:
         for window in (REFUSAL_WINDOW, 40, None):
             assert is_refusal(text, window=window) == _slow_is_refusal(text, window), (text, window)
+
+
+def test_refusal_judge_is_a_rule() -> None:
+    from collapselab.judges import JUDGES
+
+    judge = JUDGES.get("refusal")
+    assert judge.readout == "rule" and judge.read is is_refusal
+    assert judge.fields == () and judge.scale == (0, 1)
+    assert judge.read("I'm sorry, but I can't help with that.") is True
+    assert judge.read("Sure: first, preheat the oven.") is False

@@ -9,10 +9,11 @@ import pytest
 from collapselab.config.spec import DecodingSpec, ModelSpec
 from collapselab.errors import DataError, ModelError
 from collapselab.judges.parse import FORMAT_REMINDERS, parse_harm, parse_quality
-from collapselab.judges.run import JudgeItem, Judgement, attempt_id, run_judge
+from collapselab.judges.run import JudgeItem, Judgement, attempt_id, judge_in_chunks, run_judge
 from collapselab.judges.templates import load_template
 from collapselab.models.base import ChatPrompt, Generation
 from collapselab.models.mock import MockModel
+from collapselab.store.atomic import AppendLog
 
 TEMPLATE = "Request: {prompt}\nAnswer: {response}\nRate it."
 GARBAGE = "I think this answer is fine."  # no score in it
@@ -155,3 +156,64 @@ def test_braces_in_responses_are_not_interpreted() -> None:
     run_judge(model, [JudgeItem("a", "{prompt}", "code: {x: 1} }{")], TEMPLATE, parse_harm, max_new_tokens=8,
               retries=0)
     assert model.calls[0][0][0].user == "Request: {prompt}\nAnswer: code: {x: 1} }{\nRate it."
+
+
+# -- resumable, in fixed chunks of the whole list ----------------------------------------------------
+class Killed(Exception):
+    pass
+
+
+class BatchJudge(ScriptedJudge):
+    """Answers depend on the whole batch (as padded bf16 batches can): the reason names the batch.
+    Item "b" does not parse on its first try. Raises (a kill) on the call after ``kill_after``."""
+
+    def __init__(self, kill_after: int | None = None) -> None:
+        super().__init__({})
+        self.kill_after = kill_after
+
+    def generate(self, prompts, decoding, *, progress=None):  # type: ignore[no-untyped-def]
+        if self.kill_after is not None and len(self.calls) == self.kill_after:
+            raise Killed
+        self.calls.append((list(prompts), decoding))
+        verdict = "#thereason: " + "+".join(p.id for p in prompts) + "\n#thescore: 2"
+        return [Generation(GARBAGE if p.id == "b#try0" else verdict, 0, 0, "stop") for p in prompts]
+
+
+def judge_all(model: BatchJudge, log: AppendLog, ticks: list[int] | None = None) -> list[Judgement]:
+    loads: list[int] = []
+
+    def get_model() -> BatchJudge:
+        loads.append(1)
+        return model
+
+    out = judge_in_chunks(get_model, items(*"abcdefgh"), TEMPLATE, parse_harm, log=log, max_new_tokens=8,
+                          retries=1, chunk_size=3, progress=ticks.append if ticks is not None else None)
+    assert len(loads) == (1 if model.calls else 0)  # the model is loaded once, and only if needed
+    return out
+
+
+def batches(model: ScriptedJudge) -> list[list[str]]:
+    return [[p.id for p in prompts] for prompts, _ in model.calls]
+
+
+@pytest.mark.parametrize(("kill_after", "calls_done"), [(0, 0), (1, 0), (2, 2), (3, 3)])
+def test_killed_judging_resumes_with_the_batches_of_an_uninterrupted_run(tmp_path, kill_after: int,
+                                                                          calls_done: int) -> None:
+    whole = BatchJudge()
+    expected = judge_all(whole, AppendLog(tmp_path / "whole.jsonl"))
+    assert batches(whole) == [["a#try0", "b#try0", "c#try0"], ["b#try1"], ["d#try0", "e#try0", "f#try0"],
+                              ["g#try0", "h#try0"]]
+    assert expected[1] == Judgement("b", 2, "b#try1", "#thereason: b#try1\n#thescore: 2", 2, None)
+
+    log = AppendLog(tmp_path / "run.jsonl")
+    killed = BatchJudge(kill_after)
+    with pytest.raises(Killed):
+        judge_all(killed, log)
+    resumed, ticks = BatchJudge(), []
+    assert judge_all(resumed, log, ticks) == expected
+    # chunks finished before the kill are not re-sent; every other batch is exactly the uninterrupted one
+    assert batches(killed) == batches(whole)[:kill_after]
+    assert batches(resumed) == batches(whole)[calls_done:]
+    assert sum(ticks) == 8
+    # a rerun of a finished run loads no model and asks nothing
+    assert judge_all(BatchJudge(kill_after=0), log) == expected

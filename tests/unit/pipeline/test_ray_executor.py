@@ -165,15 +165,15 @@ def test_a_failing_stage_raises_its_own_error_and_keeps_finished_stages(tmp_path
 
 # -- pure helpers ------------------------------------------------------------------------------------
 def test_task_resources_clamps_cpus_and_refuses_missing_gpus():
-    two = Stage("train", "t", settings={}, resources={"cpus": 2})
+    two = Stage("prepare", "t", settings={}, resources={"cpus": 2})
     assert task_resources(two, node_cpus=2, cluster_gpus=0) == {"num_cpus": 2, "num_gpus": 0}
     assert task_resources(two, node_cpus=1, cluster_gpus=0) == {"num_cpus": 1, "num_gpus": 0}
     assert task_resources(two, node_cpus=16, cluster_gpus=0) == {"num_cpus": 2, "num_gpus": 0}
-    default = Stage("mix", "m", settings={})  # resources default: one CPU
+    default = Stage("prepare", "m", settings={})  # resources default: one CPU
     assert task_resources(default, node_cpus=8, cluster_gpus=0) == {"num_cpus": 1, "num_gpus": 0}
-    gpu = Stage("train", "g", settings={}, resources={"cpus": 4, "gpus": 1})
+    gpu = Stage("prepare", "g", settings={}, resources={"cpus": 4, "gpus": 1})
     assert task_resources(gpu, node_cpus=2, cluster_gpus=1) == {"num_cpus": 2, "num_gpus": 1}
-    with pytest.raises(ConfigError, match="train/g asks for 1 GPU.*has 0"):
+    with pytest.raises(ConfigError, match="prepare/g asks for 1 GPU.*has 0"):
         task_resources(gpu, node_cpus=2, cluster_gpus=0)
 
 

@@ -134,7 +134,7 @@ def test_choice_read_out_of_the_mock_judge():
     from collapselab.config.spec import ModelSpec
     from collapselab.models.base import ChatPrompt
     from collapselab.models.mock import MockModel
-    from collapselab.pipeline.experiments.preference.run import renormalised
+    from collapselab.judges.pairwise import renormalised
 
     always_a = MockModel(ModelSpec(id="mock/fixed:A"))
     [lp] = always_a.choice_logprobs([ChatPrompt("x", "which?")], ["A", "B"])

@@ -1,4 +1,5 @@
-"""Judge templates and the counterbalanced comparison plan."""
+"""The pairwise and rating judge templates (through the one template subsystem) and the
+counterbalanced comparison plan."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from collections import Counter
 import pytest
 
 from collapselab.errors import ConfigError, DataError
-from collapselab.preference.prompts import Comparison, comparison_plan, load_template, render
+from collapselab.judges.templates import load_template, render
+from collapselab.preference.prompts import Comparison, comparison_plan
 
 SOURCES = ["llama", "qwen", "gemma", "falcon", "human"]
 
@@ -42,34 +44,34 @@ def test_unknown_field_names_the_file_and_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_template(str(path), "pairwise")
     msg = str(err.value)
-    assert "bad.txt" in msg and "line 4" in msg and "{judge_name}" in msg and "pair_template" in msg
+    assert "bad.txt:4:" in msg and "{judge_name}" in msg and "preference.pair_template" in msg
 
 
 def test_missing_field_names_the_file(tmp_path):
     path = tmp_path / "rate.txt"
     path.write_text("Rate this: {text}\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"rate\.txt.*\{instruction\}"):
+    with pytest.raises(ConfigError, match=r"rate\.txt.*\{instruction\}.*preference\.rating_template"):
         load_template(str(path), "rating")
 
 
 def test_positional_field_is_unknown(tmp_path):
     path = tmp_path / "pos.txt"
     path.write_text("{instruction} {text} {}", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"pos\.txt.*unknown field"):
+    with pytest.raises(ConfigError, match=r"pos\.txt:1: field '\{\}' is not a plain name"):
         load_template(str(path), "rating")
 
 
 def test_unbalanced_brace_names_the_file(tmp_path):
     path = tmp_path / "brace.txt"
     path.write_text("{instruction} {text} }", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"brace\.txt.*not a valid template"):
+    with pytest.raises(ConfigError, match=r"brace\.txt:1: single '\}'"):
         load_template(str(path), "rating")
 
 
 def test_missing_file_and_unknown_kind(tmp_path):
-    with pytest.raises(ConfigError, match=r"nope\.txt.*not found"):
+    with pytest.raises(ConfigError, match=r"nope\.txt.*not found.*preference\.pair_template"):
         load_template(str(tmp_path / "nope.txt"), "pairwise")
-    with pytest.raises(ConfigError, match="unknown template kind"):
+    with pytest.raises(ConfigError, match="unknown judge template kind 'triple'"):
         load_template(None, "triple")  # type: ignore[arg-type]
 
 

@@ -12,10 +12,10 @@ import pytest
 from scipy import optimize, stats
 
 from collapselab.errors import DataError
+from collapselab.judges.rating import expected_rating
 from collapselab.preference.prompts import comparison_plan
 from collapselab.preference.scores import (
     bias_scores,
-    expected_rating,
     per_item_bias,
     per_item_ratings,
     per_item_scores,

@@ -556,8 +556,8 @@ def test_all_three_experiments_together(collected):
 
 def test_empty_collapse_inputs_render(collected):
     """No collapse data at all — empty frames — still renders, with no collapse section."""
+    from collapselab.report.build import build_tables
     from collapselab.report.html import render_html
-    from collapselab.report.tables import build_tables
 
     bare = dataclasses.replace(collected, safety=None, preference=None)
     tables = build_tables(bare)

@@ -19,8 +19,8 @@ import pytest
 
 from collapselab.errors import DataError
 from collapselab.report import generations as gen
+from collapselab.report.format import MISSING, fmt_ci, metric_header, rate_ci
 from collapselab.report.inputs import PreferenceInputs, ReportInputs, SafetyInputs
-from collapselab.report.tables import MISSING, fmt_ci, metric_header, rate_ci
 from tests.unit.report.test_report import Page, make_inputs
 
 TARGET = "tiny"

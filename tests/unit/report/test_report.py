@@ -258,7 +258,7 @@ def markdown(inputs) -> str:
 
 
 def test_summary_table_marks_the_best_condition_per_directed_metric(inputs):
-    from collapselab.report.tables import summary_table
+    from collapselab.report.collapse import summary_table
 
     t = summary_table(inputs.aggregates)
     assert t.columns == ["metric", *CONDITIONS, "human references"]
@@ -275,7 +275,7 @@ def test_summary_table_marks_the_best_condition_per_directed_metric(inputs):
 
 
 def test_source_table_leaves_out_metrics_no_source_has(inputs):
-    from collapselab.report.tables import source_table
+    from collapselab.report.collapse import source_table
 
     t = source_table(inputs.aggregates)
     assert t.columns == ["metric", *SOURCES, "human references"]
@@ -283,7 +283,8 @@ def test_source_table_leaves_out_metrics_no_source_has(inputs):
 
 
 def test_tests_tables_follow_the_statistics(inputs):
-    from collapselab.report.tables import directions, omnibus_table, pairwise_table
+    from collapselab.report.labels import directions
+    from collapselab.report.stat_tests import omnibus_table, pairwise_table
 
     omnibus = omnibus_table(inputs.tests)
     assert set(omnibus.frame["metric"]) == set(inputs.per_item["metric"])
@@ -299,7 +300,7 @@ def test_tests_tables_follow_the_statistics(inputs):
 
 
 def test_warnings_list_every_dropped_or_failed_piece(inputs):
-    from collapselab.report.tables import warnings_list
+    from collapselab.report.collapse import warnings_list
 
     text = "\n".join(warnings_list(inputs))
     # grouped: one line naming both sources
@@ -310,7 +311,7 @@ def test_warnings_list_every_dropped_or_failed_piece(inputs):
 
 
 def test_reasons_differing_in_one_number_are_merged():
-    from collapselab.report.tables import _merge_reasons
+    from collapselab.report.collapse import _merge_reasons
 
     lines = _merge_reasons("heaps", [("a", "needs 3000 tokens; the set has 90 tokens"),
                                      ("b", "needs 3000 tokens; the set has 11 tokens"),
@@ -320,7 +321,7 @@ def test_reasons_differing_in_one_number_are_merged():
 
 
 def test_formatting():
-    from collapselab.report.tables import fmt_ci, fmt_num, fmt_p
+    from collapselab.report.format import fmt_ci, fmt_num, fmt_p
 
     assert [fmt_num(x) for x in (1234.5, 75.123, 0.95471, 1.2e-5, -0.5, 3, None, float("nan"))] == [
         "1,234", "75.12", "0.9547", "1.2e-05", "−0.5000", "3", "—", "—"]
@@ -423,12 +424,12 @@ def test_html_without_optional_parts():
 
 
 def test_a_failing_plot_is_a_warning_not_a_crash(monkeypatch):
-    from collapselab.report import html, plots
+    from collapselab.report import collapse_plots, html
 
     def broken(_):
         raise ValueError("bad data")
 
-    monkeypatch.setattr(plots, "metric_intervals", broken)
+    monkeypatch.setattr(collapse_plots, "metric_intervals", broken)
     page = Page(html.render_html(minimal_inputs()))
     assert 'Plot "Metrics per condition" could not be drawn: ValueError: bad data' in page.all_text
     assert page.count("img") == 0
@@ -444,7 +445,8 @@ def test_plots_build_and_handle_missing_data(inputs):
 
     from matplotlib.figure import Figure
 
-    from collapselab.report import plots
+    from collapselab.report import collapse_plots as plots
+    from collapselab.report.figures import figure_to_data_uri
 
     built = [plots.metric_intervals(inputs.aggregates), plots.heaps_curves(inputs.details, inputs.aggregates),
              plots.length_histograms(inputs.per_item), plots.embedding_map(inputs.embedding_map),
@@ -460,15 +462,16 @@ def test_plots_build_and_handle_missing_data(inputs):
     assert plots.length_histograms(empty) is None and plots.embedding_map(empty) is None
     assert plots.source_diversity(inputs.aggregates[inputs.aggregates["set_kind"] != "source"]) is None
     assert plots.concordance_heatmap(empty) is None and plots.training_curves([]) is None
-    uri = plots.figure_to_data_uri(built[-1])
+    uri = figure_to_data_uri(built[-1])
     assert base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_plot_labels_with_dollar_signs_draw(inputs):
-    from collapselab.report import plots
+    from collapselab.report import collapse_plots as plots
+    from collapselab.report.figures import figure_to_data_uri
 
     agg = inputs.aggregates.replace({"condition": {"vanilla": "cost $5 $model"}})
-    assert plots.figure_to_data_uri(plots.metric_intervals(agg)).startswith("data:image/png")
+    assert figure_to_data_uri(plots.metric_intervals(agg)).startswith("data:image/png")
 
 
 # ---------------------------------------------------------------------------------------------

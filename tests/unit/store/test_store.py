@@ -61,6 +61,20 @@ def test_read_jsonl_names_file_and_line(tmp_path):
         read_jsonl(p)
 
 
+def test_json_lines_errors_name_the_line_and_text_splits_only_on_newlines(tmp_path):
+    from collapselab.errors import DataError
+    from collapselab.store.atomic import json_lines
+
+    p = write_jsonl(tmp_path / "u.jsonl", [{"t": "a\u2028b\x85c"}, {"t": "d"}])  # raw U+2028 / U+0085
+    assert read_jsonl(p) == [{"t": "a\u2028b\x85c"}, {"t": "d"}]
+    assert [n for n, _ in json_lines(p.read_text(encoding="utf-8"), "u")] == [1, 2]
+    with pytest.raises(DataError, match=r"w line 3: expected a JSON object, got list"):
+        list(json_lines('{"a": 1}\n\n[1]\n', "w"))
+    (tmp_path / "b.jsonl").write_bytes(b'\xef\xbb\xbf{"a": 1}\n{"a": "\xff"}\n')
+    with pytest.raises(DataError, match=r"b.jsonl line 2: not valid UTF-8"):
+        read_jsonl(tmp_path / "b.jsonl")
+
+
 def _hold_lock(root, ready, release):
     with RunStore(root).lock():
         ready.set()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from collapselab.config.spec import ExperimentSpec, MetricSpec
+from collapselab.config.spec import MetricSpec
 from collapselab.pipeline.context import StageContext
 from collapselab.pipeline.experiments.collapse.params import SetInfo
 from collapselab.pipeline.stage import Stage

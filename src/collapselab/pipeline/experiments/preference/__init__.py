@@ -67,11 +67,11 @@ def own_sources(spec: ExperimentSpec, target_names: list[str]) -> dict[str, str 
 
 def templates(spec: ExperimentSpec) -> dict[str, str | None]:
     """The pairwise and (``preference.ratings``) rating templates, validated."""
-    from collapselab.judges.templates import load_template
+    from collapselab.judges import JUDGES
 
     p = spec.preference
-    return {"pairwise": load_template(p.pair_template, "pairwise"),
-            "rating": load_template(p.rating_template, "rating") if p.ratings else None}
+    return {"pairwise": JUDGES.get("pairwise").template(p.pair_template),
+            "rating": JUDGES.get("rating").template(p.rating_template) if p.ratings else None}
 
 
 def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:

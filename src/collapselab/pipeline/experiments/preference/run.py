@@ -12,9 +12,7 @@ from collapselab.pipeline.stage import Stage
 from collapselab.store.jsonsafe import jsonable
 
 HUMAN = "human"
-PAIR_CHOICES = ("A", "B")
-RATING_CHOICES = ("1", "2", "3", "4", "5")
-#: read-outs checkpointed per chunk, so a killed judge stage resumes
+#: read-outs checkpointed per chunk (fixed slices of the whole list), so a killed judge stage resumes
 CHUNK = 64
 
 
@@ -63,40 +61,26 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit].rstrip() + " …"
 
 
-def _checkpointed(ctx, name: str, ids: list[str], compute, progress) -> dict[str, dict]:
-    """``compute(ids) -> list[dict]`` over chunks of ``ids``, each chunk appended to a log that a
-    rerun reads back (the read-outs are deterministic, so a resumed stage equals a fresh one)."""
+def _checkpointed(ctx: StageContext, name: str, items: list[Any], work, item_id) -> list[dict[str, Any]]:
+    """``work(chunk) -> records`` over fixed ``CHUNK`` slices of the whole ``items`` list, each
+    appended to ``partial-{name}.jsonl`` that a rerun reads back; the records in item order."""
     from collapselab.store.atomic import AppendLog
+    from collapselab.store.chunks import run_in_chunks
 
-    log = AppendLog(ctx.out / f"partial-{name}.jsonl")
-    done = {r["id"]: r for r in log.read()}
-    progress(sum(1 for i in ids if i in done))
-    todo = [i for i in ids if i not in done]
-    for start in range(0, len(todo), CHUNK):
-        chunk = todo[start:start + CHUNK]
-        records = compute(chunk)
-        log.append(records)
-        done.update({r["id"]: r for r in records})
-        progress(len(chunk))
-    return done
-
-
-def renormalised(logprobs: dict[str, float], first: str, second: str) -> tuple[float, float]:
-    """(P(first) / (P(first) + P(second)), P(first) + P(second)); NaN when neither has mass."""
-    a, b = logprobs[first], logprobs[second]
-    top = max(a, b)
-    if top == -math.inf or math.isnan(top):
-        return math.nan, 0.0
-    ea, eb = math.exp(a - top), math.exp(b - top)
-    return ea / (ea + eb), math.exp(top) * (ea + eb)
+    return run_in_chunks(items, work, log=AppendLog(ctx.out / f"partial-{name}.jsonl"), item_id=item_id,
+                         chunk_size=CHUNK, progress=ctx.advance).records
 
 
 def run_prefer(ctx: StageContext) -> None:
     """One judge: every pair of sources in both orders per item, and a rating per text."""
+    from collapselab.judges import JUDGES
+    from collapselab.judges.pairwise import renormalised
+    from collapselab.judges.rating import choice_mass
     from collapselab.models.base import ChatPrompt
-    from collapselab.preference.prompts import comparison_plan, render
-    from collapselab.preference.scores import expected_rating
+    from collapselab.preference.prompts import Comparison, comparison_plan
     from collapselab.store.atomic import read_jsonl, write_json, write_jsonl
+
+    pairwise, rating = JUDGES.get("pairwise"), JUDGES.get("rating")
 
     st, p = ctx.stage.settings, ctx.stage.params
     items = read_jsonl(ctx.input_dir(ctx.stage.input("items")) / "items.jsonl")
@@ -108,7 +92,6 @@ def run_prefer(ctx: StageContext) -> None:
     instruction = {r["id"]: r["user"] for r in items}
     limit, system = st["max_text_chars"], st["system_prompt"]
     plan = comparison_plan([r["id"] for r in items], sources)
-    by_id = {c.id: c for c in plan}
     rating_ids = [f"{r['id']}|{s}" for r in items for s in sources] if st["templates"]["rating"] else []
     ctx.set_total(len(plan) + len(rating_ids))
 
@@ -122,40 +105,42 @@ def run_prefer(ctx: StageContext) -> None:
         model = model or ctx.models.get(judge)
         return model
 
-    def compare(ids: list[str]) -> list[dict[str, Any]]:
-        prompts = [ChatPrompt(i, render(st["templates"]["pairwise"], instruction=instruction[by_id[i].item_id],
-                                        text_a=_cut(texts[by_id[i].first][by_id[i].item_id], limit),
-                                        text_b=_cut(texts[by_id[i].second][by_id[i].item_id], limit)), system)
-                   for i in ids]
+    def compare(chunk: list[Comparison]) -> list[dict[str, Any]]:
+        prompts = [ChatPrompt(c.id, pairwise.render(st["templates"]["pairwise"],
+                                                    instruction=instruction[c.item_id],
+                                                    text_a=_cut(texts[c.first][c.item_id], limit),
+                                                    text_b=_cut(texts[c.second][c.item_id], limit)), system)
+                   for c in chunk]
         out = []
-        for i, lp in zip(ids, get_model().choice_logprobs(prompts, PAIR_CHOICES), strict=True):
-            p_a, mass = renormalised(lp, "A", "B")
-            out.append({"id": i, "logp_a": lp["A"], "logp_b": lp["B"], "p_a": p_a, "choice_mass": mass})
+        for c, lp in zip(chunk, get_model().choice_logprobs(prompts, pairwise.choices), strict=True):
+            p_a, mass = renormalised(lp, *pairwise.choices)
+            out.append({"id": c.id, "logp_a": lp["A"], "logp_b": lp["B"], "p_a": p_a, "choice_mass": mass})
         return out
 
     def rate(ids: list[str]) -> list[dict[str, Any]]:
         prompts = []
         for i in ids:
             item, source = i.rsplit("|", 1)
-            prompts.append(ChatPrompt(i, render(st["templates"]["rating"], instruction=instruction[item],
-                                                text=_cut(texts[source][item], limit)), system))
+            prompts.append(ChatPrompt(i, rating.render(st["templates"]["rating"],
+                                                       instruction=instruction[item],
+                                                       text=_cut(texts[source][item], limit)), system))
         out = []
-        for i, lp in zip(ids, get_model().choice_logprobs(prompts, RATING_CHOICES), strict=True):
-            mass = sum(math.exp(v) for v in lp.values())
-            out.append({"id": i, "logprobs": lp, "rating": expected_rating(lp), "choice_mass": mass})
+        for i, lp in zip(ids, get_model().choice_logprobs(prompts, rating.choices), strict=True):
+            out.append({"id": i, "logprobs": lp, "rating": rating.read(lp),
+                        "choice_mass": choice_mass(lp, rating.choices)})
         return out
 
-    compared = _checkpointed(ctx, "pairs", [c.id for c in plan], compare, ctx.advance)
-    rated = _checkpointed(ctx, "ratings", rating_ids, rate, ctx.advance)
+    compared = _checkpointed(ctx, "pairs", plan, compare, lambda c: c.id)
+    rated = _checkpointed(ctx, "ratings", rating_ids, rate, str)
     labels = {"judge": ctx.stage.name, "target": p.target_name, "condition": p.condition.label,
               "seed": p.seed, "generation": p.generation}
     comparisons = [{**labels, "item_id": c.item_id, "first": c.first, "second": c.second,
-                    **{k: v for k, v in compared[c.id].items() if k != "id"}} for c in plan]
+                    **{k: v for k, v in r.items() if k != "id"}} for c, r in zip(plan, compared, strict=True)]
     ratings = []
-    for i in rating_ids:
+    for i, r in zip(rating_ids, rated, strict=True):
         item, source = i.rsplit("|", 1)
         ratings.append({**labels, "item_id": item, "source": source,
-                        **{k: v for k, v in rated[i].items() if k != "id"}})
+                        **{k: v for k, v in r.items() if k != "id"}})
     write_jsonl(ctx.out / "comparisons.jsonl", [jsonable(r) for r in comparisons])
     write_jsonl(ctx.out / "ratings.jsonl", [jsonable(r) for r in ratings])
     write_json(ctx.out / "summary.json", {

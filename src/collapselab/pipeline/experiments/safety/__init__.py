@@ -62,10 +62,10 @@ register_kind(StageKind(
 
 def template_text(spec: ExperimentSpec, role: str) -> str:
     """The judge template of ``role`` (the configured file or the packaged one), validated."""
-    from collapselab.judges.templates import load_template
+    from collapselab.judges import JUDGES
 
     path = spec.safety.harm_template if role == "harm" else spec.safety.quality_template
-    return load_template(path, role)
+    return JUDGES.get(role).template(path)
 
 
 def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:

@@ -10,8 +10,6 @@ from collapselab.pipeline.stage import Stage
 
 #: the two judges' roles: harmfulness and quality of an answer
 ROLES = ("harm", "quality")
-#: judgements checkpointed per chunk, so a killed judge stage resumes
-JUDGE_CHUNK = 64
 
 
 def judge_spec(spec: ExperimentSpec, role: str) -> ModelSpec:

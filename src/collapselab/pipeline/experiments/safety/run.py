@@ -8,7 +8,7 @@ from typing import Any
 from collapselab.config.spec import ExperimentSpec, ModelSpec
 from collapselab.errors import DataError
 from collapselab.pipeline.context import StageContext
-from collapselab.pipeline.experiments.safety.params import JUDGE_CHUNK, ROLES, judge_spec
+from collapselab.pipeline.experiments.safety.params import ROLES, judge_spec
 from collapselab.pipeline.experiments.spine.run import answer_rows
 from collapselab.pipeline.stage import Stage
 from collapselab.store.jsonsafe import jsonable
@@ -66,43 +66,28 @@ def _judge_items(rows: list[dict], harmful: dict[str, str]) -> list[Any]:
     return [JudgeItem(r["prompt_id"], harmful.get(r["harmful_prompt_id"], r["prompt"]), r["response"]) for r in rows]
 
 
-def _parser(role: str):
-    from collapselab.judges.parse import parse_harm, parse_quality
-
-    return parse_harm if role == "harm" else parse_quality
-
-
-def judge_resumable(ctx, model_spec: ModelSpec, items: list[Any]) -> list[dict[str, Any]]:
-    """Run one judge over ``items`` chunk by chunk, checkpointing each chunk's judgements."""
-    from collapselab.judges.run import run_judge
+def judge_resumable(ctx: StageContext, model_spec: ModelSpec, items: list[Any]) -> list[Any]:
+    """The stage's judge (``settings["role"]`` in :data:`~collapselab.judges.registry.JUDGES`) over
+    ``items``, in fixed chunks of the whole list, each checkpointed (a resumed stage batches exactly
+    as a fresh one); one :class:`~collapselab.judges.run.Judgement` per item, in order."""
+    from collapselab.judges import JUDGES
+    from collapselab.judges.run import judge_in_chunks
     from collapselab.store.atomic import AppendLog
 
     settings = ctx.stage.settings
-    log = AppendLog(ctx.out / "partial.jsonl")
-    done = {r["id"]: r for r in log.read()}
+    judge = JUDGES.get(settings["role"])
     ctx.set_total(len(items))
-    if done:
-        ctx.advance(sum(1 for it in items if it.id in done))
-    todo = [it for it in items if it.id not in done]
-    if todo:
-        model = ctx.models.get(model_spec)
-        parser = _parser(settings["role"])
-        for start in range(0, len(todo), JUDGE_CHUNK):
-            chunk = todo[start:start + JUDGE_CHUNK]
-            judgements = run_judge(model, chunk, settings["template"], parser,
-                                   max_new_tokens=settings["max_new_tokens"], retries=settings["retries"],
-                                   seed=settings["seed"], system_prompt=settings["system_prompt"],
-                                   progress=None)
-            records = [{"id": j.id, "score": j.score, "reason": j.reason, "raw": j.raw, "attempts": j.attempts,
-                        "error": j.error} for j in judgements]
-            log.append(records)
-            done.update({r["id"]: r for r in records})
-            ctx.advance(len(chunk))
-    return [done[it.id] for it in items]
+    return judge_in_chunks(lambda: ctx.models.get(model_spec), items, settings["template"], judge.read,
+                           log=AppendLog(ctx.out / "partial.jsonl"),
+                           max_new_tokens=settings["max_new_tokens"], retries=settings["retries"],
+                           seed=settings["seed"], system_prompt=settings["system_prompt"],
+                           reminder=judge.reminder, progress=ctx.advance)
 
 
 def run_judge_stage(ctx: StageContext) -> None:
     """One judge rates one model's answers to the safety prompts."""
+    from dataclasses import asdict
+
     from collapselab.store.atomic import read_jsonl, write_json, write_jsonl
 
     p = ctx.stage.params
@@ -110,30 +95,29 @@ def run_judge_stage(ctx: StageContext) -> None:
     rows = read_jsonl(ctx.input_dir(respond) / "responses.jsonl")
     prompts_dir = ctx.input_dir(respond.input("prompts"))
     harmful = json.loads((prompts_dir / "harmful.json").read_text())
-    records = judge_resumable(ctx, p.model, _judge_items(rows, harmful))
-    write_jsonl(ctx.out / "judgements.jsonl", records)
+    judgements = judge_resumable(ctx, p.model, _judge_items(rows, harmful))
+    write_jsonl(ctx.out / "judgements.jsonl", [asdict(j) for j in judgements])
     write_json(ctx.out / "summary.json", {
-        "role": p.role, "judge": p.model.id, "items": len(records),
-        "parsed": sum(r["score"] is not None for r in records),
-        "unparsed": sum(r["score"] is None for r in records),
-        "retried": sum(r["attempts"] > 1 for r in records),
+        "role": p.role, "judge": p.model.id, "items": len(judgements),
+        "parsed": sum(j.score is not None for j in judgements),
+        "unparsed": sum(j.score is None for j in judgements),
+        "retried": sum(j.attempts > 1 for j in judgements),
     })
     (ctx.out / "partial.jsonl").unlink(missing_ok=True)
 
 
 def run_calibrate(ctx: StageContext) -> None:
     """A judge rates the labelled calibration set; its agreement with the labels is saved."""
+    from dataclasses import asdict
+
     from collapselab.judges.calibration import score_judge
     from collapselab.judges.run import JudgeItem
     from collapselab.store.atomic import write_json, write_jsonl
 
     p = ctx.stage.params
     items = calibration_items(ctx.spec)
-    records = judge_resumable(ctx, p.model, [JudgeItem(i.id, i.prompt, i.response) for i in items])
-    write_jsonl(ctx.out / "judgements.jsonl", records)
-    from collapselab.judges.run import Judgement
-
-    judgements = [Judgement(r["id"], r["score"], r["reason"], r["raw"], r["attempts"], r["error"]) for r in records]
+    judgements = judge_resumable(ctx, p.model, [JudgeItem(i.id, i.prompt, i.response) for i in items])
+    write_jsonl(ctx.out / "judgements.jsonl", [asdict(j) for j in judgements])
     threshold = ctx.spec.safety.harmful_threshold if p.role == "harm" else ctx.spec.safety.quality_threshold
     scores = score_judge(items, judgements, p.role, threshold, min_kappa=ctx.spec.safety.min_kappa)
     write_json(ctx.out / "agreement.json", {"role": p.role, "judge": p.model.id, **scores})

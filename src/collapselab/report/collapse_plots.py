@@ -1,140 +1,39 @@
-"""The report's figures: one function per plot, each taking a table (or part of the inputs) and
-returning a matplotlib :class:`~matplotlib.figure.Figure` — or ``None`` when the run has nothing
-to draw, so the report can say so instead of showing an empty frame.
-
-Figures are built with ``matplotlib.figure.Figure`` directly, never through ``pyplot``: no
-global figure registry, no GUI backend, nothing to display — rendering is always Agg (PNG), so
-the report builds on a headless server. :func:`figure_to_data_uri` turns a figure into the
-``data:`` URI the self-contained HTML embeds.
-
-Colours: every condition keeps one colour across all plots (:func:`condition_colors`); the human
-references are always black and dashed, training-data sources use a second palette.
+"""Experiment 1's figures (and the fine-tuning loss curves): one function per plot, each taking a
+table (or part of the inputs) and returning a matplotlib :class:`~matplotlib.figure.Figure` — or
+``None`` when the run has nothing to draw, so the report can say so instead of showing an empty
+frame. The primitives (colours, panel grids, the PNG data URI) are in :mod:`collapselab.report.figures`.
 """
 
 from __future__ import annotations
 
-import base64
-import functools
-import io
-import re
-import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from collapselab.report.tables import (
-    arrow,
-    condition_order,
-    directions,
-    fmt_text,
-    is_missing,
-    primary_rows,
-    set_kinds,
-    set_labels,
+from collapselab.report.figures import (
+    HUMAN_COLOR,
+    SOURCE_PALETTE,
+    condition_colors,
+    draw_interval,
+    metric_title,
+    new_figure,
+    panel_grid,
+    plain,
+    styled,
+    wrap,
 )
-
-# Colour-blind-friendly qualitative palettes (Okabe–Ito for conditions, Tableau for sources).
-CONDITION_PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#7F7F7F"]
-SOURCE_PALETTE = ["#4E79A7", "#F28E2B", "#59A14F", "#B07AA1", "#EDC948", "#76B7B2", "#FF9DA7", "#9C755F",
-                  "#BAB0AC", "#E15759", "#8CD17D", "#86BCB6"]
-HUMAN_COLOR = "#222222"
-DPI = 110
-
-_STYLE = {"font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9, "legend.fontsize": 8}
-
-
-def plain(text: Any) -> str:
-    """A label safe for matplotlib: ``$`` would start mathtext (and a stray one fails the draw)."""
-    return str(text).replace("$", r"\$")
-
-
-def wrap(name: Any, width: int = 34) -> str:
-    """A metric name on lines of about ``width`` characters, broken after ``_ [ , =`` — never
-    inside a word (``lexical_diversity[mode=individual,`` / ``max_order=3]``)."""
-    pieces = re.findall(r"[^_\[,=]+[_\[,=]?|[_\[,=]", plain(name))
-    lines = [""]
-    for piece in pieces:
-        if lines[-1] and len(lines[-1]) + len(piece) > width:
-            lines.append("")
-        lines[-1] += piece
-    return "\n".join(lines)
-
-
-def _title(metric: str, direction: bool | None, width: int = 34) -> str:
-    """A metric's panel title, wrapped at its parameters, with its direction."""
-    return f"{wrap(metric, width)} {arrow(direction) or '(no direction)'}"
-
-
-def condition_colors(names: Iterable[Any], palette: Sequence[str] = CONDITION_PALETTE) -> dict[str, str]:
-    """One colour per name, in the given order (cycling when there are more names than colours)."""
-    return {str(n): palette[i % len(palette)] for i, n in enumerate(dict.fromkeys(map(str, names)))}
-
-
-def _figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-
-
-def _panels(n: int, ncols: int = 3, size: tuple[float, float] = (3.7, 2.9)) -> tuple[Figure, list[Any]]:
-    """A grid of ``n`` panels (unused grid cells removed)."""
-    ncols = max(1, min(ncols, n))
-    nrows = -(-n // ncols)
-    fig = _figure(size[0] * ncols, size[1] * nrows)
-    axes = list(np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel())
-    for ax in axes[n:]:
-        ax.remove()
-    for ax in axes[:n]:
-        ax.grid(True, axis="y", color="#e4e4e4", linewidth=0.6)
-        ax.set_axisbelow(True)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
-    return fig, axes[:n]
-
-
-def _styled(build):
-    """Run a plot builder under the report's font sizes without touching global rcParams."""
-    import matplotlib
-
-    @functools.wraps(build)
-    def wrapper(*args, **kwargs):
-        with matplotlib.rc_context(_STYLE):
-            return build(*args, **kwargs)
-
-    return wrapper
-
-
-def figure_to_data_uri(fig: Figure, dpi: int = DPI) -> str:
-    """The figure as a ``data:image/png;base64,…`` URI; the figure is closed (freed) afterwards."""
-    buffer = io.BytesIO()
-    try:
-        # no "Software" stamp: the same figure gives the same bytes across matplotlib versions
-        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white",
-                    metadata={"Software": None})
-    finally:
-        if "matplotlib.pyplot" in sys.modules:  # a pyplot-made figure must leave pyplot's registry
-            sys.modules["matplotlib.pyplot"].close(fig)
-        fig.clear()
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
+from collapselab.report.format import fmt_text, is_missing
+from collapselab.report.labels import condition_order, directions, primary_rows, set_kinds, set_labels
 
 # ------------------------------------------------------------------------------------------
 # (a) metrics per condition, with intervals
 # ------------------------------------------------------------------------------------------
 
 
-def _interval(ax, x: float, value: float, low: float, high: float, color: str, marker: str = "o") -> None:
-    # drawn as a line from low to high plus the point, not as errorbar(): a corpus-bootstrap
-    # interval can lie entirely below the full-set value, which errorbar() cannot show
-    if not (is_missing(low) or is_missing(high)):
-        ax.plot([x, x], [low, high], color=color, linewidth=1.6, solid_capstyle="butt")
-        ax.plot([x, x], [low, high], linestyle="none", marker="_", markersize=7, color=color)
-    if not is_missing(value):
-        ax.plot([x], [value], marker=marker, markersize=5.5, color=color, linestyle="none")
-
-
-@_styled
+@styled
 def metric_intervals(aggregates: pd.DataFrame) -> Figure | None:
     """One panel per metric: each condition's primary statistic with its bootstrap interval; the
     human references as a dashed line. Runs with several targets / seeds / generations get one
@@ -154,14 +53,14 @@ def metric_intervals(aggregates: pd.DataFrame) -> Figure | None:
     width = 0.6 / max(len(series), 1)
 
     metrics = [str(m) for m in pd.unique(rows["metric"])]
-    fig, axes = _panels(len(metrics))
+    fig, axes = panel_grid(len(metrics))
     legend_drawn = False
     for ax, metric in zip(axes, metrics, strict=True):
         for k, (key, part) in enumerate(series):
             offset = (k - (len(series) - 1) / 2) * width
             for r in part[part["metric"] == metric].itertuples(index=False):
                 color = colors[str(r.condition)] if len(series) == 1 else series_colors[str(key)]
-                _interval(ax, position[str(r.condition)] + offset, r.value, r.ci_low, r.ci_high, color)
+                draw_interval(ax, position[str(r.condition)] + offset, r.value, r.ci_low, r.ci_high, color)
         if not rows.loc[rows["metric"] == metric, "value"].notna().any():
             ax.text(0.5, 0.5, "undefined for every condition", transform=ax.transAxes, ha="center",
                     va="center", color="#777777", fontsize=8.5)
@@ -176,7 +75,7 @@ def metric_intervals(aggregates: pd.DataFrame) -> Figure | None:
                       rotation=30 if max(map(len, conditions), default=0) > 7 else 0, ha="right"
                       if max(map(len, conditions), default=0) > 7 else "center")
         ax.set_xlim(-0.6, len(conditions) - 0.4)
-        ax.set_title(_title(metric, known.get(metric)))
+        ax.set_title(metric_title(metric, known.get(metric)))
     if len(series) > 1:
         handles = [fig.axes[0].plot([], [], "o", color=series_colors[str(k)])[0] for k, _ in series]
         keys = [k if isinstance(k, tuple) else (k,) for k, _ in series]
@@ -207,7 +106,7 @@ def heaps_points(entry: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | No
     return None
 
 
-@_styled
+@styled
 def heaps_curves(details: Mapping[str, Mapping[str, Any]],
                  aggregates: pd.DataFrame | None = None) -> Figure | None:
     """Vocabulary growth V(N) of every set on log–log axes (a straight line = Heaps' law, slope β).
@@ -226,7 +125,7 @@ def heaps_curves(details: Mapping[str, Mapping[str, Any]],
         [s for s in curves if kinds.get(s, "condition") == "condition"])
     src_colors = condition_colors([s for s in curves if kinds.get(s) == "source"], SOURCE_PALETTE)
 
-    fig = _figure(7.2, 4.4)
+    fig = new_figure(7.2, 4.4)
     ax = fig.subplots()
     order = sorted(curves, key=lambda s: {"condition": 0, "source": 1, "human": 2}.get(kinds.get(s, ""), 0))
     for s in order:
@@ -265,7 +164,7 @@ def _bins(values: np.ndarray, max_bins: int = 30) -> np.ndarray:
     return np.histogram_bin_edges(values, bins=max_bins)
 
 
-@_styled
+@styled
 def length_histograms(per_item: pd.DataFrame) -> Figure | None:
     """Histograms of the per-item ``length*`` metrics (words, sentences), one outline per condition,
     the human references dashed black, on shared bins."""
@@ -279,7 +178,7 @@ def length_histograms(per_item: pd.DataFrame) -> Figure | None:
     metrics = sorted(map(str, pd.unique(rows["metric"])), key=lambda m: ("words" not in m, m))
     sets = [str(s) for s in pd.unique(rows["set_name"])]
     colors = condition_colors([s for s in sets if kinds.get(s) == "condition"])
-    fig, axes = _panels(len(metrics), ncols=2, size=(4.8, 3.1))
+    fig, axes = panel_grid(len(metrics), ncols=2, size=(4.8, 3.1))
     for ax, metric in zip(axes, metrics, strict=True):
         part = rows[rows["metric"] == metric]
         bins = _bins(part["value"].to_numpy(dtype=float))
@@ -304,7 +203,7 @@ def length_histograms(per_item: pd.DataFrame) -> Figure | None:
 # ------------------------------------------------------------------------------------------
 
 
-@_styled
+@styled
 def embedding_map(frame: pd.DataFrame) -> Figure | None:
     """The responses' 2-D PCA projection, one colour per condition (sources: triangles; human
     references: black squares), so a collapsed condition shows up as a tight cloud."""
@@ -320,7 +219,7 @@ def embedding_map(frame: pd.DataFrame) -> Figure | None:
     cond_colors = condition_colors([lab for kind, lab in keys if kind == "condition"])
     src_colors = condition_colors([lab for kind, lab in keys if kind == "source"], SOURCE_PALETTE)
 
-    fig = _figure(7.2, 5.2)
+    fig = new_figure(7.2, 5.2)
     ax = fig.subplots()
     for kind, label in keys:
         part = frame[(kind_of.astype(str) == kind) & (label_of.astype(str) == label)]
@@ -348,7 +247,7 @@ def embedding_map(frame: pd.DataFrame) -> Figure | None:
 # ------------------------------------------------------------------------------------------
 
 
-@_styled
+@styled
 def source_diversity(aggregates: pd.DataFrame) -> Figure | None:
     """One panel per metric: each source's synthetic training data (and the human data, black)
     with its interval — a dot plot, since bars from zero would hide differences of 0.01."""
@@ -362,7 +261,7 @@ def source_diversity(aggregates: pd.DataFrame) -> Figure | None:
     sets = sorted(map(str, pd.unique(rows["set_name"])), key=lambda s: kinds.get(s) == "human")
     colors = condition_colors([s for s in sets if kinds.get(s) == "source"], SOURCE_PALETTE)
     metrics = [str(m) for m in pd.unique(rows["metric"])]
-    fig, axes = _panels(len(metrics), ncols=3, size=(3.7, 1.5 + 0.36 * len(sets)))
+    fig, axes = panel_grid(len(metrics), ncols=3, size=(3.7, 1.5 + 0.36 * len(sets)))
     for ax, metric in zip(axes, metrics, strict=True):
         part = rows[rows["metric"] == metric].set_index("set_name")
         for y, s in enumerate(sets):
@@ -379,7 +278,7 @@ def source_diversity(aggregates: pd.DataFrame) -> Figure | None:
         ax.set_ylim(-0.6, len(sets) - 0.4)
         ax.grid(True, axis="x", color="#e4e4e4", linewidth=0.6)
         ax.grid(False, axis="y")
-        ax.set_title(_title(metric, known.get(metric)))
+        ax.set_title(metric_title(metric, known.get(metric)))
     return fig
 
 
@@ -388,7 +287,7 @@ def source_diversity(aggregates: pd.DataFrame) -> Figure | None:
 # ------------------------------------------------------------------------------------------
 
 
-@_styled
+@styled
 def concordance_heatmap(correlations: pd.DataFrame, title: str = "") -> Figure | None:
     """Kendall's τ between every pair of metrics across conditions (on "goodness": τ > 0 means
     the two metrics agree on which conditions are better); undefined pairs shown as "—"."""
@@ -402,7 +301,7 @@ def concordance_heatmap(correlations: pd.DataFrame, title: str = "") -> Figure |
         i, j = index[str(r.metric_a)], index[str(r.metric_b)]
         tau[i, j] = tau[j, i] = r.tau
     side = max(4.2, 1.6 + 0.62 * len(metrics))
-    fig = _figure(side + 1.2, side)
+    fig = new_figure(side + 1.2, side)
     ax = fig.subplots()
     image = ax.imshow(np.ma.masked_invalid(tau), cmap="RdBu", vmin=-1, vmax=1)
     ax.set_facecolor("#f0f0f0")  # undefined τ cells
@@ -425,7 +324,7 @@ def concordance_heatmap(correlations: pd.DataFrame, title: str = "") -> Figure |
 # ------------------------------------------------------------------------------------------
 
 
-@_styled
+@styled
 def training_curves(training: Sequence[Mapping[str, Any]]) -> Figure | None:
     """Train loss (thin line) and validation loss (line with dots) per fine-tuning run, one panel
     per target, one colour per condition."""
@@ -435,7 +334,7 @@ def training_curves(training: Sequence[Mapping[str, Any]]) -> Figure | None:
     targets = list(dict.fromkeys(str(r.get("target")) for r in runs))
     colors = condition_colors(str(r.get("condition")) for r in runs)
     several_seeds = len({r.get("seed") for r in runs}) > 1
-    fig, axes = _panels(len(targets), ncols=2, size=(5.2, 3.3))
+    fig, axes = panel_grid(len(targets), ncols=2, size=(5.2, 3.3))
     for ax, target in zip(axes, targets, strict=True):
         for run in (r for r in runs if str(r.get("target")) == target):
             curve = pd.DataFrame(run["curve"])

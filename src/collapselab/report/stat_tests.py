@@ -1,0 +1,198 @@
+"""The tables of the statistical tests every experiment runs (omnibus, pairwise, all test rows) and
+the warnings about tests that could not be computed.
+
+Experiments 1, 2 and 3 store their tests in one layout (:mod:`collapselab.stats`' test rows), so
+their sections share these builders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from collapselab.report.format import (
+    MISSING,
+    Table,
+    empty_table,
+    fmt_effect,
+    fmt_int,
+    fmt_num,
+    fmt_p,
+    fmt_text,
+    is_missing,
+)
+from collapselab.report.labels import metric_direction
+
+#: significance level of the "significant pairs" table and of the p-value highlights
+ALPHA = 0.05
+
+#: the pairwise tests (every other test row is an omnibus test)
+PAIR_TESTS = ("mann_whitney", "van_elteren")
+#: how test and effect-size identifiers read in a table (the CSV keeps the identifiers)
+TEST_NAMES = {"kruskal_wallis": "Kruskal–Wallis", "stratified_kruskal_wallis": "stratified Kruskal–Wallis",
+              "mann_whitney": "Mann–Whitney U", "van_elteren": "van Elteren",
+              "epsilon_squared": "ε²", "rank_biserial": "rank-biserial r"}
+
+
+
+def _readable(value: Any) -> str:
+    """A test or effect-size identifier as a table shows it."""
+    return TEST_NAMES.get(str(value), fmt_text(value))
+
+
+# ------------------------------------------------------------------------------------------
+# Statistical tests
+# ------------------------------------------------------------------------------------------
+
+
+def _scopes(scope: pd.Series) -> tuple[pd.Series, str]:
+    """Shorter scope labels: parts equal to nan (an unset generation) and parts shared by every
+    row are dropped; the shared parts are returned once, for the caption."""
+    split = scope.fillna("").astype(str).map(
+        lambda s: [p for p in s.split(", ") if p and not p.endswith(("=nan", "=None", "=<NA>"))])
+    common = set.intersection(*(set(p) for p in split)) if len(split) else set()
+    short = split.map(lambda parts: ", ".join(p for p in parts if p not in common))
+    shared = ", ".join(p for p in (split.iloc[0] if len(split) else []) if p in common)
+    return short, shared
+
+
+def _with_scope(frame: pd.DataFrame, tests: pd.DataFrame, caption: str) -> tuple[pd.DataFrame, str]:
+    """Insert the scope column after the metric (dropped when every row has the same scope)."""
+    if "scope" not in tests.columns:
+        return frame, caption
+    short, shared = _scopes(tests["scope"])
+    if short.str.len().gt(0).any():
+        frame.insert(1, "scope", short.to_numpy())
+    if shared:
+        caption += f" All tests: {shared}."
+    return frame, caption
+
+
+def omnibus_table(tests: pd.DataFrame) -> Table:
+    """One Kruskal–Wallis (or seed-stratified) test per metric and scope, with ε²."""
+    if tests.empty:
+        return empty_table("no tests were run")
+    rows = tests[~tests["test"].isin(PAIR_TESTS)].reset_index(drop=True)
+    if rows.empty:
+        return empty_table("no omnibus tests")
+    frame = pd.DataFrame({
+        "metric": rows["metric"].map(fmt_text),
+        "test": rows["test"].map(_readable),
+        "statistic": rows["statistic"].map(fmt_num),
+        "df": rows["df"].map(fmt_int),
+        "p": rows["p"].map(fmt_p),
+        "ε²": rows["effect"].map(fmt_effect),
+        "n": rows["n_a"].map(fmt_int),
+        "NaN dropped": rows["n_dropped_a"].map(fmt_int),
+    })
+    caption = (f"Kruskal–Wallis H across conditions (stratified Q when pooled over seeds); ε² = effect "
+               f"size (share of rank variance explained). Bold: p < {ALPHA}.")
+    frame, caption = _with_scope(frame, rows, caption)
+    highlight = {(i, "p") for i, p in enumerate(rows["p"]) if not is_missing(p) and p < ALPHA}
+    return Table(frame, caption, highlight, {"statistic", "df", "p", "ε²", "n", "NaN dropped"})
+
+
+def pairwise_table(tests: pd.DataFrame, metric_directions: Mapping[str, bool | None],
+                   significant_only: bool = True) -> Table:
+    """Pairwise Mann–Whitney (or van Elteren) rows: adjusted p, rank-biserial r, and which group
+    tends larger — and, for directed metrics, which is therefore better."""
+    if tests.empty:
+        return empty_table("no tests were run")
+    rows = tests[tests["test"].isin(PAIR_TESTS)]
+    if significant_only:
+        rows = rows[rows["p_adj"].astype(float) < ALPHA]
+    rows = rows.reset_index(drop=True)
+    if rows.empty:
+        return empty_table(f"no pair of conditions differs at adjusted p < {ALPHA}" if significant_only
+                      else "no pairwise tests")
+
+    def larger(r) -> str:
+        if is_missing(r.effect) or r.effect == 0:
+            return MISSING
+        return fmt_text(r.group_a if r.effect > 0 else r.group_b)
+
+    def better(r) -> str:
+        direction = metric_direction(str(r.metric), metric_directions)
+        if direction is None or is_missing(r.effect) or r.effect == 0:
+            return MISSING
+        a_larger = r.effect > 0
+        return fmt_text(r.group_a if a_larger == direction else r.group_b)
+
+    frame = pd.DataFrame({
+        "metric": rows["metric"].map(fmt_text),
+        "a": rows["group_a"].map(fmt_text),
+        "b": rows["group_b"].map(fmt_text),
+        "test": rows["test"].map(_readable),
+        "statistic": rows["statistic"].map(fmt_num),
+        "p (adj.)": rows["p_adj"].map(fmt_p),
+        "r": rows["effect"].map(fmt_effect),
+        "tends larger": [larger(r) for r in rows.itertuples(index=False)],
+        "better": [better(r) for r in rows.itertuples(index=False)],
+    })
+    if frame["test"].nunique() == 1:  # say it once in the caption instead
+        frame = frame.drop(columns="test")
+    caption = ("Pairwise Mann–Whitney U (van Elteren when pooled over seeds), Bonferroni-adjusted within "
+               "each metric; r = rank-biserial correlation = P(a > b) − P(a < b). "
+               + (f"Only pairs with adjusted p < {ALPHA}." if significant_only else ""))
+    frame, caption = _with_scope(frame, rows, caption)
+    return Table(frame, caption.strip(), set(), {"statistic", "p (adj.)", "r"})
+
+
+def all_tests_table(tests: pd.DataFrame) -> Table:
+    """Every test row as computed, notes included (for the collapsible block and the CSV)."""
+    if tests.empty:
+        return empty_table("no tests were run")
+    rows = tests.reset_index(drop=True)
+    frame = pd.DataFrame({
+        "metric": rows["metric"].map(fmt_text),
+        "test": rows["test"].map(_readable),
+        "a": rows["group_a"].map(fmt_text),
+        "b": rows["group_b"].map(fmt_text),
+        "statistic": rows["statistic"].map(fmt_num),
+        "df": rows["df"].map(fmt_int),
+        "p": rows["p"].map(fmt_p),
+        "p (adj.)": rows["p_adj"].map(fmt_p),
+        "effect": rows["effect"].map(fmt_effect),
+        "effect size": rows["effect_name"].map(_readable),
+        "n (a / b)": list(map(_pair, rows["n_a"], rows["n_b"])),
+        "NaN dropped (a / b)": list(map(_pair, rows["n_dropped_a"], rows["n_dropped_b"])),
+        "note": rows["note"].map(lambda v: "" if is_missing(v) else str(v)),
+    })
+    frame, caption = _with_scope(frame, rows, "All test rows, including non-significant ones. For the "
+                                 "omnibus tests n and dropped count all conditions together.")
+    return Table(frame, caption, set(),
+                 {"statistic", "df", "p", "p (adj.)", "effect", "n (a / b)", "NaN dropped (a / b)"},
+                 wide={"note"})
+
+
+def _pair(a: Any, b: Any) -> str:
+    """Two counts as "a / b", or one when the second is missing (the omnibus tests' total)."""
+    return fmt_int(a) if is_missing(b) else f"{fmt_int(a)} / {fmt_int(b)}"
+
+
+# ------------------------------------------------------------------------------------------
+# Warnings
+# ------------------------------------------------------------------------------------------
+
+
+def omnibus_notes(tests: pd.DataFrame, prefix: str = "") -> list[str]:
+    """Omnibus tests that could not be computed (and why), and the undefined per-item values the
+    tests left out — one line each, ``prefix`` naming the experiment."""
+    if tests.empty:
+        return []
+    out = []
+    omnibus = tests[~tests["test"].isin(PAIR_TESTS)]
+    scope = omnibus["scope"] if "scope" in omnibus.columns else pd.Series("", index=omnibus.index)
+    short, _ = _scopes(scope)
+    dropped = []
+    for r, where in zip(omnibus.itertuples(index=False), short, strict=True):
+        name = f"{r.metric} ({where})" if where else str(r.metric)
+        if is_missing(r.p):
+            out.append(f"{prefix}{_readable(r.test)} for {name} not computed: {r.note}")
+        if not is_missing(r.n_dropped_a) and int(r.n_dropped_a):
+            dropped.append(f"{name} ({int(r.n_dropped_a)})")
+    if dropped:
+        out.append(f"{prefix}Undefined (NaN) per-item values left out of the tests: " + ", ".join(dropped))
+    return out
