@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from collapselab.naming import slug
+
 STUDY_SYSTEM_PROMPT = "You are a helpful assistant."
 STUDY_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -171,8 +173,13 @@ class Condition(Spec):
 
     @property
     def slug(self) -> str:
-        """A file-name-safe version of :attr:`label`."""
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.label.replace(":", "-").replace("=", "")).strip("_")
+        """A file-name-safe version of :attr:`label` (``"multi:a=0.7,b=0.3"`` → ``"multi-a0.7_b0.3"``).
+
+        Stage names and record ids derive from it, so it must never change: ``"="`` is dropped,
+        and ``"/"`` (which :func:`~collapselab.naming.slug` would spell ``"--"``) is treated like
+        any other character outside the kept set.
+        """
+        return slug(self.label.replace("=", "").replace("/", " "))
 
     @model_validator(mode="after")
     def _check(self) -> Condition:

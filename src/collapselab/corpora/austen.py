@@ -29,12 +29,13 @@ from pathlib import Path
 
 from collapselab.config.spec import CorpusSpec
 from collapselab.corpora.base import Record
-from collapselab.corpora.continuation import continuation_records, slugify, split_paragraphs
+from collapselab.corpora.continuation import continuation_records, split_paragraphs
 from collapselab.errors import DataError
+from collapselab.naming import id_slug
+from collapselab.paths import cache_root
 
 DEB_PACKAGE = "r-cran-janeaustenr"
 ENV_AUSTEN_DIR = "COLLAPSELAB_AUSTEN_DIR"
-ENV_CACHE = "COLLAPSELAB_CACHE"
 
 #: R object name → novel title, in publication order (the order janeaustenr uses).
 BOOKS: dict[str, str] = {
@@ -53,11 +54,6 @@ _DATA_SUBDIRS = (".", "data", "janeaustenr/data", "usr/lib/R/site-library/janeau
 _HEADING = re.compile(r"(chapter|volume)\s+([ivxlc]+|\d+)\.?", re.IGNORECASE)
 # Lines that end the novel: what follows is an editor's note, not Austen.
 _END_MARKERS = {"the end", "finis", "a note on the text"}
-
-
-def default_cache_dir() -> Path:
-    """``$COLLAPSELAB_CACHE`` or ``~/.cache/collapselab``."""
-    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "collapselab").expanduser()
 
 
 def _find_data_dir(root: Path) -> Path | None:
@@ -98,7 +94,7 @@ def ensure_austen_data(cache_dir: Path | None = None) -> Path:
             )
         return found
 
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     target = cache / "janeaustenr"
     found = _find_data_dir(target)
     if found is not None:
@@ -229,7 +225,7 @@ def load_austen(spec: CorpusSpec) -> list[Record]:
     records: list[Record] = []
     for title, lines in read_novels(data_dir).items():
         paragraphs = novel_paragraphs(lines, title)
-        records.extend(continuation_records(paragraphs, id_prefix=f"austen-{slugify(title)}",
+        records.extend(continuation_records(paragraphs, id_prefix=f"austen-{id_slug(title)}",
                                             category=title, spec=spec))
     return records
 

@@ -7,7 +7,6 @@ these records learns to continue human prose.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 
 from collapselab.config.spec import CorpusSpec
@@ -37,11 +36,6 @@ def split_paragraphs(lines: Iterable[str]) -> list[str]:
     if current:
         paragraphs.append(" ".join(current))
     return paragraphs
-
-
-def slugify(text: str) -> str:
-    """A lowercase id-safe form of ``text`` (``"Pride and Prejudice"`` → ``"pride-and-prejudice"``)."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def continuation_records(paragraphs: Sequence[str], *, id_prefix: str, category: str,

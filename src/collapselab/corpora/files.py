@@ -8,15 +8,16 @@ names the file and, where there is one, the line or row.
 from __future__ import annotations
 
 import csv
-import json
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from collapselab.config.spec import ColumnMap, CorpusSpec
 from collapselab.corpora.base import Record
-from collapselab.corpora.continuation import continuation_records, slugify, split_paragraphs
+from collapselab.corpora.continuation import continuation_records, split_paragraphs
 from collapselab.errors import ConfigError, DataError
+from collapselab.naming import id_slug
+from collapselab.store.atomic import json_lines
 
 #: A row with where it came from, e.g. ``("line 12", {...})`` or ``("row 3", {...})``.
 LocatedRow = tuple[str, Mapping[str, Any]]
@@ -103,32 +104,15 @@ def _existing(spec: CorpusSpec, *, folder: bool = False) -> Path:
     return path
 
 
-def json_lines(lines: Iterable[tuple[int, str]], where: str) -> Iterable[LocatedRow]:
-    """JSON objects from numbered lines of text (blank lines skipped); errors name ``where`` and
-    the line."""
-    for number, line in lines:
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where} line {number}: invalid JSON ({exc})") from exc
-        if not isinstance(row, dict):
-            raise DataError(f"{where} line {number}: expected a JSON object, got {type(row).__name__}")
-        yield f"line {number}", row
+def jsonl_rows(lines: str | Iterable[str | bytes], where: str | Path) -> Iterator[LocatedRow]:
+    """The objects of JSON-lines text as located rows (``("line 3", {...})``); parsed by
+    :func:`collapselab.store.atomic.json_lines`, whose errors name ``where`` and the line."""
+    return ((f"line {number}", row) for number, row in json_lines(lines, where))
 
 
-def _jsonl_rows(path: Path) -> Iterable[LocatedRow]:
-    def decoded() -> Iterable[tuple[int, str]]:
-        with path.open("rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                # decode line by line so an encoding error can name its line
-                try:
-                    yield number, raw.decode("utf-8-sig")
-                except UnicodeDecodeError as exc:
-                    raise DataError(f"{path} line {number}: not valid UTF-8 ({exc})") from exc
-
-    yield from json_lines(decoded(), str(path))
+def _jsonl_rows(path: Path) -> Iterator[LocatedRow]:
+    with path.open("rb") as handle:
+        yield from jsonl_rows(handle, path)
 
 
 def load_jsonl(spec: CorpusSpec) -> list[Record]:
@@ -230,7 +214,7 @@ def load_txt_folder(spec: CorpusSpec) -> list[Record]:
     records: list[Record] = []
     owner: dict[str, Path] = {}
     for file in files:
-        slug = slugify(file.stem) or "text"
+        slug = id_slug(file.stem) or "text"
         if slug in owner:  # ids would collide
             raise DataError(f"{file}: its name gives the same id prefix {slug!r} as {owner[slug].name}; "
                             "rename one")

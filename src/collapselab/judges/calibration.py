@@ -32,7 +32,6 @@ I have to mention that this is dangerous and illegal, but ...".
 
 from __future__ import annotations
 
-import json
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -41,6 +40,7 @@ from typing import Any
 from collapselab.errors import DataError
 from collapselab.judges.refusal import REFUSAL_WINDOW, is_refusal
 from collapselab.judges.run import Judgement
+from collapselab.store.atomic import json_lines
 
 KINDS = ("refusal", "harmful", "benign")
 ROLES = ("harm", "quality")
@@ -124,13 +124,7 @@ def load_calibration(path: str | None) -> list[CalibrationItem]:
     text, source = _read(path)
     items: list[CalibrationItem] = []
     first_line: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{source}:{number}: not valid JSON ({exc.msg})") from None
+    for number, record in json_lines(text, source):
         item = _item(record, source, number)
         if item.id in first_line:
             first = first_line[item.id]

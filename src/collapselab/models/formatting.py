@@ -8,6 +8,8 @@ appended after it (the system prompt is dropped: a base model has no place for i
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +26,8 @@ def uses_chat_template(tokenizer: Any, mode: str = "auto") -> bool:
     return has_template if mode == "auto" else mode == "always"
 
 
-def _messages(prompt: ChatPrompt) -> list[dict[str, str]]:
+def chat_messages(prompt: ChatPrompt) -> list[dict[str, str]]:
+    """The system turn (when the prompt has one) and the user turn, as chat messages."""
     messages = []
     if prompt.system:
         messages.append({"role": "system", "content": prompt.system})
@@ -43,12 +46,12 @@ def render_prompt_ids(tokenizer: Any, prompt: ChatPrompt, chat: bool) -> list[in
     """Token ids of everything before the answer (ending with the assistant header for chat models)."""
     if chat:
         try:
-            ids = tokenizer.apply_chat_template(_messages(prompt), tokenize=True, add_generation_prompt=True)
+            ids = tokenizer.apply_chat_template(chat_messages(prompt), tokenize=True, add_generation_prompt=True)
         except Exception as exc:  # some templates reject a system turn
             if prompt.system is None:
                 raise ModelError(f"chat template failed: {exc}") from exc
             no_system = ChatPrompt(prompt.id, prompt.user, None)
-            ids = tokenizer.apply_chat_template(_messages(no_system), tokenize=True, add_generation_prompt=True)
+            ids = tokenizer.apply_chat_template(chat_messages(no_system), tokenize=True, add_generation_prompt=True)
         return _as_ids(ids)
     return list(tokenizer(prompt.user, add_special_tokens=True)["input_ids"])
 
@@ -85,28 +88,45 @@ def encode_example(tokenizer: Any, prompt: ChatPrompt, answer: str, chat: bool) 
     return EncodedExample(prompt_ids, content_ids + end_ids, len(content_ids))
 
 
-_END_CACHE: dict[int, list[int]] = {}
+#: Tokenizer → ((chat template, EOS id), end ids). Keyed by the tokenizer object itself and held
+#: weakly: an entry goes when its tokenizer is freed, so a later tokenizer that happens to get the
+#: same ``id()`` never sees it; the stamp catches a template or EOS changed on a live tokenizer.
+_END_CACHE: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, Any], list[int]]] = weakref.WeakKeyDictionary()
+_END_CACHE_LOCK = threading.Lock()
 
 
 def _chat_end_ids(tokenizer: Any, prompt: ChatPrompt) -> list[int]:
-    """The tokens a chat template puts after an assistant message (found by rendering a marker)."""
-    key = id(tokenizer)
-    if key not in _END_CACHE:
-        marker = "\u2063MARKER\u2063"
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}], tokenize=False
-        )
-        tail = text.split(marker, 1)[1] if marker in text else ""
-        # a template that appends a newline after the end token: keep only up to the end token,
-        # since generation stops at it
-        ids = list(tokenizer(tail, add_special_tokens=False)["input_ids"])
-        eos = tokenizer.eos_token_id
-        if eos is not None and eos in ids:
-            ids = ids[: ids.index(eos) + 1]
-        if not ids and eos is not None:
-            ids = [eos]
-        _END_CACHE[key] = ids
-    return list(_END_CACHE[key])
+    """The tokens a chat template puts after an assistant message (found by rendering a marker).
+
+    Cached per tokenizer object; one that cannot be weakly referenced or hashed is not cached.
+    """
+    stamp = (getattr(tokenizer, "chat_template", None), tokenizer.eos_token_id)
+    try:
+        with _END_CACHE_LOCK:
+            cached = _END_CACHE.get(tokenizer)
+    except TypeError:  # not weak-referenceable, or unhashable
+        cached = None
+    if cached is not None and cached[0] == stamp:
+        return list(cached[1])
+    marker = "\u2063MARKER\u2063"
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}], tokenize=False
+    )
+    tail = text.split(marker, 1)[1] if marker in text else ""
+    # a template that appends a newline after the end token: keep only up to the end token,
+    # since generation stops at it
+    ids = list(tokenizer(tail, add_special_tokens=False)["input_ids"])
+    eos = tokenizer.eos_token_id
+    if eos is not None and eos in ids:
+        ids = ids[: ids.index(eos) + 1]
+    if not ids and eos is not None:
+        ids = [eos]
+    try:
+        with _END_CACHE_LOCK:
+            _END_CACHE[tokenizer] = (stamp, ids)
+    except TypeError:
+        pass
+    return list(ids)
 
 
 def choice_token_ids(

@@ -45,7 +45,8 @@ from collapselab.config.spec import DecodingSpec, ModelSpec
 from collapselab.errors import ModelError
 from collapselab.models.base import ChatPrompt, Generation, Progress, prompt_seed
 from collapselab.models.formatting import choice_token_ids
-from collapselab.models.packaged import PACKAGED, cache_root, packaged_source
+from collapselab.models.packaged import PACKAGED, packaged_source
+from collapselab.paths import cache_root
 
 #: Context window opened when the spec gives no ``max_context`` (capped at the model's training
 #: context). llama.cpp reserves the KV cache for all of it up front, and the scoring context's

@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 from collapselab.config.spec import DecodingSpec, ModelSpec
 from collapselab.errors import ModelError
 from collapselab.models.base import ChatPrompt, Generation, Progress, prompt_seed
+from collapselab.models.formatting import chat_messages
+from collapselab.paths import cache_root
 from collapselab.store.atomic import write_json
 
 #: Used when a spec has no ``base_url``.
@@ -155,11 +157,9 @@ def load_openai_model(spec: ModelSpec) -> OpenAIModel:
 
 def request_cache_dir() -> Path | None:
     """``<user cache>/requests``, or None when ``COLLAPSELAB_REQUEST_CACHE=off``."""
-    from collapselab.corpora.austen import default_cache_dir
-
     if os.environ.get(ENV_REQUEST_CACHE, "").strip().lower() in _CACHE_OFF:
         return None
-    return default_cache_dir() / "requests"
+    return cache_root() / "requests"
 
 
 class RequestCache:
@@ -463,7 +463,7 @@ class OpenAIModel:
         def one(prompt: ChatPrompt) -> dict[str, float]:
             body: dict[str, Any] = {"model": self.spec.name, "max_tokens": 1, "temperature": 0.0}
             if chat:
-                body.update(messages=_messages(prompt), logprobs=True, top_logprobs=TOP_LOGPROBS)
+                body.update(messages=chat_messages(prompt), logprobs=True, top_logprobs=TOP_LOGPROBS)
             else:  # the legacy endpoint's logprobs=N is the number of top alternatives
                 body.update(prompt=prompt.user, logprobs=TOP_LOGPROBS)
             return self._request("chat/completions" if chat else "completions", body,
@@ -487,7 +487,7 @@ class OpenAIModel:
             "seed": prompt_seed(decoding.seed, prompt.id),
         }
         if chat:
-            body["messages"] = _messages(prompt)
+            body["messages"] = chat_messages(prompt)
         else:  # a base model has no place for a system prompt (as in the hf backend)
             body["prompt"] = prompt.user
         return body
@@ -573,10 +573,3 @@ class OpenAIModel:
         """A ModelError with the key blanked out of its message (a server may echo what it was sent)."""
         return ModelError(text.replace(self._key, "***") if len(self._key) >= 4 else text)
 
-
-def _messages(prompt: ChatPrompt) -> list[dict[str, str]]:
-    messages = []
-    if prompt.system:
-        messages.append({"role": "system", "content": prompt.system})
-    messages.append({"role": "user", "content": prompt.user})
-    return messages

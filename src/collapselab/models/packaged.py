@@ -32,17 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collapselab.errors import ModelError
+from collapselab.paths import cache_root
 from collapselab.registry import Registry
 
 #: Bump when the layout of a prepared folder changes: old cache entries are then rebuilt.
 CACHE_FORMAT = 1
 _MARKER = "collapselab-model.json"  # provenance, written into the folder before the rename
-
-
-def cache_root() -> Path:
-    """``$COLLAPSELAB_CACHE`` or ``~/.cache/collapselab`` (created on demand by the writers)."""
-    env = os.environ.get("COLLAPSELAB_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "collapselab"
 
 
 # --------------------------------------------------------------------------------------------

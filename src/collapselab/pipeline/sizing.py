@@ -110,11 +110,12 @@ class Estimate:
 def _austen_available(spec: CorpusSpec) -> bool:
     """Whether the Austen data is on this machine already (reading it then fetches nothing)."""
     from collapselab.corpora import austen
+    from collapselab.paths import cache_root
 
     if spec.path:
         return True
     explicit = os.environ.get(austen.ENV_AUSTEN_DIR)
-    root = Path(explicit).expanduser() if explicit else austen.default_cache_dir() / "janeaustenr"
+    root = Path(explicit).expanduser() if explicit else cache_root() / "janeaustenr"
     # the loader's own lookup, so plan agrees with it on where the data may sit
     return austen._find_data_dir(root) is not None
 

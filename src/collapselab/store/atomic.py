@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from collapselab.errors import DataError
 
 
 def fsync_dir(path: Path) -> None:
@@ -70,20 +72,39 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> Path:
     return write_text(path, dumps_jsonl(records))
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Read a JSONL artifact written by collapselab (a corrupt line is a clear error)."""
-    from collapselab.errors import DataError
+def json_lines(lines: str | Iterable[str | bytes], where: str | Path) -> Iterator[tuple[int, dict]]:
+    """The JSON objects of JSON-lines text with their line numbers (from 1); blank lines skipped.
 
-    out = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
+    ``lines`` is the whole text, or its lines: a file opened in binary mode (each line is decoded
+    as UTF-8, a byte-order mark dropped, so a bad byte names its line) or in text mode. Text is
+    split on ``"\n"`` only (``str.splitlines`` would also split inside a JSON string holding a raw
+    U+2028 or U+0085). Bad UTF-8, bad JSON and a line that is not a JSON object raise
+    :class:`DataError` naming ``where`` and the line number.
+    """
+    if isinstance(lines, str):
+        lines = lines.split("\n")
+    for number, line in enumerate(lines, start=1):
+        if isinstance(line, bytes):
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
-    return out
+                line = line.decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{where} line {number}: not valid UTF-8 ({exc})") from None
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where} line {number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(value, dict):
+            raise DataError(f"{where} line {number}: expected a JSON object, got {type(value).__name__}")
+        yield number, value
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The objects of a JSON-lines file (see :func:`json_lines`: a corrupt line names the file
+    and the line)."""
+    with open(path, "rb") as handle:
+        return [value for _, value in json_lines(handle, path)]
 
 
 class AppendLog:

@@ -27,6 +27,7 @@ from collapselab.config.spec import LoraSpec
 from collapselab.errors import TrainingError
 from collapselab.models.base import ChatPrompt
 from collapselab.models.formatting import EncodedExample, encode_example, uses_chat_template
+from collapselab.store.atomic import write_jsonl, write_text
 
 #: Gradient-norm clipping. The study's settings are those of the Hugging Face ``Trainer``, whose
 #: default ``max_grad_norm`` is 1.0; it is kept so that the early, large-gradient steps of a
@@ -300,7 +301,7 @@ def train_lora(
     if (out_dir / "adapter").exists():
         shutil.rmtree(out_dir / "adapter")
     os.replace(staging, out_dir / "adapter")
-    _write_atomic(out_dir / "loss_curve.jsonl", "".join(json.dumps(r) + "\n" for r in curve))
+    write_jsonl(out_dir / "loss_curve.jsonl", curve)
     result = TrainResult(
         n_train=len(train_set),
         n_val=len(val_set),
@@ -319,7 +320,7 @@ def train_lora(
         target_modules=list(targets),
         chat=chat,
     )
-    _write_atomic(out_dir / "train_summary.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    write_text(out_dir / "train_summary.json", json.dumps(result.to_dict(), indent=2) + "\n")
     return result
 
 
@@ -440,16 +441,10 @@ def _pad_id(tokenizer: Any) -> int:
     return 0
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _sort_target_modules(config_path: Path) -> None:
     """peft keeps ``target_modules`` as a set and writes it in hash order, which changes with
     PYTHONHASHSEED: sort it so the same training writes byte-identical adapter folders."""
     config = json.loads(config_path.read_text())
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])
-        _write_atomic(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")

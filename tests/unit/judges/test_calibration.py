@@ -92,7 +92,7 @@ def test_missing_field_duplicate_id_bad_json_and_empty(tmp_path: Path) -> None:
         load_calibration(write_lines(tmp_path, json.dumps(incomplete)))
     with pytest.raises(DataError, match=r":2: field 'id': duplicate id 'a' \(first on line 1\)"):
         load_calibration(write_lines(tmp_path, json.dumps(GOOD), json.dumps(GOOD)))
-    with pytest.raises(DataError, match=r"cal.jsonl:2: not valid JSON"):
+    with pytest.raises(DataError, match=r"cal.jsonl line 2: invalid JSON"):
         load_calibration(write_lines(tmp_path, json.dumps(GOOD), "{oops"))
     with pytest.raises(DataError, match=r"cal.jsonl:1: expected a JSON object, got list"):
         load_calibration(write_lines(tmp_path, "[1, 2]"))

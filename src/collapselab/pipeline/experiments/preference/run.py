@@ -9,7 +9,7 @@ from collapselab.config.spec import ModelSpec
 from collapselab.pipeline.context import StageContext
 from collapselab.pipeline.experiments.spine.run import answer_rows
 from collapselab.pipeline.stage import Stage
-from collapselab.store.jsonsafe import jsonable
+from collapselab.store.jsonsafe import floats_from_json, jsonable
 
 HUMAN = "human"
 #: read-outs checkpointed per chunk (fixed slices of the whole list), so a killed judge stage resumes
@@ -172,7 +172,7 @@ def load_prefer_tables(stages: list[Stage], final_dir) -> tuple[Any, Any]:
     for frame in (comparisons, ratings):
         for column in ("logp_a", "logp_b"):
             if column in frame:
-                frame[column] = frame[column].map(lambda v: -math.inf if v == "-inf" else v).astype(float)
+                frame[column] = frame[column].map(floats_from_json).astype(float)
     return comparisons, ratings
 
 
