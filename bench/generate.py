@@ -23,12 +23,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from _machine import cpu_model  # bench/ is on sys.path when a script runs
 
 from collapselab.config.spec import STUDY_SYSTEM_PROMPT, DecodingSpec, ModelSpec  # noqa: E402
 from collapselab.models.base import ChatPrompt, Generation, load_model, prompt_seed  # noqa: E402
 from collapselab.models.formatting import render_prompt_ids  # noqa: E402
 from collapselab.models.hf import HFModel  # noqa: E402
-from _machine import cpu_model  # bench/ is on sys.path when a script runs
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## generate"
@@ -151,7 +151,7 @@ def main() -> None:
     if args.invariance_prompts:
         picks = prompts[:: max(1, len(prompts) // args.invariance_prompts)][: args.invariance_prompts]
         alone = [model.generate([p], decoding)[0] for p in picks]
-        same = f"{sum(a == gens[prompts.index(p)] for a, p in zip(alone, picks))}/{len(picks)}"
+        same = f"{sum(a == gens[prompts.index(p)] for a, p in zip(alone, picks, strict=True))}/{len(picks)}"
         print(f"batch invariance: {same} prompts sampled alone gave the same text as in the batch")
 
     load_after = os.getloadavg()[0]

@@ -481,20 +481,19 @@ def main() -> int:
     args = parser.parse_args()
 
     load_start = os.getloadavg()
-    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
-    import scipy
+    # one-off imports both sides use, outside every timed region
+    import mauve  # noqa: F401
     import sacrebleu
+    import sacrebleu.metrics  # noqa: F401
+    import scipy
     import torch
 
     import collapselab.metrics  # noqa: F401  (registers every metric)
     from collapselab.metrics.base import build_metric
     from collapselab.metrics.embeddings import Embedder
     from collapselab.pipeline.experiments.collapse import DEFAULT_METRICS
-
-    # one-off imports both sides use, outside every timed region
-    import mauve  # noqa: F401
-    import sacrebleu.metrics  # noqa: F401
 
     print(f"{date}; {os.cpu_count()} cores, {cpu_model()}; load average at start "
           f"{load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
@@ -543,15 +542,15 @@ def main() -> int:
     for rep in range(args.repeat):
         with threadpool_limits(suite_threads):
             seconds, results = run_fast(metrics, ts)
-        fast_s = [min(a, b) for a, b in zip(fast_s, seconds)]
+        fast_s = [min(a, b) for a, b in zip(fast_s, seconds, strict=True)]
         print(f"run {rep + 1}/{args.repeat}: fast suite {sum(seconds):.2f} s", flush=True)
         with threadpool_limits(suite_threads):
             seconds, values = run_naive(naives, ts)
-        naive_s = [min(a, b) for a, b in zip(naive_s, seconds)]
+        naive_s = [min(a, b) for a, b in zip(naive_s, seconds, strict=True)]
         print(f"run {rep + 1}/{args.repeat}: naive suite {sum(seconds):.2f} s", flush=True)
         if not naive_values:
             naive_values = values
-        for i, (metric, result) in enumerate(zip(metrics, results)):
+        for i, (metric, result) in enumerate(zip(metrics, results, strict=True)):
             for key, expected in naive_values[i].items():
                 try:
                     ok, diff = compare(fast_value(result, key), expected)
@@ -571,7 +570,7 @@ def main() -> int:
     if suite_threads != all_cores:
         with threadpool_limits(all_cores):
             seconds_all, _ = run_fast(metrics, ts)
-        top = sorted(zip(seconds_all, (m.name for m in metrics)), reverse=True)[:3]
+        top = sorted(zip(seconds_all, (m.name for m in metrics), strict=True), reverse=True)[:3]
         threads_note = (f"the same fast suite with {all_cores} BLAS/OpenMP threads (the pipeline's default): "
                         f"{sum(seconds_all):.2f} s (" + ", ".join(f"{n} {s:.2f} s" for s, n in top) + ")")
         print(threads_note)
@@ -588,7 +587,7 @@ def main() -> int:
 
     # ---- report ---------------------------------------------------------------------------------
     rows = []
-    for metric, (_, note), f, nv, d in zip(metrics, naive_pairs, fast_s, naive_s, max_diff):
+    for metric, (_, note), f, nv, d in zip(metrics, naive_pairs, fast_s, naive_s, max_diff, strict=True):
         rows.append((metric.name, f, nv, nv / f if f > 0 else math.inf, d, note))
     total_fast, total_naive = sum(fast_s), sum(naive_s)
     ratio = total_naive / total_fast

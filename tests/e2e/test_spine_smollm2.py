@@ -6,8 +6,8 @@ import re
 import pandas as pd
 
 from collapselab.config.load import load_config
-from collapselab.pipeline.graph import build_graph
 from collapselab.executors import run_stages
+from collapselab.pipeline.graph import build_graph
 from collapselab.store.run import RunStore
 
 CONFIG = """\

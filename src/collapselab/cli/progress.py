@@ -3,10 +3,17 @@ executor runs several at once; per-item progress comes only from stages run in t
 
 from __future__ import annotations
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from collapselab.pipeline.stage import Stage
 from collapselab.executors import StageProgress
+from collapselab.pipeline.stage import Stage
 
 
 class RichStageProgress(StageProgress):

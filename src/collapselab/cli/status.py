@@ -24,7 +24,8 @@ def status_command(run_dir: Path) -> None:
         table.add_column("state")
         table.add_column("folder", overflow="fold")
         for stage, state in rows:
-            table.add_row(stage.label, stage_kind(stage.kind).experiment, f"[{STYLE[state]}]{state}[/]", f"stages/{stage.kind}/{stage.ref.dirname}")
+            table.add_row(stage.label, stage_kind(stage.kind).experiment, f"[{STYLE[state]}]{state}[/]",
+                          f"stages/{stage.kind}/{stage.ref.dirname}")
         console.print(table)
         counts = {s: sum(1 for _, st in rows if st == s) for s in STYLE}
         console.print(" · ".join(f"{n} {s}" for s, n in counts.items() if n))

@@ -5,6 +5,8 @@ from collapselab.metrics.base import METRICS, Metric, MetricResult, TextSet, bui
 __all__ = ["METRICS", "Metric", "MetricResult", "TextSet", "build_metric"]
 
 # Registration only (no heavy imports): each catalog registers its family's factories lazily.
-from collapselab.metrics import catalog_perplexity  # noqa: E402,F401
-from collapselab.metrics import catalog_embedding  # noqa: E402,F401
-from collapselab.metrics import catalog_lexical  # noqa: E402,F401
+from collapselab.metrics import (
+    catalog_embedding,  # noqa: E402,F401
+    catalog_lexical,  # noqa: E402,F401
+    catalog_perplexity,  # noqa: E402,F401
+)

@@ -79,7 +79,8 @@ def _jackknife_ci(replicates: np.ndarray, estimate: float, confidence: float) ->
 
 
 def bootstrap_intervals(metric: Metric, texts: TextSet, result: MetricResult, *, bootstrap: int,
-                        jackknife_groups: int, confidence: float, seed: int) -> tuple[dict[str, tuple[float, float]], int]:
+                        jackknife_groups: int, confidence: float,
+                        seed: int) -> tuple[dict[str, tuple[float, float]], int]:
     """Intervals for every aggregate (see the module docstring); returns (intervals, failed replicates)."""
     rng = np.random.default_rng(seed)
     keys = list(result.aggregates)

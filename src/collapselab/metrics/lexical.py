@@ -118,7 +118,7 @@ def _stripped(text: str) -> str:
 def _text_token_ids(text: str, words_only: bool) -> np.ndarray:
     tokens = (simple_words if words_only else simple_tokens)(_stripped(text))
     new = [tok for tok in dict.fromkeys(tokens) if tok not in _VOCABULARY]
-    _VOCABULARY.update(zip(new, range(len(_VOCABULARY), len(_VOCABULARY) + len(new))))
+    _VOCABULARY.update(zip(new, range(len(_VOCABULARY), len(_VOCABULARY) + len(new)), strict=True))
     ids = np.fromiter(map(_VOCABULARY.__getitem__, tokens), dtype=np.int64, count=len(tokens))
     ids.flags.writeable = False  # shared by every caller of the cache
     return ids
@@ -209,7 +209,8 @@ class Tokenizer13a:
         for exact in (False, True):
             chosen = [i for i, a in enumerate(adjacent) if a == exact]
             if chosen:
-                for i, toks in zip(chosen, self._tokenize_joined([normalized[i] for i in chosen], exact)):
+                joined = self._tokenize_joined([normalized[i] for i in chosen], exact)
+                for i, toks in zip(chosen, joined, strict=True):
                     tokens[i] = toks
         return tokens
 

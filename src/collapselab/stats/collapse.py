@@ -3,7 +3,8 @@
 * ``tests.parquet`` — Kruskal–Wallis across conditions and Bonferroni-corrected pairwise
   Mann–Whitney U for every per-item metric (per target and generation; seed-stratified when a run
   has several seeds), via :func:`collapselab.stats.summary.compare_conditions`;
-* ``concordance/<target>/{ranks,value_ranks,correlations,pairwise}.parquet`` — how the metrics rank the conditions and where they disagree;
+* ``concordance/<target>/{ranks,value_ranks,correlations,pairwise}.parquet`` — how the metrics rank
+  the conditions and where they disagree;
 * ``factorial.parquet`` — an aligned-rank-transform ANOVA over the grid's varying factors
   (source diversity, source tier, target) when more than one varies;
 * ``seed_spread.parquet`` — between-seed spread of each metric's primary aggregate;

@@ -147,7 +147,8 @@ def compare_conditions(
         labels = dict(zip(within, key if isinstance(key, tuple) else (key,), strict=True))
         seeds = list(pd.unique(part[seed])) if seed else []
 
-        def emit(family: list[dict], seed_label: Hashable, extra: str, note: str = "") -> None:
+        def emit(family: list[dict], seed_label: Hashable, extra: str, note: str = "",
+                 labels: dict[str, Any] = labels) -> None:
             for r in family:
                 if note:
                     r["note"] = "; ".join(x for x in (r["note"], note) if x)

@@ -104,7 +104,8 @@ class RunStore:
         except Timeout:
             holder = self.active()
             who = f" by pid {holder.get('pid')} (stage {holder.get('stage')})" if holder else ""
-            raise RunLockedError(f"{self.root} is in use{who}; wait for it to finish or use another run folder") from None
+            raise RunLockedError(f"{self.root} is in use{who}; wait for it to finish or use another run "
+                                 "folder") from None
         try:
             self.set_active(None)
             yield self

@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from collapselab.config.load import load_config
-from collapselab.judges.templates import load_template as load_judge_template
-from collapselab.pipeline.graph import build_graph
 from collapselab.executors import run_stages, stage_status
-from collapselab.pipeline.plan import lora_schedule, plan_experiment, plan_totals
+from collapselab.judges.templates import load_template as load_judge_template
 from collapselab.judges.templates import load_template as load_preference_template
+from collapselab.pipeline.graph import build_graph
+from collapselab.pipeline.plan import lora_schedule, plan_experiment, plan_totals
 from collapselab.store.atomic import read_jsonl
 from collapselab.store.run import RunStore
 from tests.helpers import tiny_config, write_corpus

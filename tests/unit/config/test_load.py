@@ -29,7 +29,8 @@ def test_study_defaults(tmp_path):
     assert spec.lora.r == 16 and spec.lora.alpha == 32 and spec.lora.dropout == 0.1
     assert spec.lora.learning_rate == 5e-5 and spec.lora.scheduler == "cosine"
     assert spec.lora.warmup_ratio == 0.03 and spec.lora.weight_decay == 0.01
-    assert set(spec.lora.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert set(spec.lora.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                             "down_proj"}
     assert spec.seeds == (42,)
     assert spec.decoding.temperature == 0.7 and spec.decoding.top_p == 0.9
     assert spec.decoding.system_prompt == "You are a helpful assistant."

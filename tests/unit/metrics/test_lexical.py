@@ -12,11 +12,11 @@ import pytest
 from collapselab.metrics.base import TextSet, build_metric
 from collapselab.metrics.lexical import (
     CompressionRatio,
-    Tokenizer13a,
     Distinct,
     LexicalDiversity,
     Mattr,
     NgramEntropy,
+    Tokenizer13a,
     self_bleu,
     sentence_self_bleu,
 )

@@ -8,13 +8,13 @@ import pytest
 import collapselab.metrics.catalog_embedding  # noqa: F401  (registers the metrics)
 from collapselab.errors import ConfigError
 from collapselab.metrics.base import TextSet, build_metric
+from collapselab.metrics.embeddings import unit_rows
 from collapselab.metrics.naive_embedding import (
     per_item_distance_matrix,
     semantic_diversity_loop,
     semantic_diversity_matrix,
     vendi_primal,
 )
-from collapselab.metrics.embeddings import unit_rows
 from collapselab.metrics.semantic import SemanticDiversity, Vendi, vendi_from_unit_rows
 
 DIM = 384

@@ -272,7 +272,7 @@ def test_continuation_logprobs_match_a_token_by_token_loop(request, which):
         assert scores == pytest.approx(expected, abs=1e-4)
     assert got[2] == []  # an empty answer has no content tokens
     # batch-invariant like generation
-    assert [model.continuation_logprobs([p], [a])[0] for p, a in zip(PROMPTS, answers)] == got
+    assert [model.continuation_logprobs([p], [a])[0] for p, a in zip(PROMPTS, answers, strict=True)] == got
 
 
 def test_continuation_logprobs_checks_lengths_match(chat_model):

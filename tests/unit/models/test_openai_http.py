@@ -503,8 +503,8 @@ def test_pipeline_with_an_openai_source(server, tmp_path, tiny_model_dir):
     import pandas as pd
 
     from collapselab.config.load import load_config
-    from collapselab.pipeline.graph import build_graph
     from collapselab.executors import run_stages
+    from collapselab.pipeline.graph import build_graph
     from collapselab.store.run import RunStore
     from tests.helpers import tiny_config, write_corpus
 

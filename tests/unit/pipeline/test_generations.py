@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from collapselab.config.load import load_config
-from collapselab.pipeline.graph import build_graph
 from collapselab.executors import run_stages
+from collapselab.pipeline.graph import build_graph
 from collapselab.store.run import RunStore
 from tests.helpers import tiny_config, write_corpus
 

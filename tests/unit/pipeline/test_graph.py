@@ -4,8 +4,8 @@ import pytest
 
 from collapselab.config.load import load_config
 from collapselab.errors import ConfigError
-from collapselab.pipeline.graph import build_graph
 from collapselab.pipeline.experiments.spine import shard_plan
+from collapselab.pipeline.graph import build_graph
 
 ROOT = Path(__file__).resolve().parents[3]
 

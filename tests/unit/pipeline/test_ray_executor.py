@@ -15,10 +15,10 @@ import pytest
 
 from collapselab.config.load import load_config
 from collapselab.errors import ConfigError, DataError
-from collapselab.pipeline.graph import build_graph
-from collapselab.pipeline.stage import Stage
 from collapselab.executors import run_stages
 from collapselab.executors.ray_executor import find_stage, task_resources, task_threads
+from collapselab.pipeline.graph import build_graph
+from collapselab.pipeline.stage import Stage
 from collapselab.store.atomic import read_jsonl, write_jsonl
 from collapselab.store.run import RunStore
 from tests.helpers import tiny_config, write_corpus

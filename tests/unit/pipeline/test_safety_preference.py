@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from collapselab.config.load import load_config
-from collapselab.pipeline.graph import build_graph
 from collapselab.executors import run_stages
+from collapselab.pipeline.graph import build_graph
 from collapselab.store.run import RunStore
 from tests.helpers import tiny_config, write_corpus
 
@@ -132,9 +132,9 @@ def test_items_come_from_the_test_split_not_training(finished):
 
 def test_choice_read_out_of_the_mock_judge():
     from collapselab.config.spec import ModelSpec
+    from collapselab.judges.pairwise import renormalised
     from collapselab.models.base import ChatPrompt
     from collapselab.models.mock import MockModel
-    from collapselab.judges.pairwise import renormalised
 
     always_a = MockModel(ModelSpec(id="mock/fixed:A"))
     [lp] = always_a.choice_logprobs([ChatPrompt("x", "which?")], ["A", "B"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collapselab.pipeline.experiments.safety.run import calibration_items
 from collapselab.pipeline.sizing import (
     CHARS_PER_TOKEN,
     Estimate,
@@ -11,7 +12,6 @@ from collapselab.pipeline.sizing import (
     system_chars,
     times,
 )
-from collapselab.pipeline.experiments.safety.run import calibration_items
 from collapselab.pipeline.stage import Stage
 
 

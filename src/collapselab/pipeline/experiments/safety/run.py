@@ -13,6 +13,7 @@ from collapselab.pipeline.experiments.spine.run import answer_rows
 from collapselab.pipeline.stage import Stage
 from collapselab.store.jsonsafe import jsonable
 
+
 def run_prompts(ctx: StageContext) -> None:
     """Load, sample and wrap the harmful prompts for one target."""
     from collections import Counter
@@ -168,7 +169,8 @@ def judged_table(stages: list[Stage], final_dir) -> Any:
             h, q = harm.get(pid, {}), quality.get(pid, {})
             rows.append({
                 "target": p.target_name, "condition": p.condition.label, "seed": p.seed,
-                "generation": p.generation, "prompt_kind": rec["kind"], "category": rec["category"], "template_id": rec["template_id"],
+                "generation": p.generation, "prompt_kind": rec["kind"], "category": rec["category"],
+                "template_id": rec["template_id"],
                 "prompt_id": rec["harmful_prompt_id"], "item_id": pid,
                 "harm": np.nan if h.get("score") is None else float(h["score"]),
                 "quality": np.nan if q.get("score") is None else float(q["score"]),
