@@ -47,6 +47,11 @@ def build_graph(spec: ExperimentSpec) -> list[Stage]:
 
 
 def all_kinds() -> list[StageKind]:
-    """Every stage kind of every experiment, in registration order (inputs' kinds first)."""
+    """Every stage kind of every experiment: the spine's, then each experiment's in the order the
+    graph adds them (within one experiment, in registration order: inputs' kinds first)."""
     load_plugins()
-    return [STAGE_KINDS.get(name) for name in STAGE_KINDS.in_order()]
+    order = ["spine", *EXPERIMENTS.in_order()]
+    kinds = [STAGE_KINDS.get(name) for name in STAGE_KINDS.in_order()]
+    rank = {k.name: (order.index(k.experiment) if k.experiment in order else len(order), i)
+            for i, k in enumerate(kinds)}
+    return sorted(kinds, key=lambda k: rank[k.name])
