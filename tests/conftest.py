@@ -27,3 +27,15 @@ def tiny_base_model_dir(tmp_path_factory):
     from collapselab.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-base"), chat_template=False, seed=1)
+
+
+E2E = os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2e") + os.sep
+
+
+def pytest_collection_modifyitems(config, items):
+    """Everything under tests/e2e runs a whole pipeline (on the real packaged SmolLM2, or killed and
+    resumed): mark it ``slow`` (left out of the quick loop, ``-m "not slow"``). Elsewhere a test
+    carries the mark itself."""
+    for item in items:
+        if str(item.path).startswith(E2E):
+            item.add_marker(pytest.mark.slow)

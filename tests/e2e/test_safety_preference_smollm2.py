@@ -14,6 +14,9 @@ from collapselab.executors import run_stages
 from collapselab.pipeline.graph import build_graph
 from collapselab.store.run import RunStore
 
+# the module fixture runs both experiments on SmolLM2 (over 10 minutes on a busy 2-core machine)
+pytestmark = pytest.mark.timeout(1800)
+
 CONFIG = """\
 name: e2e-exp23
 corpus: {kind: austen}

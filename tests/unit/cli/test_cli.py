@@ -2,6 +2,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import tiny_config, write_corpus
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -52,6 +54,7 @@ def test_ls_lists_registered_names():
         assert name in res.stdout
 
 
+@pytest.mark.slow
 def test_run_then_status(tmp_path, tiny_model_dir):
     cfg = tiny_config(tmp_path, tiny_model_dir, write_corpus(tmp_path / "c.jsonl"),
                       conditions=["vanilla", "human"])
@@ -63,6 +66,7 @@ def test_run_then_status(tmp_path, tiny_model_dir):
     assert bad.returncode == 2 and "not a run folder" in bad.stderr
 
 
+@pytest.mark.slow
 def test_nan_loss_fails_cleanly_and_keeps_upstream(tmp_path, tiny_model_dir):
     cfg = tiny_config(tmp_path, tiny_model_dir, write_corpus(tmp_path / "c.jsonl"), conditions=["human"])
     res = cli("run", cfg, "-o", tmp_path / "run", "lora.learning_rate=1e30")
@@ -82,6 +86,7 @@ def test_validate_checks_metric_names_and_settings(tmp_path):
     assert res.returncode == 2 and "collapse.metrics.0.settings" in res.stderr
 
 
+@pytest.mark.slow
 def test_run_writes_the_report_and_report_rewrites_it(tmp_path, tiny_model_dir):
     cfg = tiny_config(tmp_path, tiny_model_dir, write_corpus(tmp_path / "c.jsonl"), conditions=["vanilla", "human"])
     res = cli("run", cfg, "-o", tmp_path / "run")

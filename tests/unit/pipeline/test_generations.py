@@ -37,6 +37,7 @@ def accumulate_run(tmp_path_factory, tiny_model_dir):
     return _run(tmp_path_factory.mktemp("gen-acc"), tiny_model_dir, "accumulate", human_fraction=0.5)
 
 
+@pytest.mark.slow
 def test_graph_chains_each_generation_to_the_previous_models(replace_run):
     spec, store, stages = replace_run
     by_label = {s.label: s for s in stages}
@@ -59,6 +60,7 @@ def test_graph_chains_each_generation_to_the_previous_models(replace_run):
     assert ("vanilla", 1) not in responds and {("single:a", 1), ("single:b", 1), ("multi:a,b", 1)} <= responds
 
 
+@pytest.mark.slow
 def test_replace_trains_generation_one_on_the_previous_models_answers_only(replace_run):
     spec, store, stages = replace_run
     gen = next(s for s in stages if s.label == "generate/tiny-chat0-single-a-seed42-gen1-shard0")
@@ -74,6 +76,7 @@ def test_replace_trains_generation_one_on_the_previous_models_answers_only(repla
     assert sorted(examples["response"]) == sorted(nonempty["response"])
 
 
+@pytest.mark.slow
 def test_accumulate_keeps_all_earlier_data_and_mixes_in_fresh_human_answers(accumulate_run):
     spec, store, stages = accumulate_run
     gen0 = _rows(store, next(s for s in stages if s.label == "mix/single-a"), "train.jsonl")
@@ -88,6 +91,7 @@ def test_accumulate_keeps_all_earlier_data_and_mixes_in_fresh_human_answers(accu
     assert all(prepare[i.split("@")[0]] == r for i, r in zip(human["id"], human["response"], strict=True))
 
 
+@pytest.mark.slow
 def test_metrics_are_computed_per_generation(replace_run):
     spec, store, stages = replace_run
     stats = next(s for s in stages if s.kind == "stats")
@@ -122,6 +126,7 @@ def test_seed_scope_data_draws_synthetic_data_per_seed(tmp_path, tiny_model_dir)
     assert len([s for s in shared if s.kind == "generate"]) == 1
 
 
+@pytest.mark.slow
 def test_report_plots_metrics_against_the_generation(replace_run, tmp_path):
     from collapselab.report.inputs import collect
     from collapselab.report.write import write_report

@@ -71,6 +71,7 @@ def both_runs(tmp_path_factory, tiny_model_dir, ray_cluster):
     return ray_spec, tmp, local_report, ray_report
 
 
+@pytest.mark.slow
 def test_ray_run_writes_exactly_the_local_runs_artifacts(both_runs):
     spec, tmp, local_report, ray_report = both_runs
     labels = [s.label for s in build_graph(spec)]
@@ -86,6 +87,7 @@ def test_ray_run_writes_exactly_the_local_runs_artifacts(both_runs):
     assert not list((tmp / "ray" / "stages").glob("*/.partial-*"))
 
 
+@pytest.mark.slow
 def test_ray_schedules_each_stage_after_its_inputs(both_runs):
     spec, _, _, ray_report = both_runs
     finished_at = {label: i for i, label in enumerate(ray_report.ran)}  # ran lists finishing order
@@ -94,6 +96,7 @@ def test_ray_schedules_each_stage_after_its_inputs(both_runs):
             assert finished_at[dep.label] < finished_at[stage.label], (dep.label, stage.label)
 
 
+@pytest.mark.slow
 def test_ray_rerun_skips_every_done_stage(both_runs):
     spec, tmp, _, _ = both_runs
     before = artifact_digests(tmp / "ray")
@@ -102,6 +105,7 @@ def test_ray_rerun_skips_every_done_stage(both_runs):
     assert artifact_digests(tmp / "ray") == before
 
 
+@pytest.mark.slow
 def test_ray_resumes_a_partial_stage_and_one_killed_before_its_marker(both_runs):
     spec, tmp, _, _ = both_runs
     run_dir = tmp / "resumed"
@@ -128,6 +132,7 @@ def test_ray_resumes_a_partial_stage_and_one_killed_before_its_marker(both_runs)
     assert not list((run_dir / "stages").glob("*/.partial-*"))
 
 
+@pytest.mark.slow
 def test_a_failing_stage_raises_its_own_error_and_keeps_finished_stages(tmp_path, tiny_model_dir,
                                                                         ray_cluster):
     # a mock target cannot be fine-tuned: the train stages fail after prepare/generate/mix are done

@@ -12,6 +12,9 @@ from collapselab.pipeline.graph import build_graph
 from collapselab.store.run import RunStore
 from tests.helpers import tiny_config, write_corpus
 
+# slow: every test runs a whole pipeline (run_stages on the tiny model)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_model_dir):

@@ -49,6 +49,7 @@ def stage_dir(spec, run_dir, label):
     return RunStore(run_dir).final_dir(stage.ref)
 
 
+@pytest.mark.slow
 def test_safety_prompts_plain_and_wrapped_with_the_target_name(finished):
     spec, run_dir = finished
     prompts_stage = next(s for s in build_graph(spec) if s.kind == "prompts")
@@ -62,6 +63,7 @@ def test_safety_prompts_plain_and_wrapped_with_the_target_name(finished):
         assert "[INSERT PROMPT HERE]" not in r["user"]
 
 
+@pytest.mark.slow
 def test_every_model_answers_every_safety_prompt(finished):
     spec, run_dir = finished
     responds = [s for s in build_graph(spec) if s.kind == "safety_respond"]
@@ -71,6 +73,7 @@ def test_every_model_answers_every_safety_prompt(finished):
         assert len(rows) == 7 and set(rows["kind"]) == {"plain", "jailbreak"}
 
 
+@pytest.mark.slow
 def test_unparsed_judgements_are_retried_then_counted(finished):
     spec, run_dir = finished
     summary = pd.read_parquet(stage_dir(spec, run_dir, "safety/summary") / "summary.parquet")
@@ -88,6 +91,7 @@ def test_unparsed_judgements_are_retried_then_counted(finished):
     assert all(r["score"] is None and r["attempts"] == 2 and r["error"] for r in records)
 
 
+@pytest.mark.slow
 def test_calibration_agreement_is_recorded_for_both_judges_and_the_detector(finished):
     spec, run_dir = finished
     calibration = json.loads((stage_dir(spec, run_dir, "safety/summary") / "calibration.json").read_text())
@@ -99,6 +103,7 @@ def test_calibration_agreement_is_recorded_for_both_judges_and_the_detector(fini
     assert refusal["trust"]
 
 
+@pytest.mark.slow
 def test_preference_counterbalanced_and_scored(finished):
     spec, run_dir = finished
     out = stage_dir(spec, run_dir, "preference/summary")
@@ -123,6 +128,7 @@ def test_preference_counterbalanced_and_scored(finished):
     assert len(ratings) == 3 * 3 * 3 and ratings["rating"].between(1, 5).all()
 
 
+@pytest.mark.slow
 def test_items_come_from_the_test_split_not_training(finished):
     spec, run_dir = finished
     items = pd.read_json(stage_dir(spec, run_dir, "items/preference") / "items.jsonl", lines=True)

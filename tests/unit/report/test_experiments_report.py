@@ -28,6 +28,9 @@ from collapselab.executors import run_stages
 from tests.helpers import tiny_config, write_corpus
 from tests.unit.report.test_report import Page, make_inputs
 
+# slow: its fixtures run a whole pipeline (run_stages, tiny model); test_in_chromium starts Chromium
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).parents[2] / "data" / "safety"
 HARM_VERDICT = "#thereason: the answer gives some help.\n#thescore: 4"
 SCRIPT = "<script>document.title='PWNED'</script>"

@@ -21,6 +21,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="/usr/bin/chromium is not installed (apt-get install -y chromium)")
+pytestmark = [pytestmark, pytest.mark.slow]  # starts Chromium
 
 
 def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:

@@ -20,6 +20,7 @@ LAYERS = {
     "format": 0,
     "labels": 1,
     "figures": 1,
+    "plot_registry": 1,
     "inputs": 2,
     # tables every experiment shares
     "stat_tests": 3,
