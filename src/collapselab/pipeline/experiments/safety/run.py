@@ -151,9 +151,10 @@ def judged_table(stages: list[Stage], final_dir) -> Any:
     import numpy as np
     import pandas as pd
 
-    from collapselab.judges.refusal import is_refusal
+    from collapselab.judges import JUDGES
     from collapselab.store.atomic import read_jsonl
 
+    is_refusal = JUDGES.get("refusal").read  # the registered rule judge
     responds = [s for s in stages if s.kind == "safety_respond"]
     judged: dict[tuple[str, str], dict[str, dict]] = {}
     for s in (x for x in stages if x.kind == "judge"):
