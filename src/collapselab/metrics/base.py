@@ -73,6 +73,10 @@ class Metric(Protocol):
 
     def compute(self, texts: TextSet) -> MetricResult: ...
 
+    # Optional: ``pinned(result, texts) -> Metric`` — the metric as it must be recomputed on subsets
+    # of ``texts`` for an interval, with every random draw made inside ``compute`` fixed to the one
+    # the full-set ``result`` made (see metrics/evaluate.py). Metrics that draw nothing omit it.
+
 
 @dataclass
 class MetricInfo:

@@ -12,7 +12,11 @@ Two kinds of interval, both percentile bootstrap over the set's texts:
   (distinct-n, Self-BLEU over a pool, pairwise distances, MAUVE) so far that neither percentile nor
   basic bootstrap intervals contain the full-set value; leaving groups out never duplicates a text
   and every replicate has the same size, so the size-dependence of these metrics cancels out of
-  the spread. The point estimate is always the full-set value.
+  the spread. The point estimate is always the full-set value. A metric that draws a random
+  sample inside ``compute`` (aggregated Self-BLEU's ``sample``) exposes ``pinned(result, texts)``:
+  its replicates keep the full set's draw (by text id, intersected with the kept texts) instead
+  of drawing afresh, which would add the sampling noise to every replicate and widen the interval
+  about 3x (600 texts, ``sample=100``).
 
 A metric that cannot run on a set (e.g. human-text perplexity on training data, which has no
 model of its own) is skipped and listed with its reason in ``details["skipped"]``; resamples on
@@ -97,10 +101,13 @@ def bootstrap_intervals(metric: Metric, texts: TextSet, result: MetricResult, *,
     elif jackknife_groups >= 2 and len(texts) > 2:
         n = len(texts)
         groups = np.array_split(rng.permutation(n), min(jackknife_groups, n))
+        # a metric that draws a random sample inside compute keeps the full set's draw in every
+        # replicate (else each replicate adds fresh sampling noise and the interval is too wide)
+        replicate = metric.pinned(result, texts) if hasattr(metric, "pinned") else metric
         for group in groups:
             keep = np.setdiff1d(np.arange(n), group)
             try:
-                agg = metric.compute(subset(texts, keep)).aggregates
+                agg = replicate.compute(subset(texts, keep)).aggregates
             except Exception:  # a replicate too degenerate for the metric
                 failed += 1
                 continue

@@ -399,15 +399,19 @@ class LexicalDiversity:
         if sample < 0:
             raise ValueError(f"lexical_diversity: sample must be ≥ 0 (0 = all responses), got {sample}")
         self.mode, self.max_order, self.sample, self.seed = mode, max_order, sample, seed
+        self.pinned_ids: frozenset[str] | None = None  # aggregated mode: the sample, fixed by text id
         self.primary = "mean" if mode == "individual" else "corpus"
         extra = {"sample": sample, "seed": seed} if mode == "aggregated" else {}
         self.name = param_name("lexical_diversity", mode=mode, max_order=max_order, **extra)
 
     def compute(self, texts: TextSet) -> MetricResult:
         sentences = [keep_bleu_sentences(s) for s in text_sentences(texts.texts, texts.sentences)]
-        result = self_bleu(sentences, mode=self.mode, max_order=self.max_order, sample=self.sample,
-                           seed=self.seed)
         n_ineligible = float(sum(len(s) < 2 for s in sentences))
+        sample = self.sample
+        if self.pinned_ids is not None:  # a replicate: the full set's sample ∩ these texts, no new draw
+            sentences = [s if i in self.pinned_ids else [] for i, s in zip(texts.ids, sentences, strict=True)]
+            sample = 0
+        result = self_bleu(sentences, mode=self.mode, max_order=self.max_order, sample=sample, seed=self.seed)
         if self.mode == "individual":
             diversity = 100.0 - result.per_response
             aggregates = self.aggregate_items(diversity) | {"n_sentences": float(result.n_sentences)}
@@ -418,6 +422,17 @@ class LexicalDiversity:
         details = {"sampled_ids": [texts.ids[i] for i in result.used],
                    "sampled_self_bleu": result.per_response[result.used].tolist()}
         return MetricResult(aggregates=aggregates, details=details)
+
+    def pinned(self, result: MetricResult, texts: TextSet) -> LexicalDiversity:
+        """For the interval's replicates: aggregated mode keeps the full set's sample (by text id)
+        and scores the sampled texts a replicate kept, instead of drawing a new sample of
+        ``sample`` — a fresh draw per replicate adds the sampling noise once per replicate and
+        inflates the jackknife's spread (about 3× on 600 texts with ``sample=100``)."""
+        if self.mode != "aggregated":
+            return self
+        twin = LexicalDiversity(mode=self.mode, max_order=self.max_order, sample=self.sample, seed=self.seed)
+        twin.pinned_ids = frozenset(result.details.get("sampled_ids", ()))
+        return twin
 
     def aggregate_items(self, values: np.ndarray) -> dict[str, float]:
         """Individual mode's aggregates from per-item values (what a bootstrap resamples)."""
