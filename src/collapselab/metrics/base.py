@@ -90,10 +90,19 @@ METRICS: Registry[Callable[..., Metric]] = Registry("metric")
 
 
 def register_metric(name: str, *, family: str, higher_is_better: bool | None, description: str,
-                    module: str, factory: str) -> None:
-    """Register a factory ``module:factory`` lazily (listing metrics imports no family module)."""
+                    module: str, factory: str, version: int = 1) -> None:
+    """Register a factory ``module:factory`` lazily (listing metrics imports no family module).
+
+    ``version``: bump it when the metric's code changes what it reports (values or intervals):
+    the evaluate stages of every set that uses it are then recomputed, and only those."""
     direction = {True: "higher", False: "lower", None: "-"}[higher_is_better]
-    METRICS.add(name, f"{module}:{factory}", description=description, family=family, direction=direction)
+    METRICS.add(name, f"{module}:{factory}", description=description, family=family, direction=direction,
+                version=str(version))
+
+
+def metric_version(name: str) -> int:
+    """The registered code version of metric ``name`` (1 for an unknown name: validate reports it)."""
+    return int(METRICS.info(name).get("version", "1")) if name in METRICS else 1
 
 
 def build_metric(name: str, **settings: Any) -> Metric:

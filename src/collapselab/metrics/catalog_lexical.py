@@ -8,7 +8,8 @@ _LEXICAL = "collapselab.metrics.lexical"
 register_metric("lexical_diversity", family="lexical", higher_is_better=True,
                 description="100 − Self-BLEU (sacreBLEU, order 3, effective order; sentences ≥ 4 words); "
                             "settings: mode=individual|aggregated, max_order=3, sample=100 (0 = all), seed=0",
-                module=_LEXICAL, factory="LexicalDiversity")
+                # 2: the jackknife keeps aggregated mode's sample fixed across replicates
+                module=_LEXICAL, factory="LexicalDiversity", version=2)
 register_metric("distinct", family="lexical", higher_is_better=True,
                 description="distinct n-grams / total n-grams (Li et al. 2016); setting: n=2",
                 module=_LEXICAL, factory="Distinct")

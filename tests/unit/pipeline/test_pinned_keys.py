@@ -16,6 +16,17 @@ ROOT = Path(__file__).resolve().parents[3]
 PINNED = json.loads((ROOT / "tests/data/pinned/stage_keys.json").read_text())
 #: stage kinds added since the keys were pinned (new work for an old run folder, nothing redone)
 NEW_KINDS = {"embedding_map"}
+#: metrics whose code version was bumped since the keys were pinned: the evaluate stages of the sets
+#: that use them (and the stats stage reading those) are recomputed on purpose
+BUMPED_METRICS = {"lexical_diversity": "2: the jackknife keeps aggregated mode's sample fixed"}
+
+
+@pytest.fixture
+def unversioned(monkeypatch):
+    """Graphs built as if no metric version had been bumped: the refactor alone must keep every key."""
+    from collapselab.metrics import base
+
+    monkeypatch.setattr(base, "metric_version", lambda name: 1)
 
 
 def mock_config(tmp_path: Path, **changes) -> Path:
@@ -67,17 +78,32 @@ def _check(stages, pinned: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_mock_experiment_keys_are_unchanged(tmp_path, case):
+def test_mock_experiment_keys_are_unchanged(tmp_path, case, unversioned):
     assert len(PINNED[case]) > 100  # the pins cover the whole graph, every experiment included
     _check(build_graph(load_config(mock_config(tmp_path, **CASES[case]), use_env=False)), PINNED[case])
 
 
 @pytest.mark.parametrize("config", ["demo", "paper"])
-def test_shipped_configs_keep_their_keys(config):
+def test_shipped_configs_keep_their_keys(config, unversioned):
     _check(build_graph(load_config(ROOT / "configs" / f"{config}.yaml", use_env=False)), PINNED[config])
 
 
-def test_a_changed_key_would_be_caught(tmp_path):
+def test_a_metric_version_bump_recomputes_only_the_sets_that_use_it(tmp_path):
+    for case in ("full", "demo"):
+        spec = (load_config(ROOT / "configs" / "demo.yaml", use_env=False) if case == "demo"
+                else load_config(mock_config(tmp_path, **CASES[case]), use_env=False))
+        stages = build_graph(spec)
+        changed = {s.label for s in stages if s.label in PINNED[case] and PINNED[case][s.label] != s.key}
+        uses_bumped = {s.label for s in stages if s.kind == "evaluate"
+                       and any(m["name"] in BUMPED_METRICS for m in s.settings["metrics"])}
+        assert uses_bumped and changed == uses_bumped | {"stats/collapse"}
+    lexical_free = load_config(mock_config(tmp_path, collapse={"metrics": [{"name": "length"}]}), use_env=False)
+    for s in build_graph(lexical_free):
+        if s.kind == "evaluate":
+            assert all("version" not in m for m in s.settings["metrics"])
+
+
+def test_a_changed_key_would_be_caught(tmp_path, unversioned):
     stages = build_graph(load_config(mock_config(tmp_path, decoding={"max_new_tokens": 9, "seed": 3}),
                                      use_env=False))
     with pytest.raises(AssertionError, match="stage keys changed"):

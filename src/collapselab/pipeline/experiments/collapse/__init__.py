@@ -81,6 +81,15 @@ def metric_specs(spec: ExperimentSpec) -> tuple[MetricSpec, ...]:
     return spec.collapse.metrics if spec.collapse.metrics is not None else DEFAULT_METRICS
 
 
+def _metric_key(metric: MetricSpec) -> dict[str, Any]:
+    """A metric as the evaluate stage's key sees it: its spec and, once its code has changed what
+    it reports, its version (absent at version 1, so keys from before versions existed stay)."""
+    from collapselab.metrics.base import metric_version
+
+    version = metric_version(metric.name)
+    return {**metric.model_dump(mode="json"), **({"version": version} if version > 1 else {})}
+
+
 def response_set_name(cell: CellParams) -> str:
     """``target/condition/seedS`` (and ``/genG`` for generations after the first)."""
     return (f"{cell.target_name}/{cell.condition.label}/seed{cell.seed}"
@@ -129,7 +138,7 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
     new += embeds.values()
 
     vanilla = dict(zip(spine.target_names, spec.targets, strict=True))
-    metrics = [m.model_dump(mode="json") for m in metric_specs(spec)]
+    metrics = [_metric_key(m) for m in metric_specs(spec)]
     wants_ppl = any(m["name"].endswith("perplexity") for m in metrics)
     evaluates: list[Stage] = []
     first_target = spine.target_names[0]

@@ -144,7 +144,7 @@ def run_evaluate(ctx) -> None:
     stage = ctx.stage
     info: SetInfo = stage.params.text_set
     texts = load_textset(ctx, stage)
-    specs = [MetricSpec(**m) for m in stage.settings["metrics"]]
+    specs = [MetricSpec(name=m["name"], settings=m["settings"]) for m in stage.settings["metrics"]]
     ctx.set_total(len(specs))
     labels = {"set_name": info.name, "set_kind": info.kind, **{k: info.labels.get(k) for k in
               ("condition", "target", "seed", "source")}, "generation": info.labels.get("generation", 0)}
