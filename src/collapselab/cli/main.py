@@ -49,6 +49,14 @@ def status(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
 
 
 @app.command()
+def verify(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
+    """Check every completed stage's files against the sizes and SHA-256 recorded when it finished."""
+    from collapselab.cli.verify import verify_command
+
+    verify_command(run_dir)
+
+
+@app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
     """Write RUN_DIR/report/: report.html (self-contained), report.md, results as CSV and Parquet."""
     from collapselab.cli.report import report_command

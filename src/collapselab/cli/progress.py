@@ -54,3 +54,60 @@ class RichStageProgress(StageProgress):
             if self.current == bar:
                 self.current = None
         self.progress.advance(self.overall, 1)
+
+
+class PlainStageProgress(StageProgress):
+    """Progress without a terminal (CI, nohup, a pipe): plain lines, at most one per stage every
+    ``every`` seconds while it runs, so a log shows how far a run is without a redrawn bar."""
+
+    def __init__(self, n_stages: int, console, every: float = 30.0, clock=None) -> None:
+        import time
+
+        self.console, self.n_stages, self.every = console, n_stages, every
+        self.clock = clock or time.monotonic
+        self.done = 0
+        self.label: str | None = None
+        self.total: int | None = None
+        self.completed = 0
+        self.started = self.last = 0.0
+
+    def __enter__(self) -> PlainStageProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def _line(self, text: str) -> None:
+        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    def start(self, stage: Stage, index: int, total: int) -> None:
+        self.label, self.total, self.completed = stage.label, None, 0
+        self.started = self.last = self.clock()
+        self._line(f"[{self.done + 1}/{self.n_stages}] {stage.label}: started")
+
+    def set_total(self, n: int) -> None:
+        self.total = n
+
+    def advance(self, n: int) -> None:
+        self.completed += n
+        now = self.clock()
+        if self.label is not None and now - self.last >= self.every:
+            self.last = now
+            share = f" ({100 * self.completed / self.total:.0f}%)" if self.total else ""
+            of = f"/{self.total}" if self.total else ""
+            self._line(f"    {self.label}: {self.completed}{of}{share}, {now - self.started:.0f} s")
+
+    def finish(self, stage: Stage, skipped: bool) -> None:
+        self.done += 1
+        if skipped:
+            self._line(f"[{self.done}/{self.n_stages}] {stage.label}: done already")
+        else:
+            self._line(f"[{self.done}/{self.n_stages}] {stage.label}: finished in {self.clock() - self.started:.0f} s")
+            self.label = None
+
+
+def stage_progress(n_stages: int, console) -> StageProgress:
+    """A live rich display on a terminal, plain periodic lines otherwise."""
+    if console.is_terminal:
+        return RichStageProgress(n_stages, console)
+    return PlainStageProgress(n_stages, console)

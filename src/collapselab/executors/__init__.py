@@ -8,9 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from collapselab.config.spec import ExperimentSpec
-from collapselab.executors.base import RunReport, StageProgress, stage_status
+from collapselab.executors.base import RunReport, StageProgress, check_done_stages, stage_status
 from collapselab.executors.local import run_stages_local
+from collapselab.pipeline.graph import build_graph
 from collapselab.pipeline.stage import Stage
+from collapselab.store.run import RunStore
 
 __all__ = ["RunReport", "StageProgress", "run_stages", "stage_status"]
 
@@ -23,9 +25,18 @@ def run_stages(
     stages: list[Stage] | None = None,
     stop_after: Callable[[Stage], bool] | None = None,
 ) -> RunReport:
-    """Run every stage not yet done (``run.executor: ray``: as Ray tasks, else in this process)."""
+    """Run every stage not yet done (``run.executor: ray``: as Ray tasks, else in this process).
+
+    First every completed stage's files are checked against the sizes recorded when it finished
+    (:func:`~collapselab.executors.base.check_done_stages`): a changed artifact fails the run
+    before anything reads it."""
+    stages = build_graph(spec) if stages is None else stages
+    unverified = check_done_stages(RunStore(run_dir), stages)
     if spec.run.executor == "ray":  # imported here: Ray is an optional extra
         from collapselab.executors.ray_executor import run_stages_ray
 
-        return run_stages_ray(spec, run_dir, progress=progress, stages=stages, stop_after=stop_after)
-    return run_stages_local(spec, run_dir, progress=progress, stages=stages, stop_after=stop_after)
+        report = run_stages_ray(spec, run_dir, progress=progress, stages=stages, stop_after=stop_after)
+    else:
+        report = run_stages_local(spec, run_dir, progress=progress, stages=stages, stop_after=stop_after)
+    report.unverified = unverified
+    return report

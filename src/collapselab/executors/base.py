@@ -26,6 +26,7 @@ class RunReport:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    unverified: list[str] = field(default_factory=list)  # done stages written before manifests
 
 
 class StageProgress:
@@ -74,6 +75,20 @@ def execute_stage(stage: Stage, spec: ExperimentSpec, store: RunStore, pool: Mod
     seconds = time.perf_counter() - started
     store.commit(stage.ref, stage.settings, [i.ref for i in stage.inputs], seconds)
     return seconds
+
+
+def check_done_stages(store: RunStore, stages: list[Stage]) -> list[str]:
+    """Before a run goes on: every completed stage's files still have the sizes recorded when it
+    finished (else a :class:`DataError` names the files and the folder to delete). Returns the
+    labels of completed stages written before manifests existed, which cannot be checked."""
+    unverified = []
+    for stage in stages:
+        if store.is_done(stage.ref):
+            if store.check(stage.ref) is None:
+                unverified.append(stage.label)
+            else:
+                store.require_intact(stage.ref)
+    return unverified
 
 
 def stage_status(spec: ExperimentSpec, run_dir: str | Path) -> list[tuple[Stage, str]]:

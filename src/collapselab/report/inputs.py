@@ -150,6 +150,9 @@ def _check_done(stages: list, store, run_dir: Path) -> None:
         raise CollapselabError(f"{run_dir}: the report needs finished stages; missing: "
                                f"{', '.join(missing[:5])}" + (" …" if len(missing) > 5 else "")
                                + " (run `collapselab run` first)")
+    for s in stages:  # a report from changed artifacts would look fine and be wrong
+        if store.is_done(s.ref):
+            store.require_intact(s.ref)
 
 
 def _collapse_parts(stages: list, store) -> dict[str, Any]:

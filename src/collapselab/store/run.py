@@ -9,7 +9,9 @@ Layout::
       stages/<kind>/.partial-<name>-<key>/   work in progress, kept across kills to resume
 
 A stage writes into its partial folder; on success that folder is renamed to the final name and
-then the marker is written. A completed folder is never modified again.
+then the marker is written. A completed folder is never modified again. The marker records every
+file's size and SHA-256 (:mod:`collapselab.store.manifest`): :meth:`RunStore.check` compares the
+sizes before a run reads a completed stage, ``collapselab verify`` the checksums.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collapselab.errors import RunLockedError
+from collapselab.errors import DataError, RunLockedError
 from collapselab.store.atomic import fsync_dir, write_json
+from collapselab.store.manifest import Manifest, checksum_problems, file_manifest, size_problems
 
 MARKER = "_DONE"
 
@@ -85,10 +88,53 @@ class RunStore:
             "inputs": [{"kind": i.kind, "name": i.name, "key": i.key} for i in inputs],
         })
         write_json(partial / "provenance.json", provenance(seconds))
+        files = file_manifest(partial, frozenset({MARKER}))
         os.replace(partial, final)
         fsync_dir(final.parent)
-        write_json(final / MARKER, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_json(final / MARKER, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files})
         return final
+
+    # -- checking a completed stage --------------------------------------------------------------
+    def manifest(self, ref: StageRef) -> Manifest | None:
+        """The files a completed stage recorded, or None for a folder written before manifests."""
+        try:
+            marker = json.loads((self.final_dir(ref) / MARKER).read_text() or "{}")
+        except (OSError, ValueError):
+            return None
+        files = marker.get("files") if isinstance(marker, dict) else None
+        return files if isinstance(files, dict) else None
+
+    def check(self, ref: StageRef, *, checksums: bool = False) -> list[str] | None:
+        """Problems with a completed stage's files (sizes; with ``checksums`` also contents and
+        added files), ``[]`` when it is intact, None when it has no manifest to check against."""
+        files = self.manifest(ref)
+        if files is None:
+            return None
+        folder = self.final_dir(ref)
+        return checksum_problems(folder, files, frozenset({MARKER})) if checksums else size_problems(folder, files)
+
+    def completed(self) -> list[StageRef]:
+        """Every completed stage folder of the run (also those of stages the current config no
+        longer has), as refs."""
+        refs = []
+        for marker in sorted((self.root / "stages").glob(f"*/*/{MARKER}")):
+            folder = marker.parent
+            if folder.name.startswith(".partial-"):
+                continue
+            name, _, key = folder.name.rpartition("-")
+            refs.append(StageRef(folder.parent.name, name, key))
+        return refs
+
+    def require_intact(self, ref: StageRef) -> None:
+        """Raise a :class:`DataError` naming the changed files of a completed stage and how to
+        recompute it (sizes only: cheap enough to run before every read)."""
+        problems = self.check(ref)
+        if problems:
+            raise DataError(
+                f"stage {ref.kind}/{ref.name}: its files changed after it finished:\n  "
+                + "\n  ".join(problems)
+                + f"\nTo recompute it, delete the folder {self.final_dir(ref)} and run again."
+            )
 
     # -- locking ---------------------------------------------------------------------------------
     @contextmanager
