@@ -31,3 +31,14 @@ def validate_command(config: Path, overrides: list[str] | None) -> None:
             f"targets: {', '.join(t.id for t in spec.targets)} · seeds: {list(spec.seeds)} · "
             f"shards: {spec.n_shards}"
         )
+        from collapselab.pipeline.validate import mix_shares
+
+        for label, shares in mix_shares(spec).items():
+            if shares is None:
+                console.print(f"{label}: shares realised by example; the training set's size is not known "
+                              "offline, so the mix stage checks them (split.weight_tolerance "
+                              f"{spec.split.weight_tolerance:g})")
+            else:
+                console.print(f"{label}: realised shares " + ", ".join(
+                    f"{s} {v['count']} ({v['share']:.1%} of {v['requested']:.1%} requested)"
+                    for s, v in shares.items()))

@@ -67,6 +67,9 @@ class SplitSpec(Spec):
     test_size: int | None = Field(None, ge=1)
     shards: int = Field(0, ge=0)
     seed: int = 42
+    # a multi-source mix fails (validate, and the mix stage) when a source's realised share of the
+    # examples differs from its requested weight by more than this (absolute share)
+    weight_tolerance: float = Field(0.02, ge=0.0, le=1.0)
 
 
 class DecodingSpec(Spec):

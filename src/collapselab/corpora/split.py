@@ -127,28 +127,71 @@ def make_shards(train: Sequence[Record], n_shards: int, seed: int) -> list[list[
     return [sorted(dealt[shard::n_shards], key=lambda r: r.id) for shard in range(n_shards)]
 
 
-def assign_shards(n_shards: int, weights: Sequence[float]) -> list[list[int]]:
-    """Which shard indices each source of a multi-source condition answers.
-
-    Source ``i`` gets a share of the ``n_shards`` shards proportional to ``weights[i]`` (largest
-    remainder, ties to the earlier source), as one consecutive block in source order: source 0
-    gets shards ``0..k0-1``, source 1 the next ``k1`` and so on. Raises :class:`ConfigError` when
-    a weight is not positive or a source would get no shard.
-    """
+def source_spans(n_shards: int, weights: Sequence[float]) -> list[tuple[Fraction, Fraction]]:
+    """Each source's span of the shard sequence, in shard units: source ``i`` covers
+    ``[C_(i-1), C_i)`` with ``C_i = n_shards · (w_0 + … + w_i) / Σw`` (exact fractions). A span
+    need not end on a shard boundary: a shard it cuts is shared by two sources."""
     if not weights or any(w <= 0 for w in weights):
-        raise ConfigError(f"shard weights must be positive, one per source; got {list(weights)}")
-    counts = list(_apportion(dict(enumerate(weights)), n_shards).values())
-    if 0 in counts:
-        starved = counts.index(0)
-        # with n_shards >= total/min(weight) every source's quota is at least one shard
-        enough = math.ceil(sum(map(_exact, weights)) / min(map(_exact, weights)))
-        raise ConfigError(
-            f"split.shards={n_shards} is too few for weights {list(weights)}: source {starved} would get "
-            f"no shard; raise split.shards ({enough} is enough for these weights)"
-        )
-    blocks, start = [], 0
-    for count in counts:
-        blocks.append(list(range(start, start + count)))
-        start += count
-    return blocks
+        raise ConfigError(f"mixing weights must be positive, one per source; got {list(weights)}")
+    exact = [_exact(w) for w in weights]
+    total, spans, start = sum(exact), [], Fraction(0)
+    for w in exact:
+        end = start + n_shards * w / total
+        spans.append((start, end))
+        start = end
+    return spans
 
+
+def shards_needed(n_shards: int, weights: Sequence[float]) -> list[list[int]]:
+    """The shards whose prompts each source of a multi-source condition answers (some or all of
+    them): every shard its span (:func:`source_spans`) overlaps."""
+    return [[j for j in range(n_shards) if min(end, j + 1) > max(start, j)]
+            for start, end in source_spans(n_shards, weights)]
+
+
+def _order_key(prompt_id: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(prompt_id.encode()).hexdigest()
+
+
+def assign_examples(shard_of: Mapping[str, int], n_shards: int, weights: Sequence[float]) -> dict[str, int]:
+    """Which source (its index) answers each train prompt of a multi-source condition, so that
+    the sources' shares are the weights **by example**, not rounded to whole shards.
+
+    A shard inside one source's span (:func:`source_spans`) goes to it whole (so four equal
+    sources over four shards are the study's quarters); a shard cut by span boundaries is split
+    between the sources in proportion to the overlap lengths (largest remainder over the shard's
+    prompts, in the order of the SHA-256 of their ids, so the choice does not depend on the input
+    order). Each source's count then differs from ``weight · n`` by less than the number of shards
+    it shares (shard sizes differ by at most one).
+    """
+    spans = source_spans(n_shards, weights)
+    by_shard: dict[int, list[str]] = defaultdict(list)
+    for prompt_id, shard in shard_of.items():
+        by_shard[shard].append(prompt_id)
+    out: dict[str, int] = {}
+    for shard, ids in by_shard.items():
+        overlaps = {i: min(end, shard + 1) - max(start, shard) for i, (start, end) in enumerate(spans)}
+        overlaps = {i: float(o) for i, o in overlaps.items() if o > 0}
+        counts = _apportion(overlaps, len(ids))
+        ordered = sorted(ids, key=_order_key)
+        position = 0
+        for source in sorted(counts):
+            for prompt_id in ordered[position:position + counts[source]]:
+                out[prompt_id] = source
+            position += counts[source]
+    return out
+
+
+def realised_shares(assignment: Mapping[str, int], sources: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``{source: {"count": n_i, "share": n_i / n}}`` of an assignment (source indices)."""
+    counts = Counter(assignment.values())
+    n = max(1, sum(counts.values()))
+    return {name: {"count": counts.get(i, 0), "share": counts.get(i, 0) / n} for i, name in enumerate(sources)}
+
+
+def shard_sizes(n: int, n_shards: int) -> list[int]:
+    """The sizes :func:`make_shards` gives ``n`` records (round-robin: the first ``n % n_shards``
+    shards have one more)."""
+    return [len(range(shard, n, n_shards)) for shard in range(n_shards)]

@@ -60,7 +60,45 @@ def validate_experiment(spec: ExperimentSpec) -> list[Stage]:
         for i, t in enumerate(spec.targets):
             if t.backend != "hf":
                 raise ConfigError(f"targets.{i}.id: {t.id!r} cannot be fine-tuned (only 'hf' targets can)")
+    for label, shares in mix_shares(spec).items():
+        if shares is None:
+            continue
+        off = {s: abs(v["share"] - v["requested"]) for s, v in shares.items()}
+        worst = max(off, key=off.get)
+        if off[worst] > spec.split.weight_tolerance:
+            raise ConfigError(
+                f"conditions: {label}: source {worst} would make up {shares[worst]['share']:.1%} of the training "
+                f"examples, {shares[worst]['requested']:.1%} were requested (split.weight_tolerance "
+                f"{spec.split.weight_tolerance:g}); realised: "
+                + ", ".join(f"{s} {v['count']} ({v['share']:.1%})" for s, v in shares.items())
+                + "; use more training prompts (split.train_size) or raise split.weight_tolerance")
     return build_graph(spec)
+
+
+def mix_shares(spec: ExperimentSpec) -> dict[str, dict[str, dict[str, float]] | None]:
+    """For each multi-source condition, each source's realised share of the training examples as
+    ``prepare`` and ``mix`` will make them (``{source: {"count", "share", "requested"}}``), before
+    any answer is generated; None when the number of training prompts is not known without
+    downloading the corpus (the mix stage checks it then). Empty answers, dropped by the mix, can
+    still move the shares at run time."""
+    from collapselab.corpora.split import assign_examples, realised_shares
+    from collapselab.pipeline.sizing import corpus_facts
+
+    multi = [c for c in spec.conditions if c.kind == "multi"]
+    if not multi:
+        return {}
+    facts = corpus_facts(spec)
+    out: dict[str, dict[str, dict[str, float]] | None] = {}
+    for cond in multi:
+        if not facts.shards:
+            out[cond.label] = None
+            continue
+        # counts depend only on the shard sizes, not on which prompt ids the shards hold
+        shard_of = {f"{j}/{i}": j for j, size in enumerate(facts.shards) for i in range(size)}
+        shares = realised_shares(assign_examples(shard_of, spec.n_shards, cond.normalized_weights), cond.sources)
+        out[cond.label] = {s: {**v, "requested": w}
+                           for (s, v), w in zip(shares.items(), cond.normalized_weights, strict=True)}
+    return out
 
 
 def _exists(field: str, path: str | None, required: bool = False) -> None:

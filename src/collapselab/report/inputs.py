@@ -217,10 +217,13 @@ def _training(stages: list, store) -> list[dict[str, Any]]:
             continue
         summary = json.loads((folder / "train_summary.json").read_text())
         curve = read_jsonl(folder / "loss_curve.jsonl")
+        mix = _read_json(store.final_dir(s.inputs[0].ref) / "summary.json", {}) if s.inputs else {}
         training.append({"target": s.params.target_name, "condition": s.params.condition.label,
                          "seed": s.params.seed, "generation": s.params.generation,
                          "best_val_loss": summary.get("best_val_loss"),
-                         "stopped_early": summary.get("stopped_early"), "curve": curve})
+                         "stopped_early": summary.get("stopped_early"), "curve": curve,
+                         "examples": mix.get("examples"), "realised_shares": mix.get("realised_shares"),
+                         "requested_shares": mix.get("requested_shares")})
     return training
 
 

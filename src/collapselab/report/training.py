@@ -29,7 +29,19 @@ def training_table(training: Sequence[Mapping[str, Any]]) -> Table:
             "final train loss": fmt_num(train[-1] if train else None),
             "best val loss": fmt_num(run.get("best_val_loss")),
             "stopped early": fmt_num(run.get("stopped_early")),
+            "examples": fmt_int(run.get("examples")),
+            "sources (realised share)": shares_text(run.get("realised_shares"), run.get("requested_shares")),
         })
-    return Table(pd.DataFrame(body), "Loss is mean token cross-entropy on the assistant tokens.", set(),
-                 {"steps", "final train loss", "best val loss"})
+    return Table(pd.DataFrame(body), "Loss is mean token cross-entropy on the training tokens. A multi-source "
+                 "condition's realised shares are those of the examples it trained on (requested in brackets).",
+                 set(), {"steps", "final train loss", "best val loss", "examples"})
+
+
+def shares_text(realised: Mapping[str, float] | None, requested: Mapping[str, float] | None) -> str:
+    """``a 33.3% (33.3%) · b …``: each source's realised share of a mix, requested in brackets."""
+    if not realised:
+        return ""
+    requested = requested or {}
+    return " · ".join(f"{s} {v:.1%}" + (f" ({requested[s]:.1%})" if s in requested else "")
+                      for s, v in realised.items())
 

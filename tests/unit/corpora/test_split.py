@@ -9,7 +9,7 @@ import pytest
 
 from collapselab.config.spec import SplitSpec
 from collapselab.corpora.base import Record
-from collapselab.corpora.split import assign_shards, format_prompt, make_shards, split_records
+from collapselab.corpora.split import format_prompt, make_shards, split_records
 from collapselab.errors import ConfigError, DataError
 
 SIZES = {"a": 50, "b": 30, "c": 17, "d": 2, "e": 1}
@@ -100,26 +100,6 @@ def test_shard_errors():
         make_shards(corpus({"a": 3}), 5, seed=0)
     with pytest.raises(ConfigError, match="at least one shard"):
         make_shards(corpus({"a": 3}), 0, seed=0)
-
-
-@pytest.mark.parametrize(("n_shards", "weights", "expected"), [
-    (4, [1, 1], [[0, 1], [2, 3]]),
-    (10, [0.7, 0.3], [[0, 1, 2, 3, 4, 5, 6], [7, 8, 9]]),
-    (10, [1, 1, 1], [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]),  # the tie goes to the first source
-    (5, [3, 1, 1], [[0, 1, 2], [3], [4]]),
-])
-def test_assign_shards_blocks(n_shards, weights, expected):
-    blocks = assign_shards(n_shards, weights)
-    assert blocks == expected
-    assert sorted(i for block in blocks for i in block) == list(range(n_shards))
-
-
-def test_assign_shards_errors():
-    with pytest.raises(ConfigError, match=r"split.shards=4 is too few.*source 2 would get no shard.*raise "
-                                          r"split.shards \(10 is enough"):
-        assign_shards(4, [0.6, 0.3, 0.1])
-    with pytest.raises(ConfigError, match="must be positive"):
-        assign_shards(4, [1, 0])
 
 
 def test_format_prompt():

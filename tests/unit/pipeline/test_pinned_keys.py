@@ -69,10 +69,31 @@ CASES = {
 }
 
 
+def _by_example_mix(stage) -> bool:
+    """A multi-source mix whose weights cut a shard: realised by whole shards before the fix of
+    audit a3 (e.g. 0.7/0.3 of 4 shards trained on 0.75/0.25), by example since; recomputed on purpose."""
+    from collapselab.corpora.split import source_spans
+
+    cond = getattr(stage.params, "condition", None)
+    if stage.kind != "mix" or cond is None or cond.kind != "multi":
+        return False
+    n_shards = stage.inputs[0].settings["n_shards"]  # every mix reads prepare first
+    return any(end.denominator != 1 for _, end in source_spans(n_shards, cond.normalized_weights))
+
+
+#: stages whose key changed on purpose, and everything downstream of them
+INTENDED = {"by-example mixes (audit a3)": _by_example_mix}
+
+
 def _check(stages, pinned: dict[str, str]) -> None:
     keys = {s.label: s.key for s in stages}
     changed = {label: (key, keys.get(label)) for label, key in pinned.items() if keys.get(label) != key}
-    assert not changed, f"stage keys changed (old run folders would be recomputed): {changed}"
+    # a change is intended when it starts at an intended stage: every changed stage none of whose
+    # inputs changed (a root of the change) must be one
+    roots = [s for s in stages if s.label in changed and not any(i.label in changed for i in s.inputs)]
+    unintended = {s.label for s in roots if not any(rule(s) for rule in INTENDED.values())}
+    unintended |= {label for label in changed if label not in keys}  # a pinned stage that is gone
+    assert not unintended, f"stage keys changed (old run folders would be recomputed): {sorted(unintended)}"
     added = {label.split("/")[0] for label in set(keys) - set(pinned)}
     assert added <= NEW_KINDS, f"unexpected new stages: {sorted(set(keys) - set(pinned))}"
 
@@ -101,6 +122,18 @@ def test_a_metric_version_bump_recomputes_only_the_sets_that_use_it(tmp_path):
     for s in build_graph(lexical_free):
         if s.kind == "evaluate":
             assert all("version" not in m for m in s.settings["metrics"])
+
+
+def test_only_mixes_that_cut_a_shard_changed(tmp_path, unversioned):
+    """The by-example fix changes exactly the weighted 0.7/0.3 mixes of the replace case; the equal
+    two-source mixes (whole shards) and every other condition keep their keys."""
+    stages = build_graph(load_config(mock_config(tmp_path, **CASES["replace"]), use_env=False))
+    changed_mixes = {s.label for s in stages if s.kind == "mix" and PINNED["replace"].get(s.label) != s.key}
+    assert changed_mixes and all("multi-a0.7_b0.3" in label for label in changed_mixes)
+    for case in ("full", "data_seeds", "demo", "paper"):
+        spec = (load_config(ROOT / "configs" / f"{case}.yaml", use_env=False) if case in ("demo", "paper")
+                else load_config(mock_config(tmp_path, **CASES[case]), use_env=False))
+        assert all(PINNED[case][s.label] == s.key for s in build_graph(spec) if s.kind in ("mix", "train"))
 
 
 def test_a_changed_key_would_be_caught(tmp_path, unversioned):

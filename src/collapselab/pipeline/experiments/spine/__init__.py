@@ -108,10 +108,13 @@ def target_names(targets: tuple[ModelSpec, ...]) -> list[str]:
 def shard_plan(spec: ExperimentSpec) -> dict[str, list[tuple[str, list[int]]]]:
     """For each trained synthetic condition: [(source, shard indices it answers)], in source order.
 
-    A single-source condition takes every shard from its source; a multi-source condition gives
-    each source a consecutive block of shards in proportion to its weight (equal by default).
+    A single-source condition takes every shard from its source. A multi-source condition gives
+    each source a consecutive span of the shard sequence in proportion to its weight (equal by
+    default); a shard cut by a span boundary is answered by both sources, and the mix takes from
+    each only the prompts assigned to it (:func:`collapselab.corpora.split.assign_examples`), so the
+    shares hold by example, not by whole shard.
     """
-    from collapselab.corpora.split import assign_shards
+    from collapselab.corpora.split import shards_needed
 
     n = spec.n_shards
     out: dict[str, list[tuple[str, list[int]]]] = {}
@@ -119,7 +122,7 @@ def shard_plan(spec: ExperimentSpec) -> dict[str, list[tuple[str, list[int]]]]:
         if cond.kind == "single":
             out[cond.label] = [(cond.sources[0], list(range(n)))]
         elif cond.kind == "multi":
-            blocks = assign_shards(n, cond.normalized_weights)
+            blocks = shards_needed(n, cond.normalized_weights)
             out[cond.label] = list(zip(cond.sources, blocks, strict=True))
     return out
 
@@ -132,7 +135,8 @@ def build_spine(spec: ExperimentSpec) -> Spine:
         settings={
             "corpus": spec.corpus.model_dump(mode="json"),
             "fingerprint": path_fingerprint(spec.corpus.path),
-            "split": spec.split.model_dump(mode="json"),
+            # the tolerance only checks the mixes: it changes nothing the prepare stage writes
+            "split": spec.split.model_dump(mode="json", exclude={"weight_tolerance"}),
             "n_shards": spec.n_shards,
         },
     )

@@ -105,18 +105,24 @@ def run_mix(ctx: StageContext) -> None:
     from collapselab.synth.mix import human_examples, synthetic_examples
 
     cond = ctx.stage.params.condition
-    train = read_jsonl(ctx.input_dir(ctx.stage.input("prepare")) / "train.jsonl")
+    prepare = ctx.stage.input("prepare")
+    train = read_jsonl(ctx.input_dir(prepare) / "train.jsonl")
     dropped = 0
+    shares: dict[str, Any] = {}
     if cond.kind == "human":
         examples = human_examples(train)
     else:
+        owner = _owners(cond, train, prepare.settings["n_shards"])
         examples = []
         for gen in (s for s in ctx.stage.inputs if s.kind == "generate"):
-            part, n_empty = synthetic_examples(read_jsonl(ctx.input_dir(gen) / "synthetic.jsonl"))
+            part, n_empty = synthetic_examples(
+                r for r in read_jsonl(ctx.input_dir(gen) / "synthetic.jsonl")
+                if owner is None or owner[r["prompt_id"]] == gen.params.source)
             examples += part
             dropped += n_empty
         order = {r["id"]: i for i, r in enumerate(train)}
         examples.sort(key=lambda e: order[e["id"]])
+        shares = _check_shares(cond, examples, ctx.spec.split.weight_tolerance)
     generation = ctx.stage.params.generation
     if generation:
         examples = _next_generation(ctx, examples, train, generation)
@@ -125,9 +131,41 @@ def run_mix(ctx: StageContext) -> None:
     write_jsonl(ctx.out / "train.jsonl", examples)
     write_json(ctx.out / "summary.json", {
         "condition": cond.label, "examples": len(examples), "dropped_empty": dropped,
-        "by_origin": dict(Counter(e["origin"] for e in examples)),
+        "by_origin": dict(Counter(e["origin"] for e in examples)), **shares,
         "system_prompt": ctx.stage.settings["system_prompt"],
     })
+
+
+def _owners(cond, train: list[dict], n_shards: int) -> dict[str, str] | None:
+    """For a multi-source condition, the source that answers each train prompt (by example, see
+    :func:`collapselab.corpora.split.assign_examples`); None for a single source."""
+    from collapselab.corpora.split import assign_examples
+
+    if cond.kind != "multi":
+        return None
+    assignment = assign_examples({r["id"]: r["shard"] for r in train}, n_shards, cond.normalized_weights)
+    return {prompt_id: cond.sources[i] for prompt_id, i in assignment.items()}
+
+
+def _check_shares(cond, examples: list[dict], tolerance: float) -> dict[str, Any]:
+    """The requested and realised shares of a multi-source mix's sources (after empty answers were
+    dropped); a :class:`DataError` when one differs from its weight by more than ``tolerance``."""
+    if cond.kind != "multi":
+        return {}
+    counts = Counter(e["origin"] for e in examples)
+    n = max(1, len(examples))
+    requested = dict(zip(cond.sources, cond.normalized_weights, strict=True))
+    realised = {s: counts.get(s, 0) / n for s in cond.sources}
+    worst = max(cond.sources, key=lambda s: abs(realised[s] - requested[s]))
+    if abs(realised[worst] - requested[worst]) > tolerance:
+        raise DataError(
+            f"condition {cond.label}: source {worst} makes up {realised[worst]:.1%} of the {n} training examples, "
+            f"{requested[worst]:.1%} were requested (split.weight_tolerance {tolerance:g}); realised: "
+            + ", ".join(f"{s} {counts.get(s, 0)} ({realised[s]:.1%})" for s in cond.sources)
+            + ". Empty answers are dropped: check the sources' outputs, or raise split.weight_tolerance"
+        )
+    return {"requested_shares": requested, "realised_shares": realised,
+            "realised_counts": {s: counts.get(s, 0) for s in cond.sources}}
 
 
 def _next_generation(ctx: StageContext, new: list[dict], train: list[dict], generation: int) -> list[dict]:
