@@ -47,6 +47,9 @@ class TrainExample:
     prompt: ChatPrompt
     response: str
     id: str
+    # the prompt this answers: examples of one group land on the same side of the validation split
+    # (with accumulated generations a prompt has one example per generation); None: its own group
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -331,8 +334,11 @@ def split_validation(
 
     The validation share is ``ceil(val_fraction · n)`` (the rounding of ``datasets``'
     ``train_test_split``), at least one and at most ``n - 1`` examples; none when
-    ``val_fraction`` is 0 or there is a single example. Members are the examples whose
-    ``sha256(seed, id)`` ranks lowest, so the split depends on the ids and the seed only.
+    ``val_fraction`` is 0 or there is a single example. Examples of one ``group`` (one prompt's
+    answers from several generations) stay together: groups are ranked by ``sha256(seed, id)`` of
+    their smallest id and taken whole, lowest first, until the share is reached (never all of
+    them), so no prompt is in both training and validation. When every example is its own group
+    this is the plain split by ``sha256(seed, id)``; it depends on the ids and the seed only.
     """
     ids = [example.id for example in examples]
     if len(set(ids)) != len(ids):
@@ -340,8 +346,16 @@ def split_validation(
         raise TrainingError(f"training example ids must be unique; repeated: {duplicates}")
     n = len(examples)
     n_val = min(n - 1, math.ceil(val_fraction * n)) if val_fraction > 0 and n >= 2 else 0
-    ranked = sorted(ids, key=lambda i: hashlib.sha256(f"{seed}\x00{i}".encode()).digest())
-    val_ids = set(ranked[:n_val])
+    groups: dict[str, list[str]] = {}
+    for example in examples:
+        groups.setdefault(example.group if example.group is not None else example.id, []).append(example.id)
+    ranked = sorted(groups.values(), key=lambda members: hashlib.sha256(f"{seed}\x00{min(members)}".encode()).digest())
+    val_ids: set[str] = set()
+    for members in ranked:
+        if len(val_ids) >= n_val:
+            break
+        if len(val_ids) + len(members) < n:  # something must be left to train on
+            val_ids.update(members)
     return (
         [e for e in examples if e.id not in val_ids],
         [e for e in examples if e.id in val_ids],

@@ -81,8 +81,14 @@ def _by_example_mix(stage) -> bool:
     return any(end.denominator != 1 for _, end in source_spans(n_shards, cond.normalized_weights))
 
 
+def _split_by_prompt(stage) -> bool:
+    """A later generation's training in accumulate mode: its validation split now keeps a prompt's
+    examples together (audit c7: the same prompt was in training and validation)."""
+    return stage.kind == "train" and stage.settings.get("val_split") == "prompt"
+
+
 #: stages whose key changed on purpose, and everything downstream of them
-INTENDED = {"by-example mixes (audit a3)": _by_example_mix}
+INTENDED = {"by-example mixes (audit a3)": _by_example_mix, "validation split by prompt (audit c7)": _split_by_prompt}
 
 
 def _check(stages, pinned: dict[str, str]) -> None:

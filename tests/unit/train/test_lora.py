@@ -301,3 +301,28 @@ def test_only_existing_target_modules_are_used(tiny_model_dir):
 def test_base_model_trains_on_raw_text(tiny_base_model_dir, tmp_path):
     result = train_lora(tiny_base_model_dir, make_examples(), spec(epochs=1), seed=0, out_dir=tmp_path)
     assert not result.chat and (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_validation_split_keeps_a_prompts_generations_together():
+    """Accumulate mode: prompt p has examples p, p@g1, p@g2. Split by example id (before the fix),
+    some prompt lands in both training and validation; split by group, none does (audit c7)."""
+    import re
+
+    base = make_examples(30)
+    examples = [TrainExample(e.prompt, e.response, f"{e.id}{suffix}", group=e.id)
+                for suffix in ("", "@g1", "@g2") for e in base]
+
+    def leaked(train, val):
+        prompt = lambda e: re.sub(r"@g\d+$", "", e.id)  # noqa: E731
+        return {prompt(e) for e in train} & {prompt(e) for e in val}
+
+    ungrouped = [TrainExample(e.prompt, e.response, e.id) for e in examples]
+    assert leaked(*split_validation(ungrouped, 0.2, seed=42))  # the old behaviour leaks
+    train, val = split_validation(examples, 0.2, seed=42)
+    assert not leaked(train, val)
+    assert len(val) >= 18 and len(val) % 3 == 0 and len(train) + len(val) == 90
+    assert {e.id for e in val} == {e.id for e in split_validation(examples[::-1], 0.2, seed=42)[1]}
+    # singleton groups give exactly the plain split
+    singles = [TrainExample(e.prompt, e.response, e.id, group=e.id) for e in base]
+    ids = lambda split: [[e.id for e in side] for side in split]  # noqa: E731
+    assert ids(split_validation(singles, 0.25, seed=1)) == ids(split_validation(base, 0.25, seed=1))

@@ -218,6 +218,8 @@ def _train_stage(spec: ExperimentSpec, cell: CellParams, mix: Stage) -> Stage:
                                 "seed": cell.seed}
     if cell.generation:
         settings["generation"] = cell.generation
+        if spec.generations.mode == "accumulate":  # a prompt has several examples: split by prompt
+            settings["val_split"] = "prompt"
     return Stage(
         "train", f"{cell.target_name}-{cell.condition.slug}-seed{cell.seed}{gen_suffix(cell.generation)}",
         settings=settings, inputs=(mix,), params=cell,

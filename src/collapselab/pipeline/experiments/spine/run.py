@@ -4,6 +4,7 @@ into ``ctx.out`` (the stage's partial folder); the executor commits the folder w
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -203,7 +204,11 @@ def run_train(ctx: StageContext) -> None:
     ctx.models.close()  # free the sampling model's memory before training
     mix = read_jsonl(ctx.input_dir(ctx.stage.input("mix")) / "train.jsonl")
     system = ctx.stage.input("mix").settings["system_prompt"]
-    examples = [TrainExample(ChatPrompt(e["id"], e["prompt"], system), e["response"], e["id"]) for e in mix]
+    # an accumulated generation holds one example per prompt and generation (ids ``ID@gG``): the
+    # validation split keeps each prompt's examples together (audit c7)
+    by_prompt = ctx.stage.settings.get("val_split") == "prompt"
+    examples = [TrainExample(ChatPrompt(e["id"], e["prompt"], system), e["response"], e["id"],
+                             group=re.sub(r"@g\d+$", "", e["id"]) if by_prompt else None) for e in mix]
 
     def progress(step: int, total: int, loss: float) -> None:
         ctx.set_total(total)
