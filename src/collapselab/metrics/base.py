@@ -9,7 +9,7 @@ aggregates. Its reported name carries its parameters, e.g. ``self_bleu[order=3,m
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -89,15 +89,45 @@ class MetricInfo:
 METRICS: Registry[Callable[..., Metric]] = Registry("metric")
 
 
+#: A statistic's possible values: (lowest, highest), None where unbounded.
+Range = tuple[float | None, float | None]
+UNBOUNDED: Range = (None, None)
+_RANGES: dict[str, tuple[Range, dict[str, Range]]] = {}
+
+
 def register_metric(name: str, *, family: str, higher_is_better: bool | None, description: str,
-                    module: str, factory: str, version: int = 1) -> None:
+                    module: str, factory: str, version: int = 1, range: Range = UNBOUNDED,
+                    ranges: Mapping[str, Range] | None = None) -> None:
     """Register a factory ``module:factory`` lazily (listing metrics imports no family module).
 
     ``version``: bump it when the metric's code changes what it reports (values or intervals):
-    the evaluate stages of every set that uses it are then recomputed, and only those."""
+    the evaluate stages of every set that uses it are then recomputed, and only those.
+    ``range``: the values the metric's statistics can take, e.g. ``(0, 1)`` for a share; ``ranges``
+    overrides it per statistic. Counts (``n``, ``n_*``) and standard deviations (``sd*``) are
+    non-negative without saying so. Intervals are built so that they stay inside the range
+    (:mod:`collapselab.metrics.evaluate`)."""
     direction = {True: "higher", False: "lower", None: "-"}[higher_is_better]
     METRICS.add(name, f"{module}:{factory}", description=description, family=family, direction=direction,
                 version=str(version))
+    _RANGES[name] = (range, dict(ranges or {}))
+
+
+def declared_range(name: str) -> Range | None:
+    """The range a metric was registered with, None when it declared none (a test requires one)."""
+    entry = _RANGES.get(name)
+    return None if entry is None or entry[0] == UNBOUNDED and not entry[1] else entry[0]
+
+
+def statistic_range(name: str, statistic: str) -> Range:
+    """The possible values of one statistic of metric ``name`` (its registered name)."""
+    default, specific = _RANGES.get(name, (UNBOUNDED, {}))
+    if statistic in specific:
+        return specific[statistic]
+    if statistic == "n" or statistic.startswith("n_") or statistic == "num_buckets":
+        return (0.0, None)
+    if statistic == "sd" or statistic.startswith("sd_") or statistic.endswith("_sd"):
+        return (0.0, None)
+    return default
 
 
 def metric_version(name: str) -> int:

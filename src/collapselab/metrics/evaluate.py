@@ -18,6 +18,25 @@ Two kinds of interval, both percentile bootstrap over the set's texts:
   of drawing afresh, which would add the sampling noise to every replicate and widen the interval
   about 3x (600 texts, ``sample=100``).
 
+**Intervals stay inside the metric's range** (``register_metric(range=...)``, audit a2). The
+jackknife interval is built on a scale where the range is the whole real line and mapped back:
+logit of (θ − lo)/(hi − lo) for a statistic bounded on both sides (MAUVE, JS divergence, shares),
+log(θ − lo) for one bounded below (Fréchet distance, perplexity, Vendi), the identity otherwise:
+g⁻¹(g(θ̂) ± t_(g−1) · SE_jack[g(θ̂_(−k))]). When the estimate or a replicate sits on a bound (JS = 0,
+MAUVE = 1 of a set against itself), the transform is infinite there and the raw-scale interval is
+clipped to the range instead (counted in ``details[name]["clipped_intervals"]``). Percentile
+bootstrap intervals respect the range by construction; they are clipped too, for safety.
+
+**Distance-to-human metrics resample the human side too** (audit c4): the sampling error of the
+human references is half of these metrics' uncertainty. Their jackknife replicates leave a group
+of the human texts out as well — the same prompts when the set and the references share ids
+(paired), an independent partition otherwise — so SE_jack covers both samples.
+
+**Metrics with their own resampling.** A metric exposing ``bootstrap_replicates(texts, result,
+n, rng)`` (MAUVE: resampled histograms over a quantization fitted once; a jackknife would
+re-run k-means in every replicate and measure its noise) gets the same transformed-scale normal
+interval, g⁻¹(g(θ̂) ± z · SD[g(θ*)]), from its ``n`` replicates.
+
 A metric that cannot run on a set (e.g. human-text perplexity on training data, which has no
 model of its own) is skipped and listed with its reason in ``details["skipped"]``; resamples on
 which a metric fails are counted in ``details[name]["failed_resamples"]`` (jackknife replicates).
@@ -33,7 +52,17 @@ import numpy as np
 import pandas as pd
 
 from collapselab.config.spec import MetricSpec
-from collapselab.metrics.base import METRICS, Metric, MetricResult, TextSet, build_metric, subset
+from collapselab.metrics.base import (
+    METRICS,
+    UNBOUNDED,
+    Metric,
+    MetricResult,
+    Range,
+    TextSet,
+    build_metric,
+    statistic_range,
+    subset,
+)
 from collapselab.metrics.tables import AGGREGATE_COLUMNS, PER_ITEM_COLUMNS
 
 
@@ -61,36 +90,104 @@ def missing_inputs(metric: Metric, texts: TextSet) -> str | None:
     return f"needs {', '.join(sorted(missing))}, which this set does not have" if missing else None
 
 
-def _percentile_ci(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+def _transform(bounds: Range) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+    """(g, g⁻¹) mapping the open range onto the real line: logit of the rescaled value for two
+    bounds, log of the distance to the one bound, the identity for none."""
+    lo, hi = bounds
+    if lo is not None and hi is not None:
+        width = hi - lo
+        return (lambda x: np.log((x - lo) / (hi - x)),
+                lambda y: lo + width / (1 + np.exp(-y)))
+    if lo is not None:
+        return (lambda x: np.log(x - lo), lambda y: lo + np.exp(y))
+    if hi is not None:
+        return (lambda x: np.log(hi - x), lambda y: hi - np.exp(y))
+    return (lambda x: x, lambda y: y)
+
+
+def _inside(x: np.ndarray, bounds: Range) -> bool:
+    lo, hi = bounds
+    return bool(np.all((x > lo) if lo is not None else True) and np.all((x < hi) if hi is not None else True))
+
+
+def _clip(low: float, high: float, bounds: Range) -> tuple[float, float]:
+    lo, hi = bounds
+    return (float(np.clip(low, lo, hi)), float(np.clip(high, lo, hi)))
+
+
+def _percentile_ci(samples: np.ndarray, confidence: float, bounds: Range = UNBOUNDED) -> tuple[float, float]:
     samples = samples[np.isfinite(samples)]
     if samples.size < 2:
         return float("nan"), float("nan")
     alpha = (1 - confidence) / 2
     low, high = np.percentile(samples, [100 * alpha, 100 * (1 - alpha)])
-    return float(low), float(high)
+    return _clip(low, high, bounds)
 
 
-def _jackknife_ci(replicates: np.ndarray, estimate: float, confidence: float) -> tuple[float, float]:
+def _normal_ci(estimate: float, replicates: np.ndarray, half: Callable[[np.ndarray], float],
+               bounds: Range) -> tuple[tuple[float, float], bool]:
+    """g⁻¹(g(θ̂) ± half(g(replicates))); the raw-scale interval clipped to the range when the
+    estimate or a replicate is on a bound. Returns (interval, whether it was clipped)."""
+    if _inside(np.append(replicates, estimate), bounds):
+        g, g_inv = _transform(bounds)
+        centre, h = float(g(np.float64(estimate))), half(g(replicates))
+        return (float(g_inv(np.float64(centre - h))), float(g_inv(np.float64(centre + h)))), False
+    h = half(replicates)
+    return _clip(estimate - h, estimate + h, bounds), True
+
+
+def _jackknife_ci(replicates: np.ndarray, estimate: float, confidence: float,
+                  bounds: Range = UNBOUNDED) -> tuple[tuple[float, float], bool]:
+    """θ̂ ± t_(g−1)·SE_jack on the range-respecting scale; ((low, high), clipped)."""
     from scipy import stats
 
     replicates = replicates[np.isfinite(replicates)]
     g = replicates.size
     if g < 2 or not np.isfinite(estimate):
-        return float("nan"), float("nan")
-    se = float(np.sqrt((g - 1) / g * np.sum((replicates - replicates.mean()) ** 2)))
-    half = float(stats.t.ppf(0.5 + confidence / 2, g - 1)) * se
-    return estimate - half, estimate + half
+        return (float("nan"), float("nan")), False
+    t = float(stats.t.ppf(0.5 + confidence / 2, g - 1))
+
+    def half(x: np.ndarray) -> float:
+        return t * float(np.sqrt((g - 1) / g * np.sum((x - x.mean()) ** 2)))
+
+    return _normal_ci(estimate, replicates, half, bounds)
+
+
+def _bootstrap_normal_ci(replicates: np.ndarray, estimate: float, confidence: float,
+                         bounds: Range) -> tuple[tuple[float, float], bool]:
+    """θ̂ ± z·SD of bootstrap replicates on the range-respecting scale."""
+    from scipy import stats
+
+    replicates = replicates[np.isfinite(replicates)]
+    if replicates.size < 2 or not np.isfinite(estimate):
+        return (float("nan"), float("nan")), False
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    return _normal_ci(estimate, replicates, lambda x: z * float(np.std(x, ddof=1)), bounds)
+
+
+def _paired_human_groups(texts: TextSet, groups: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """For each group of the set's texts, the human texts to leave out with it: the same ids when
+    the set answers the human references' prompts (paired), else an independent partition."""
+    human = texts.human
+    position = {id_: i for i, id_ in enumerate(human.ids)}
+    if set(texts.ids) <= set(position):
+        return [np.array([position[texts.ids[i]] for i in group], dtype=np.int64) for group in groups]
+    return np.array_split(rng.permutation(len(human)), len(groups))
 
 
 def bootstrap_intervals(metric: Metric, texts: TextSet, result: MetricResult, *, bootstrap: int,
-                        jackknife_groups: int, confidence: float,
-                        seed: int) -> tuple[dict[str, tuple[float, float]], int]:
-    """Intervals for every aggregate (see the module docstring); returns (intervals, failed replicates)."""
+                        jackknife_groups: int, confidence: float, seed: int,
+                        metric_name: str | None = None) -> tuple[dict[str, tuple[float, float]], int, int]:
+    """Intervals for every aggregate (see the module docstring); returns (intervals, failed
+    replicates, intervals clipped to the range). ``metric_name`` is the registered name whose
+    declared ranges apply (none: unbounded)."""
     rng = np.random.default_rng(seed)
     keys = list(result.aggregates)
+    bounds = {k: statistic_range(metric_name, k) if metric_name else UNBOUNDED for k in keys}
     draws: dict[str, list[float]] = {k: [] for k in keys}
-    failed = 0
+    failed = clipped = 0
     aggregate_items = getattr(metric, "aggregate_items", None)
+    own = getattr(metric, "bootstrap_replicates", None)
     if aggregate_items is not None and result.per_item:
         values = next(iter(result.per_item.values()))
         n = len(values)
@@ -98,24 +195,45 @@ def bootstrap_intervals(metric: Metric, texts: TextSet, result: MetricResult, *,
             agg = aggregate_items(values[rng.integers(0, n, n)])
             for k in keys:
                 draws[k].append(agg.get(k, np.nan))
+    elif own is not None:
+        for agg in own(texts, result, bootstrap, rng):
+            for k in keys:
+                draws[k].append(agg.get(k, np.nan))
+        out = {}
+        for k, v in draws.items():
+            out[k], was = _bootstrap_normal_ci(np.asarray(v, dtype=float), float(result.aggregates[k]),
+                                               confidence, bounds[k])
+            clipped += was
+        return out, failed, clipped
     elif jackknife_groups >= 2 and len(texts) > 2:
         n = len(texts)
         groups = np.array_split(rng.permutation(n), min(jackknife_groups, n))
         # a metric that draws a random sample inside compute keeps the full set's draw in every
         # replicate (else each replicate adds fresh sampling noise and the interval is too wide)
         replicate = metric.pinned(result, texts) if hasattr(metric, "pinned") else metric
-        for group in groups:
-            keep = np.setdiff1d(np.arange(n), group)
+        # a distance to the human references leaves human texts out too: both samples' error counts
+        human_groups = (_paired_human_groups(texts, groups, rng)
+                        if "human" in getattr(metric, "needs", ()) and texts.human is not None
+                        and len(texts.human) > len(groups) else None)
+        for k, group in enumerate(groups):
+            kept = subset(texts, np.setdiff1d(np.arange(n), group))
+            if human_groups is not None:
+                kept.human = subset(texts.human, np.setdiff1d(np.arange(len(texts.human)), human_groups[k]))
             try:
-                agg = replicate.compute(subset(texts, keep)).aggregates
+                agg = replicate.compute(kept).aggregates
             except Exception:  # a replicate too degenerate for the metric
                 failed += 1
                 continue
-            for k in keys:
-                draws[k].append(agg.get(k, np.nan))
-        return {k: _jackknife_ci(np.asarray(v, dtype=float), float(result.aggregates[k]), confidence)
-                for k, v in draws.items()}, failed
-    return {k: _percentile_ci(np.asarray(v, dtype=float), confidence) for k, v in draws.items()}, failed
+            for k2 in keys:
+                draws[k2].append(agg.get(k2, np.nan))
+        out = {}
+        for k, v in draws.items():
+            out[k], was = _jackknife_ci(np.asarray(v, dtype=float), float(result.aggregates[k]), confidence,
+                                        bounds[k])
+            clipped += was
+        return out, failed, clipped
+    return {k: _percentile_ci(np.asarray(v, dtype=float), confidence, bounds[k]) for k, v in draws.items()}, \
+        failed, clipped
 
 
 def evaluate_textset(
@@ -145,9 +263,9 @@ def evaluate_textset(
         started = time.perf_counter()
         result = metric.compute(texts)
         seconds = time.perf_counter() - started
-        intervals, failed = bootstrap_intervals(metric, texts, result, bootstrap=bootstrap,
-                                                jackknife_groups=jackknife_groups, confidence=confidence,
-                                                seed=seed)
+        intervals, failed, clipped = bootstrap_intervals(metric, texts, result, bootstrap=bootstrap,
+                                                         jackknife_groups=jackknife_groups, confidence=confidence,
+                                                         seed=seed, metric_name=spec.name)
         primary = primary_statistic(metric, result)
         item_ids = texts.human.ids if result.details.get("per_item_ids") == "human" and texts.human else texts.ids
         first = next(iter(result.per_item.values()), None)
@@ -165,6 +283,7 @@ def evaluate_textset(
                                              "value": np.asarray(values, dtype=float)}))
         details[metric.name] = {**{k: v for k, v in result.details.items() if k != "per_item_ids"},
                                 "seconds": round(seconds, 4), "failed_resamples": failed,
+                                "clipped_intervals": clipped,
                                 "primary": primary}
         if progress:
             progress(1)

@@ -76,7 +76,7 @@ class ItemMean:
 def jackknife(metric, texts, **kw):
     result = metric.compute(texts)
     kw = {"bootstrap": 0, "confidence": 0.95, "seed": 0, **kw}
-    return (result, *bootstrap_intervals(metric, texts, result, **kw))
+    return (result, *bootstrap_intervals(metric, texts, result, **kw)[:2])
 
 
 # ---------------------------------------------------------------- jackknife (corpus-level metrics)
@@ -170,7 +170,7 @@ def test_every_replicate_failing_gives_no_interval() -> None:
     metric = CorpusMean()
     result = metric.compute(numbers(x))
     metric.fail_always = True
-    intervals, failed = bootstrap_intervals(metric, numbers(x), result, bootstrap=100, jackknife_groups=3,
+    intervals, failed, _ = bootstrap_intervals(metric, numbers(x), result, bootstrap=100, jackknife_groups=3,
                                             confidence=0.95, seed=0)
     assert failed == 3
     assert all(math.isnan(lo) and math.isnan(hi) for lo, hi in intervals.values())
@@ -205,7 +205,7 @@ def test_percentile_bootstrap_by_a_plain_loop() -> None:
     x = np.random.default_rng(6).lognormal(1.0, 0.5, size=25)
     metric = ItemMean()
     result = metric.compute(numbers(x))
-    intervals, failed = bootstrap_intervals(metric, numbers(x), result, bootstrap=300, jackknife_groups=20,
+    intervals, failed, _ = bootstrap_intervals(metric, numbers(x), result, bootstrap=300, jackknife_groups=20,
                                             confidence=0.9, seed=42)
     np.testing.assert_allclose(intervals["mean"], plain_bootstrap(x, np.mean, 300, 42, 0.9), rtol=1e-12)
     np.testing.assert_allclose(intervals["sd"], plain_bootstrap(x, lambda s: s.std(ddof=1), 300, 42, 0.9),
@@ -217,7 +217,7 @@ def test_percentile_bootstrap_agrees_with_scipy() -> None:
     x = np.random.default_rng(7).gamma(2.0, 2.0, size=60)
     metric = ItemMean()
     result = metric.compute(numbers(x))
-    intervals, _ = bootstrap_intervals(metric, numbers(x), result, bootstrap=4000, jackknife_groups=20,
+    intervals, *_ = bootstrap_intervals(metric, numbers(x), result, bootstrap=4000, jackknife_groups=20,
                                        confidence=0.95, seed=0)
     ref = stats.bootstrap((x,), np.mean, n_resamples=4000, method="percentile", confidence_level=0.95,
                           rng=np.random.default_rng(123)).confidence_interval
@@ -232,7 +232,7 @@ def test_bootstrap_interval_covers_the_estimate_and_is_symmetric_for_symmetric_d
     x = np.concatenate([10 + half, 10 - half])  # symmetric about 10
     metric = ItemMean()
     result = metric.compute(numbers(x))
-    intervals, _ = bootstrap_intervals(metric, numbers(x), result, bootstrap=4000, jackknife_groups=20,
+    intervals, *_ = bootstrap_intervals(metric, numbers(x), result, bootstrap=4000, jackknife_groups=20,
                                        confidence=0.95, seed=3)
     low, high = intervals["mean"]
     assert low < 10.0 < high
@@ -247,7 +247,7 @@ def test_bootstrap_drops_undefined_replicates() -> None:
     x = np.array([np.nan] * 8 + [1.0, 3.0])
     metric = ItemMean()
     result = metric.compute(numbers(x))
-    intervals, failed = bootstrap_intervals(metric, numbers(x), result, bootstrap=500, jackknife_groups=20,
+    intervals, failed, _ = bootstrap_intervals(metric, numbers(x), result, bootstrap=500, jackknife_groups=20,
                                             confidence=0.95, seed=9)
 
     def sd(s):
@@ -268,17 +268,17 @@ def test_bootstrap_with_too_few_defined_replicates_or_no_items_gives_nan() -> No
     metric = ItemMean()
     texts = numbers([np.nan, np.nan, 4.0])
     one = metric.compute(texts)
-    intervals, _ = bootstrap_intervals(metric, texts, one, bootstrap=200, jackknife_groups=20,
+    intervals, *_ = bootstrap_intervals(metric, texts, one, bootstrap=200, jackknife_groups=20,
                                        confidence=0.95, seed=0)
     # a resample holds the one defined value 0, 1, 2 or 3 times: the mean is 4 or undefined, the sd
     # 0 (the value repeated) or undefined; undefined replicates are dropped
     assert intervals["mean"] == (4.0, 4.0) and intervals["sd"] == (0.0, 0.0)
     # fewer than two defined replicates: no interval
-    intervals, _ = bootstrap_intervals(metric, texts, one, bootstrap=1, jackknife_groups=20,
+    intervals, *_ = bootstrap_intervals(metric, texts, one, bootstrap=1, jackknife_groups=20,
                                        confidence=0.95, seed=0)
     assert all(math.isnan(v) for pair in intervals.values() for v in pair)
     empty = MetricResult(per_item={"x": np.array([])}, aggregates={"mean": math.nan})
-    intervals, _ = bootstrap_intervals(metric, numbers([]), empty, bootstrap=200, jackknife_groups=20,
+    intervals, *_ = bootstrap_intervals(metric, numbers([]), empty, bootstrap=200, jackknife_groups=20,
                                        confidence=0.95, seed=0)
     assert all(math.isnan(v) for v in intervals["mean"])
 
@@ -290,7 +290,7 @@ def test_perplexity_bootstrap_resamples_the_per_text_values() -> None:
                     logprobs=logprobs)
     metric = OutputPerplexity()
     result = metric.compute(texts)
-    intervals, _ = bootstrap_intervals(metric, texts, result, bootstrap=400, jackknife_groups=20,
+    intervals, *_ = bootstrap_intervals(metric, texts, result, bootstrap=400, jackknife_groups=20,
                                        confidence=0.95, seed=1)
     ppl = np.array([math.exp(-lp.mean()) if lp.size else math.nan for lp in logprobs])
 

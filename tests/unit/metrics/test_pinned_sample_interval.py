@@ -33,7 +33,7 @@ def test_aggregated_self_bleu_interval_matches_the_sampling_spread():
     for _ in range(5):
         texts = synthetic_set(rng, 600)
         result = metric.compute(texts)
-        intervals, failed = bootstrap_intervals(metric, texts, result, bootstrap=0, jackknife_groups=20,
+        intervals, failed, _ = bootstrap_intervals(metric, texts, result, bootstrap=0, jackknife_groups=20,
                                                 confidence=0.95, seed=1)
         low, high = intervals["corpus"]
         assert failed == 0 and low <= result.aggregates["corpus"] <= high

@@ -18,7 +18,13 @@ PINNED = json.loads((ROOT / "tests/data/pinned/stage_keys.json").read_text())
 NEW_KINDS = {"embedding_map"}
 #: metrics whose code version was bumped since the keys were pinned: the evaluate stages of the sets
 #: that use them (and the stats stage reading those) are recomputed on purpose
-BUMPED_METRICS = {"lexical_diversity": "2: the jackknife keeps aggregated mode's sample fixed"}
+BUMPED_METRICS = {
+    "lexical_diversity": "2: the jackknife keeps aggregated mode's sample fixed; 3: range-respecting intervals",
+    **dict.fromkeys(["semantic_diversity", "vendi", "js_divergence", "frechet", "heaps", "vocabulary_size",
+                     "rare_tail_coverage", "distinct", "compression_ratio", "ngram_entropy"],
+                    "2: jackknife intervals on a range-respecting scale (audit a2)"),
+    "mauve": "2: a fixed-quantization bootstrap interval instead of the jackknife (audit a1)",
+}
 
 
 @pytest.fixture

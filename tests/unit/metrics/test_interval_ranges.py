@@ -1,0 +1,151 @@
+"""Every metric's interval stays inside the metric's declared range (audit a2), MAUVE's interval is
+a fixed-quantization bootstrap rather than a jackknife (audit a1), and distance-to-human intervals
+include the human references' sampling error (audit c4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import collapselab.metrics  # noqa: F401  (registers every metric)
+from collapselab.config.spec import MetricSpec
+from collapselab.metrics.base import METRICS, UNBOUNDED, TextSet, build_metric, declared_range, statistic_range
+from collapselab.metrics.evaluate import _jackknife_ci, bootstrap_intervals, evaluate_textset
+from collapselab.metrics.text import split_sentences
+
+WORDS = ("the a of river garden letter morning sister dance fortune carriage visit evening promise window "
+         "journey weather kindness rain estate cousin music winter").split()
+
+
+def text_set(name: str, n: int, rng: np.random.Generator, kind: str = "condition", human: TextSet | None = None,
+             ids: list[str] | None = None, dim: int = 8) -> TextSet:
+    texts = [" ".join(rng.choice(WORDS, rng.integers(20, 40))) + ". " + " ".join(rng.choice(WORDS, 12)) + ". And "
+             + " ".join(rng.choice(WORDS, 8)) + "." for _ in range(n)]
+    sentences = [split_sentences(t) for t in texts]
+    sent = rng.normal(size=(sum(map(len, sentences)), dim))
+    emb = rng.normal(size=(n, dim))
+    logprobs = [-rng.exponential(1.0, size=rng.integers(5, 20)) for _ in range(n)]
+    return TextSet(name, kind, ids or [f"p{i}" for i in range(n)], texts, sentences, emb, sent,
+                   np.repeat(np.arange(n), [len(s) for s in sentences]), logprobs, logprobs, human)
+
+
+def copy_of(texts: TextSet, human: TextSet) -> TextSet:
+    """A set identical to the references: distances sit on their bound (MAUVE 1, JS 0, Fréchet 0)."""
+    return TextSet("same", "condition", list(texts.ids), list(texts.texts), texts.sentences, texts.embeddings,
+                   texts.sentence_embeddings, texts.sentence_owner, texts.logprobs, texts.human_logprobs, human)
+
+
+def test_every_registered_metric_declares_a_range():
+    missing = [name for name in METRICS if declared_range(name) is None]
+    assert not missing, f"register_metric(..., range=...) missing for {missing}"
+
+
+def sets():
+    rng = np.random.default_rng(0)
+    human = text_set("human", 80, rng, kind="human")
+    return {"ordinary": text_set("c", 80, rng, human=human), "copy of the references": copy_of(human, human),
+            "small": text_set("s", 12, rng, human=text_set("h2", 12, rng, kind="human"))}
+
+
+@pytest.mark.parametrize("case", ["ordinary", "copy of the references", "small"])
+def test_intervals_of_every_metric_stay_in_range_and_contain_the_estimate(case):
+    texts = sets()[case]
+    specs = [MetricSpec(name=name) for name in METRICS]
+    labels = {"set_name": case, "set_kind": "condition", "condition": "c", "target": "m", "seed": 1, "source": None,
+              "generation": 0}
+    aggregates, _, details = evaluate_textset(texts, specs, labels, bootstrap=200, jackknife_groups=10)
+    assert set(aggregates.metric.str.split("[").str[0]) | set(details["skipped"]) >= set(METRICS) - {"heaps"}
+    for row in aggregates.itertuples():
+        if not (np.isfinite(row.value) and np.isfinite(row.ci_low)):
+            continue
+        lo, hi = statistic_range(row.metric.split("[")[0], row.statistic)
+        assert row.ci_low <= row.value + 1e-9 and row.value - 1e-9 <= row.ci_high, row
+        assert lo is None or row.ci_low >= lo - 1e-12, row
+        assert hi is None or row.ci_high <= hi + 1e-12, row
+
+
+def test_old_raw_jackknife_left_the_range_where_the_transformed_one_does_not():
+    """A share near 1 with a spread of replicates: θ̂ ± t·SE crosses 1, the logit-scale interval does not."""
+    replicates = np.array([0.999, 0.97, 0.995, 0.92, 0.999, 0.99, 0.985, 0.998, 0.96, 0.999])
+    (low_raw, high_raw), _ = _jackknife_ci(replicates, 0.99, 0.95, UNBOUNDED)
+    (low, high), clipped = _jackknife_ci(replicates, 0.99, 0.95, (0, 1))
+    assert high_raw > 1 and 0 < low < 0.99 < high < 1 and not clipped
+
+
+def test_transformed_jackknife_against_a_plain_loop():
+    rng = np.random.default_rng(3)
+    replicates, estimate = rng.uniform(0.2, 0.4, 15), 0.31
+    g = np.log(replicates / (1 - replicates))
+    se = np.sqrt((15 - 1) / 15 * sum((x - g.mean()) ** 2 for x in g))
+    half = stats.t.ppf(0.975, 14) * se
+    centre = np.log(estimate / (1 - estimate))
+    expected = (1 / (1 + np.exp(-(centre - half))), 1 / (1 + np.exp(-(centre + half))))
+    (low, high), _ = _jackknife_ci(replicates, estimate, 0.95, (0, 1))
+    np.testing.assert_allclose((low, high), expected, rtol=1e-12)
+    # a lower bound only: log scale
+    (low, high), _ = _jackknife_ci(replicates * 10, 3.1, 0.95, (0, None))
+    lg = np.log(replicates * 10)
+    half = stats.t.ppf(0.975, 14) * np.sqrt(14 / 15 * np.sum((lg - lg.mean()) ** 2))
+    np.testing.assert_allclose((low, high), (3.1 * np.exp(-half), 3.1 * np.exp(half)), rtol=1e-12)
+
+
+def test_an_estimate_on_its_bound_gets_a_clipped_interval_not_nan():
+    (low, high), clipped = _jackknife_ci(np.array([0.0, 0.01, 0.0, 0.02]), 0.0, 0.95, (0, 1))
+    assert clipped and low == 0.0 and 0 < high < 1
+
+
+def test_mauve_from_counts_reproduces_mauve_text():
+    import mauve
+
+    from collapselab.metrics.distance import mauve_from_counts
+
+    rng = np.random.default_rng(1)
+    p, q = rng.normal(size=(120, 6)), rng.normal(0.4, 1, size=(100, 6))
+    out = mauve.compute_mauve(p_features=p, q_features=q, num_buckets=8, seed=25, verbose=False)
+    again = mauve_from_counts(out.p_hist * 120, out.q_hist * 100)
+    assert again["value"] == pytest.approx(out.mauve, abs=1e-12)
+    assert again["mauve_star"] == pytest.approx(out.mauve_star, abs=1e-12)
+    assert again["frontier_integral"] == pytest.approx(out.frontier_integral, abs=1e-12)
+
+
+def test_mauve_interval_is_a_bootstrap_in_range_where_the_jackknife_was_not():
+    rng = np.random.default_rng(2)
+    human = text_set("h", 200, rng, kind="human", dim=6)
+    near = copy_of(human, human)
+    near.embeddings = human.embeddings + rng.normal(0, 0.05, size=human.embeddings.shape)
+    metric = build_metric("mauve")
+    result = metric.compute(near)
+    assert result.aggregates["value"] > 0.95
+    intervals, _, _ = bootstrap_intervals(metric, near, result, bootstrap=300, jackknife_groups=20,
+                                          confidence=0.95, seed=0, metric_name="mauve")
+    low, high = intervals["value"]
+    assert 0 < low <= result.aggregates["value"] <= high <= 1
+
+    class Rerun:  # the old path: the jackknife re-running k-means in every replicate
+        needs = metric.needs
+        compute = metric.compute
+
+    old, _, _ = bootstrap_intervals(Rerun(), near, result, bootstrap=0, jackknife_groups=20, confidence=0.95,
+                                    seed=0)
+    assert old["value"][1] > 1  # the jackknife of k-means reruns left MAUVE's range
+
+
+def test_distance_intervals_include_the_human_sides_error():
+    """Fréchet distance to a small, noisy reference set: leaving human texts out as well widens the
+    interval (before the fix the references were held fixed)."""
+    rng = np.random.default_rng(4)
+    human = text_set("h", 30, rng, kind="human", ids=[f"h{i}" for i in range(30)])
+    human.embeddings = rng.normal(0, 3, size=human.embeddings.shape)
+    texts = text_set("c", 200, rng, human=human)
+    metric = build_metric("frechet")
+    result = metric.compute(texts)
+
+    class HumanFixed:
+        needs = frozenset({"embeddings"})  # no "human" in needs: the references stay whole
+        compute = metric.compute
+
+    kw = {"bootstrap": 0, "jackknife_groups": 10, "confidence": 0.95, "seed": 0, "metric_name": "frechet"}
+    both = bootstrap_intervals(metric, texts, result, **kw)[0]["value"]
+    fixed = bootstrap_intervals(HumanFixed(), texts, result, **kw)[0]["value"]
+    assert (both[1] - both[0]) > 1.5 * (fixed[1] - fixed[0])
