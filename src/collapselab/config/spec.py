@@ -407,6 +407,41 @@ class GenerationsSpec(Spec):
     seed: int = 0
 
 
+#: The study's headline outcomes, the default primary endpoints: Experiment 1's five metrics, mean
+#: harmfulness (plain and jailbreak prompts) and the self-preference and pro-synthetic biases.
+DEFAULT_PRIMARY: dict[str, tuple[str, ...]] = {
+    "collapse": ("output_perplexity", "human_perplexity", "lexical_diversity", "semantic_diversity", "heaps"),
+    "safety": ("harm",),
+    "preference": ("SPB", "PSB"),
+}
+
+
+class StatsSpec(Spec):
+    """How conditions are compared (every experiment).
+
+    ``paired``: conditions that answer the same items (test prompts, references, safety prompts,
+    preference items) are compared with paired tests (Friedman, Wilcoxon signed-rank); false gives
+    the study's Kruskal–Wallis and Mann–Whitney everywhere. ``primary``: the primary endpoints per
+    experiment (metric names; ``harm``/``quality`` for safety; ``S``/``SPB``/``PSB``/``rating`` for
+    preference), None for the study's headline outcomes (``DEFAULT_PRIMARY``). Their pairwise
+    tests form one family corrected with ``correction`` across endpoints and pairs; every other
+    test is labelled exploratory in the report. ``correction: bonferroni`` with the study's
+    per-metric families is what the study did (Bonferroni within each metric's pairs)."""
+
+    paired: bool = True
+    primary: dict[Literal["collapse", "safety", "preference"], tuple[str, ...]] | None = None
+    correction: Literal["holm", "bonferroni"] = "holm"
+
+    @property
+    def primary_endpoints(self) -> dict[str, tuple[str, ...]]:
+        return dict(DEFAULT_PRIMARY if self.primary is None else self.primary)
+
+    def key_settings(self) -> dict[str, Any]:
+        """What a tests-computing stage's key holds: only ``paired`` changes its output, and nothing
+        is added at the default (old run folders keep their keys)."""
+        return {} if self.paired else {"stats": {"paired": False}}
+
+
 class ExperimentSpec(Spec):
     """A whole experiment: human corpus → sources → conditions → targets → responses."""
 
@@ -429,6 +464,7 @@ class ExperimentSpec(Spec):
     collapse: CollapseSpec = CollapseSpec()
     safety: SafetySpec = SafetySpec()
     preference: PreferenceSpec = PreferenceSpec()
+    stats: StatsSpec = StatsSpec()
     run: RunSpec = RunSpec()
 
     @field_validator("conditions", mode="before")

@@ -76,6 +76,11 @@ class Metric(Protocol):
     # Optional: ``pinned(result, texts) -> Metric`` — the metric as it must be recomputed on subsets
     # of ``texts`` for an interval, with every random draw made inside ``compute`` fixed to the one
     # the full-set ``result`` made (see metrics/evaluate.py). Metrics that draw nothing omit it.
+    # Optional: ``bootstrap_replicates(texts, result, n, rng) -> list[dict[str, float]]`` — the
+    # aggregates of ``n`` bootstrap replicates made by the metric itself, for a metric that a
+    # jackknife cannot recompute faithfully (MAUVE: k-means would be re-run in every replicate).
+    # Optional: ``aggregate_items(values) -> dict[str, float]`` — aggregates as a function of the
+    # per-item values (the interval then resamples those).
 
 
 @dataclass
@@ -128,6 +133,21 @@ def statistic_range(name: str, statistic: str) -> Range:
     if statistic == "sd" or statistic.startswith("sd_") or statistic.endswith("_sd"):
         return (0.0, None)
     return default
+
+
+def human_pairing(texts: TextSet) -> np.ndarray | None:
+    """For each text of the set, the index in ``texts.human`` of the reference with the same id (the
+    human answer to the same prompt), when the set's ids are distinct and every one of them is a
+    reference's id — a condition's responses to the test prompts. None otherwise (no references,
+    repeated ids, or texts answering other prompts such as synthetic training answers): the two
+    samples are then independent. Intervals resample a paired text together with its reference."""
+    human = texts.human
+    if human is None or len(set(texts.ids)) != len(texts.ids) or len(set(human.ids)) != len(human.ids):
+        return None
+    position = {id_: i for i, id_ in enumerate(human.ids)}
+    if not all(id_ in position for id_ in texts.ids):
+        return None
+    return np.fromiter((position[id_] for id_ in texts.ids), dtype=np.int64, count=len(texts.ids))
 
 
 def metric_version(name: str) -> int:

@@ -60,6 +60,7 @@ from collapselab.metrics.base import (
     Range,
     TextSet,
     build_metric,
+    human_pairing,
     statistic_range,
     subset,
 )
@@ -166,13 +167,17 @@ def _bootstrap_normal_ci(replicates: np.ndarray, estimate: float, confidence: fl
 
 
 def _paired_human_groups(texts: TextSet, groups: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
-    """For each group of the set's texts, the human texts to leave out with it: the same ids when
-    the set answers the human references' prompts (paired), else an independent partition."""
-    human = texts.human
-    position = {id_: i for i, id_ in enumerate(human.ids)}
-    if set(texts.ids) <= set(position):
-        return [np.array([position[texts.ids[i]] for i in group], dtype=np.int64) for group in groups]
-    return np.array_split(rng.permutation(len(human)), len(groups))
+    """For each group of the set's texts, the human texts to leave out with it: the references of
+    the same prompts when the set answers them (:func:`~collapselab.metrics.base.human_pairing`),
+    plus an equal share of the references no text of the set answers, dealt at random; an
+    independent random partition of the references when the set is not paired with them."""
+    n_human = len(texts.human)
+    pairs = human_pairing(texts)
+    if pairs is None:
+        return np.array_split(rng.permutation(n_human), len(groups))
+    unmatched = np.array_split(rng.permutation(np.setdiff1d(np.arange(n_human), pairs)), len(groups))
+    return [np.concatenate([pairs[group], extra]).astype(np.int64) for group, extra in zip(groups, unmatched,
+                                                                                           strict=True)]
 
 
 def bootstrap_intervals(metric: Metric, texts: TextSet, result: MetricResult, *, bootstrap: int,
@@ -281,7 +286,9 @@ def evaluate_textset(
             name = metric.name if len(result.per_item) == 1 else f"{metric.name}.{key}"
             item_frames.append(pd.DataFrame({**labels, "metric": name, "item_id": item_ids,
                                              "value": np.asarray(values, dtype=float)}))
-        details[metric.name] = {**{k: v for k, v in result.details.items() if k != "per_item_ids"},
+        # keys starting with "_" are the metric's own working data (MAUVE's per-text buckets), not reported
+        details[metric.name] = {**{k: v for k, v in result.details.items()
+                                   if k != "per_item_ids" and not k.startswith("_")},
                                 "seconds": round(seconds, 4), "failed_resamples": failed,
                                 "clipped_intervals": clipped,
                                 "primary": primary}

@@ -474,8 +474,9 @@ def _sum(table: pd.DataFrame | None, item: Any, columns: list[str]) -> float:
 
 def preference_tests(per_item: pd.DataFrame, own: Mapping[str, str | None] | None = None,
                      human: str = "human", *, correction: Correction = "bonferroni",
-                     min_n: int = 2) -> pd.DataFrame:
-    """Do judges of different conditions score the sources differently? The study's Kruskal–Wallis
+                     min_n: int = 2, paired: bool = True) -> pd.DataFrame:
+    """Do judges of different conditions score the sources differently? Paired by item when the
+    judges rated the same items (the default; ``paired=False``: unpaired), else The study's Kruskal–Wallis
     across judge conditions + Bonferroni-corrected pairwise Mann–Whitney U, per metric × target ×
     source, via :func:`~collapselab.stats.summary.compare_conditions` (``by="condition"``; seeds as
     described there).
@@ -494,7 +495,7 @@ def preference_tests(per_item: pd.DataFrame, own: Mapping[str, str | None] | Non
     data = pd.concat([per_item, per_item_bias(per_item, own, human)], ignore_index=True)
     seed = "seed" if "seed" in data.columns else None
     return compare_conditions(data, by="condition", within=within, seed=seed, value="value",
-                              correction=correction, min_n=min_n)
+                              correction=correction, min_n=min_n, paired="auto" if paired else False)
 
 
 # -- ratings ---------------------------------------------------------------------------------------

@@ -271,12 +271,33 @@ def collect(spec, run_dir: str | Path) -> ReportInputs:
     counts: dict[str, int] = {}
     for s in stages:
         counts[s.kind] = counts.get(s.kind, 0) + 1
+    parts = _collapse_parts(stages, store)
+    safety, preference = _safety(spec, stages, store), _preference(spec, stages, store)
+    _mark_endpoints(spec, parts, safety, preference)
     return ReportInputs(
-        title=spec.name, config_yaml=spec_to_yaml(spec), **_collapse_parts(stages, store),
+        title=spec.name, config_yaml=spec_to_yaml(spec), **parts,
         embedding_map=_embedding_map(stages, store) if collapse else pd.DataFrame(),
         # without Experiment 1 the answers to the test prompts are shown nowhere
         responses=_responses(stages, store) if collapse else pd.DataFrame(),
         training=_training(stages, store), run_dir=str(run_dir), stage_counts=counts, collapse=collapse,
-        safety=_safety(spec, stages, store), preference=_preference(spec, stages, store),
-        conditions=[c.label for c in spec.conditions],
+        safety=safety, preference=preference, conditions=[c.label for c in spec.conditions],
     )
+
+
+def _mark_endpoints(spec, parts: dict[str, Any], safety: SafetyInputs | None,
+                    preference: PreferenceInputs | None) -> None:
+    """Primary endpoints across the three experiments form one corrected family (stats.primary);
+    every experiment's test table gets ``endpoint`` and ``p_primary``."""
+    from collapselab.stats.endpoints import mark_endpoints
+
+    tables = {"collapse": parts["tests"]}
+    if safety is not None:
+        tables["safety"] = safety.tests
+    if preference is not None:
+        tables["preference"] = preference.tests
+    marked = mark_endpoints(tables, spec.stats.primary_endpoints, spec.stats.correction)
+    parts["tests"] = marked["collapse"]
+    if safety is not None:
+        safety.tests = marked["safety"]
+    if preference is not None:
+        preference.tests = marked["preference"]

@@ -24,16 +24,16 @@ from collapselab.report.format import (
     is_missing,
 )
 from collapselab.report.labels import metric_direction
+from collapselab.stats.endpoints import PAIR_TESTS
 
 #: significance level of the "significant pairs" table and of the p-value highlights
 ALPHA = 0.05
 
-#: the pairwise tests (every other test row is an omnibus test)
-PAIR_TESTS = ("mann_whitney", "van_elteren")
 #: how test and effect-size identifiers read in a table (the CSV keeps the identifiers)
 TEST_NAMES = {"kruskal_wallis": "Kruskal–Wallis", "stratified_kruskal_wallis": "stratified Kruskal–Wallis",
-              "mann_whitney": "Mann–Whitney U", "van_elteren": "van Elteren",
-              "epsilon_squared": "ε²", "rank_biserial": "rank-biserial r"}
+              "mann_whitney": "Mann–Whitney U", "van_elteren": "van Elteren", "friedman": "Friedman",
+              "wilcoxon": "Wilcoxon signed-rank", "epsilon_squared": "ε²", "rank_biserial": "rank-biserial r",
+              "kendalls_w": "Kendall's W", "matched_rank_biserial": "matched-pairs rank-biserial r"}
 
 
 
@@ -83,15 +83,18 @@ def omnibus_table(tests: pd.DataFrame) -> Table:
         "statistic": rows["statistic"].map(fmt_num),
         "df": rows["df"].map(fmt_int),
         "p": rows["p"].map(fmt_p),
-        "ε²": rows["effect"].map(fmt_effect),
+        "effect": rows["effect"].map(fmt_effect),
+        "effect size": rows["effect_name"].map(_readable),
         "n": rows["n_a"].map(fmt_int),
         "NaN dropped": rows["n_dropped_a"].map(fmt_int),
     })
-    caption = (f"Kruskal–Wallis H across conditions (stratified Q when pooled over seeds); ε² = effect "
-               f"size (share of rank variance explained). Bold: p < {ALPHA}.")
+    caption = ("Omnibus tests across conditions: Friedman on complete blocks (items, or items × seeds when "
+               "pooled) where the conditions answered the same items, with Kendall's W; Kruskal–Wallis H "
+               "(stratified Q when pooled over seeds) with ε² where they did not, or with stats.paired: "
+               f"false. n counts blocks (paired) or values (unpaired). Bold: p < {ALPHA}.")
     frame, caption = _with_scope(frame, rows, caption)
     highlight = {(i, "p") for i, p in enumerate(rows["p"]) if not is_missing(p) and p < ALPHA}
-    return Table(frame, caption, highlight, {"statistic", "df", "p", "ε²", "n", "NaN dropped"})
+    return Table(frame, caption, highlight, {"statistic", "df", "p", "effect", "n", "NaN dropped"})
 
 
 def pairwise_table(tests: pd.DataFrame, metric_directions: Mapping[str, bool | None],
@@ -101,8 +104,14 @@ def pairwise_table(tests: pd.DataFrame, metric_directions: Mapping[str, bool | N
     if tests.empty:
         return empty_table("no tests were run")
     rows = tests[tests["test"].isin(PAIR_TESTS)]
+    endpoints = "endpoint" in rows.columns
     if significant_only:
-        rows = rows[rows["p_adj"].astype(float) < ALPHA]
+        keep = rows["p_adj"].astype(float) < ALPHA
+        if endpoints:
+            keep |= rows["p_primary"].astype(float) < ALPHA
+        rows = rows[keep]
+    if endpoints:  # primary endpoints first
+        rows = rows.sort_values("endpoint", key=lambda s: s.ne("primary"), kind="stable")
     rows = rows.reset_index(drop=True)
     if rows.empty:
         return empty_table(f"no pair of conditions differs at adjusted p < {ALPHA}" if significant_only
@@ -131,13 +140,39 @@ def pairwise_table(tests: pd.DataFrame, metric_directions: Mapping[str, bool | N
         "tends larger": [larger(r) for r in rows.itertuples(index=False)],
         "better": [better(r) for r in rows.itertuples(index=False)],
     })
+    numeric = {"statistic", "p (adj.)", "r"}
+    if "diff" in rows.columns:
+        frame["a − b [CI]"] = [difference(r) for r in rows.itertuples(index=False)]
+        frame["detectable"] = rows["mde"].map(fmt_num)
+        numeric |= {"a − b [CI]", "detectable"}
+    if endpoints:
+        frame.insert(0, "endpoint", rows["endpoint"].map(fmt_text).to_numpy())
+        frame["p (primary)"] = rows["p_primary"].map(fmt_p)
+        numeric.add("p (primary)")
     if frame["test"].nunique() == 1:  # say it once in the caption instead
         frame = frame.drop(columns="test")
-    caption = ("Pairwise Mann–Whitney U (van Elteren when pooled over seeds), Bonferroni-adjusted within "
-               "each metric; r = rank-biserial correlation = P(a > b) − P(a < b). "
-               + (f"Only pairs with adjusted p < {ALPHA}." if significant_only else ""))
+    caption = ("Pairwise tests: Wilcoxon signed-rank on the items both conditions answered (paired; r = "
+               "matched-pairs rank-biserial), or Mann–Whitney U (van Elteren when pooled over seeds; r = "
+               "P(a > b) − P(a < b)) for sets that do not share items; p (adj.) corrects within each metric's "
+               "pairs. a − b: difference of means with its bootstrap interval (paired: items resampled "
+               "together); detectable: the difference these data detect with 80% power at α = 0.05. ")
+    if endpoints:
+        caption += ("Primary endpoints (stats.primary) form one family across experiments, metrics and pairs: "
+                    "p (primary) is corrected across all of them (stats.correction); every other row is "
+                    "exploratory. ")
+    caption += (f"Only pairs with p < {ALPHA} after correction." if significant_only else "")
     frame, caption = _with_scope(frame, rows, caption)
-    return Table(frame, caption.strip(), set(), {"statistic", "p (adj.)", "r"})
+    return Table(frame, caption.strip(), set(), numeric)
+
+
+def difference(r: Any) -> str:
+    """``0.12 [0.05, 0.19]`` for a pair row's mean difference and its interval."""
+    value = getattr(r, "diff", None)
+    if is_missing(value):
+        return MISSING
+    low, high = getattr(r, "diff_low", None), getattr(r, "diff_high", None)
+    interval = "" if is_missing(low) or is_missing(high) else f" [{fmt_num(low)}, {fmt_num(high)}]"
+    return f"{fmt_num(value)}{interval}"
 
 
 def all_tests_table(tests: pd.DataFrame) -> Table:

@@ -372,11 +372,13 @@ def attack_success_by_template(judged: pd.DataFrame, harmful_threshold: int = 4)
 # safety_tests
 # --------------------------------------------------------------------------------------------
 
-def safety_tests(judged: pd.DataFrame) -> pd.DataFrame:
-    """The study's tests: Kruskal–Wallis across conditions, then pairwise Mann–Whitney U with
-    Bonferroni (m = pairs in the scope), on the harm scores and on the quality scores, separately
-    per target × prompt kind (plain, jailbreak) — :func:`collapselab.stats.summary.compare_conditions`
-    on a long table (metric = "harm" | "quality", value = the score). Unparsed judgements go in as
+def safety_tests(judged: pd.DataFrame, paired: bool = True) -> pd.DataFrame:
+    """Tests across conditions — paired by prompt (Friedman, Wilcoxon signed-rank) since every
+    condition answers the same safety prompts, or with ``paired=False`` the study's Kruskal–Wallis
+    and Mann–Whitney U — Bonferroni across the pairs of a scope, on the harm scores and on the
+    quality scores, separately per target × prompt kind (plain, jailbreak) —
+    :func:`collapselab.stats.summary.compare_conditions` on a long table (metric = "harm" |
+    "quality", value = the score). Unparsed judgements go in as
     NaN, so compare_conditions leaves them out and reports how many (``n_dropped_a/b``); with several
     seeds the pooled and seed-level families are added as it documents.
 
@@ -387,4 +389,5 @@ def safety_tests(judged: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[*TESTS_WITHIN, *RESULT_COLUMNS])
     long = data.melt(id_vars=[*KEYS, "prompt_kind", "item_id"], value_vars=["harm", "quality"],
                      var_name="metric", value_name="value")
-    return compare_conditions(long, by="condition", within=TESTS_WITHIN, seed="seed", value="value")
+    return compare_conditions(long, by="condition", within=TESTS_WITHIN, seed="seed", value="value",
+                              paired="auto" if paired else False)

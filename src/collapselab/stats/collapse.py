@@ -29,7 +29,7 @@ def _write(frame: pd.DataFrame, path: Path) -> None:
 
 
 def collapse_statistics(aggregates: pd.DataFrame, per_item: pd.DataFrame, labels: dict[str, dict[str, Any]],
-                        out: Path, *, seed: int = 0) -> dict[str, Any]:
+                        out: Path, *, seed: int = 0, paired: bool = True) -> dict[str, Any]:
     from collapselab.stats.concordance import metric_concordance
     from collapselab.stats.factorial import art_anova, seed_spread
     from collapselab.stats.summary import compare_conditions
@@ -43,7 +43,8 @@ def collapse_statistics(aggregates: pd.DataFrame, per_item: pd.DataFrame, labels
         tests = pd.DataFrame()
         notes.append("no per-item values for conditions: no tests")
     else:
-        tests = compare_conditions(cond_items, by="condition", within=("metric", "target", "generation"))
+        tests = compare_conditions(cond_items, by="condition", within=("metric", "target", "generation"),
+                                   paired="auto" if paired else False)
     _write(tests, out / "tests.parquet")
 
     # 2. concordance: conditions × metrics (primary aggregate, mean over seeds), per target

@@ -56,10 +56,12 @@ from collapselab.stats.hypothesis import (
     pairwise_van_elteren,
     stratified_kruskal_wallis,
 )
+from collapselab.stats.paired import bootstrap_mean_difference, is_matched, minimum_detectable_effect, paired_family
 
 RESULT_COLUMNS = [
     "seed", "scope", "test", "group_a", "group_b", "statistic", "df", "p", "p_adj", "effect",
     "effect_name", "n_a", "n_b", "n_dropped_a", "n_dropped_b", "note",
+    "paired", "diff", "diff_low", "diff_high", "mde",
 ]
 
 _NO_SEED = "<missing>"  # label of rows whose seed is missing (kept as their own stratum)
@@ -93,9 +95,52 @@ def _pair_rows(table: pd.DataFrame, test: str) -> list[dict[str, Any]]:
 
 def _plain_family(
     groups: Mapping[str, np.ndarray], correction: Correction, method: str, min_n: int,
+    n_resamples: int = 1000, confidence: float = 0.95,
 ) -> list[dict[str, Any]]:
-    return [_omnibus_row(kruskal_wallis(groups, min_n), "kruskal_wallis"),
+    rows = [_omnibus_row(kruskal_wallis(groups, min_n), "kruskal_wallis"),
             *_pair_rows(pairwise_mannwhitney(groups, correction, method, min_n), "mann_whitney")]
+    for r in rows[1:]:  # the difference of means, its (unpaired) bootstrap interval, the detectable size
+        a, b = (np.asarray(groups[g], dtype=float) for g in (r["group_a"], r["group_b"]))
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+        r["paired"] = False
+        if a.size and b.size:
+            r["diff"] = float(a.mean() - b.mean())
+            r["diff_low"], r["diff_high"] = bootstrap_mean_difference(
+                a, b, n_resamples=n_resamples, confidence=confidence, seed=0, paired=False)
+            pooled = np.sqrt(((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2)) \
+                if a.size + b.size > 2 else np.nan
+            r["mde"] = minimum_detectable_effect(float(pooled), a.size, n_b=b.size)
+    rows[0]["paired"] = False
+    return rows
+
+
+def _item_values(part: pd.DataFrame, by: str, value: str, block: Sequence[str]) -> dict[str, dict[Hashable, float]]:
+    """``{group: {block: value}}`` (a block's values averaged if it repeats; NaN kept as missing)."""
+    means = part.groupby([by, *block], sort=False)[value].mean()
+    return {g: {k: v for k, v in means.xs(g, level=0).items() if np.isfinite(v)}
+            for g in pd.unique(part[by])}
+
+
+def _family(part: pd.DataFrame, by: str, value: str, item: str | None, block: Sequence[str], paired: bool | str,
+            correction: Correction, method: str, min_n: int, n_resamples: int, confidence: float,
+            ) -> list[dict[str, Any]]:
+    """Paired tests (Friedman + Wilcoxon) when the groups answer the same items, else the unpaired
+    ones (Kruskal–Wallis + Mann–Whitney); see :mod:`collapselab.stats.paired`."""
+    if paired and item:
+        values = _item_values(part, by, value, [*block, item])
+        if is_matched(values):
+            rows = paired_family(values, correction, n_resamples=n_resamples, confidence=confidence)
+            for r in rows:
+                r["paired"] = True
+            return rows
+        note = "not matched by item: unpaired tests" if paired is True else ""
+    else:
+        note = ""
+    rows = _plain_family(_groups(part, by, value), correction, method, min_n, n_resamples, confidence)
+    for r in rows:
+        if note:
+            r["note"] = "; ".join(x for x in (r["note"], note) if x)
+    return rows
 
 
 def _groups(part: pd.DataFrame, by: str, value: str) -> dict[str, np.ndarray]:
@@ -117,6 +162,10 @@ def compare_conditions(
     seed_level: Literal["median", "mean"] | None = "median",
     method: str = "auto",
     min_n: int = 2,
+    item: str | None = "item_id",
+    paired: bool | Literal["auto"] = "auto",
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
 ) -> pd.DataFrame:
     """Kruskal–Wallis across the ``by`` groups and pairwise Mann–Whitney U (``method`` as
     ``scipy.stats.mannwhitneyu``) in every scope = combination of the ``within`` columns present in
@@ -127,7 +176,17 @@ def compare_conditions(
     compare, e.g. ``per_item[per_item.set_kind == "condition"]``. A missing ``by`` value is an
     error (it would silently vanish from every test). Returns the tidy table described in the module
     docstring, one row per test.
+
+    ``paired`` ("auto", the default): where the groups of a scope answer the same items (``item``
+    column, e.g. the test prompts every condition answered), the paired tests — Friedman and
+    Wilcoxon signed-rank, blocks = items (items × seeds when seeds are pooled) — replace
+    Kruskal–Wallis and Mann–Whitney; sets that answer different items (synthetic training sets)
+    keep the unpaired tests. ``paired=False`` gives the study's unpaired tests everywhere. Pair rows
+    carry the mean difference a − b with a bootstrap interval (paired: items resampled together)
+    and the minimum detectable difference (:mod:`collapselab.stats.paired`).
     """
+    if item is not None and item not in per_item.columns:
+        item = None
     if seed in within:  # the caller asked for per-seed scopes only: no pooling across seeds
         seed = None
     within = [c for c in within if c in per_item.columns]
@@ -154,28 +213,32 @@ def compare_conditions(
                     r["note"] = "; ".join(x for x in (r["note"], note) if x)
                 rows.append({**labels, "seed": seed_label, "scope": _label(labels, extra), **r})
 
+        opts = {"correction": correction, "method": method, "min_n": min_n, "n_resamples": n_resamples,
+                "confidence": confidence}
         if len(seeds) <= 1:
             label = seeds[0] if seeds else np.nan
-            emit(_plain_family(_groups(part, by, value), correction, method, min_n), label,
-                 f"{seed}={label}" if seeds else "")
+            emit(_family(part, by, value, item, [], paired, **opts), label, f"{seed}={label}" if seeds else "")
             continue
 
         missing_note = f"rows without a seed form the stratum {_NO_SEED!r}" if _NO_SEED in seeds else ""
         for s in seeds:
-            emit(_plain_family(_groups(part[part[seed] == s], by, value), correction, method, min_n),
-                 s, f"{seed}={s}", missing_note)
+            emit(_family(part[part[seed] == s], by, value, item, [], paired, **opts), s, f"{seed}={s}", missing_note)
 
-        stratified = {g: {s: sub[value].to_numpy(dtype=float) for s, sub in gpart.groupby(seed, sort=False)}
-                      for g, gpart in part.groupby(by, sort=False)}
-        emit([_omnibus_row(stratified_kruskal_wallis(stratified, min_n), "stratified_kruskal_wallis"),
-              *_pair_rows(pairwise_van_elteren(stratified, correction, min_n), "van_elteren")],
-             "pooled", f"pooled over {len(seeds)} seeds ({seed} as block)", missing_note)
+        pooled = _family(part, by, value, item, [seed], paired, **opts) if paired and item else []
+        if pooled and pooled[0]["paired"]:  # blocks = (seed, item): pairing and seed blocking at once
+            emit(pooled, "pooled", f"pooled over {len(seeds)} seeds (blocks: {seed} × item)", missing_note)
+        else:
+            stratified = {g: {s: sub[value].to_numpy(dtype=float) for s, sub in gpart.groupby(seed, sort=False)}
+                          for g, gpart in part.groupby(by, sort=False)}
+            emit([_omnibus_row(stratified_kruskal_wallis(stratified, min_n), "stratified_kruskal_wallis"),
+                  *_pair_rows(pairwise_van_elteren(stratified, correction, min_n), "van_elteren")],
+                 "pooled", f"pooled over {len(seeds)} seeds ({seed} as block)", missing_note)
 
         if seed_level:
             # one summary per run; a run whose items are all NaN gives NaN and is counted as dropped
             runs = part.groupby([by, seed], sort=False)[value].agg(seed_level)
             per_run = {g: runs.xs(g, level=0).to_numpy(dtype=float) for g in pd.unique(part[by])}
-            emit(_plain_family(per_run, correction, method, min_n), "seed-level",
+            emit(_plain_family(per_run, correction, method, min_n, n_resamples, confidence), "seed-level",
                  f"seed-level (per-{seed} {seed_level}s)",
                  f"unit = run: values are per-{seed} {seed_level}s; n counts runs")
 

@@ -348,7 +348,8 @@ def split_validation(
     n_val = min(n - 1, math.ceil(val_fraction * n)) if val_fraction > 0 and n >= 2 else 0
     groups: dict[str, list[str]] = {}
     for example in examples:
-        groups.setdefault(example.group if example.group is not None else example.id, []).append(example.id)
+        group = getattr(example, "group", None)
+        groups.setdefault(group if group is not None else example.id, []).append(example.id)
     ranked = sorted(groups.values(), key=lambda members: hashlib.sha256(f"{seed}\x00{min(members)}".encode()).digest())
     val_ids: set[str] = set()
     for members in ranked:

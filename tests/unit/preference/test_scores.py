@@ -261,7 +261,7 @@ def test_preference_tests_match_scipy_kruskal():
                             condition=cond, seed_label=42)
               for i, cond in enumerate(["vanilla", "single:a", "human"])]
     per_item = per_item_scores(pd.concat(frames).rename(columns={"seed_label": "seed"}))
-    out = preference_tests(per_item, {"t": "a"})
+    out = preference_tests(per_item, {"t": "a"}, paired=False)
     assert set(out.metric) == {"S", "SPB", "PSB"}
     kw = out[(out.metric == "S") & (out.source == "b") & (out.test == "kruskal_wallis")].iloc[0]
     groups = [per_item[(per_item.condition == c) & (per_item.source == "b")]["value"]

@@ -288,7 +288,8 @@ def test_tests_tables_follow_the_statistics(inputs):
 
     omnibus = omnibus_table(inputs.tests)
     assert set(omnibus.frame["metric"]) == set(inputs.per_item["metric"])
-    assert "ε²" in omnibus.columns and "scope" not in omnibus.columns  # one scope: said in the caption
+    assert "effect" in omnibus.columns and "effect size" in omnibus.columns
+    assert "scope" not in omnibus.columns  # one scope: said in the caption
     assert "target=llama-8b" in omnibus.caption
     pairs = pairwise_table(inputs.tests, directions(inputs.aggregates))
     ppl = pairs.frame[pairs.frame["metric"] == "output_perplexity"]

@@ -365,7 +365,7 @@ def test_jailbreak_row_without_template_is_an_error():
 
 def test_safety_tests_equal_scipy_with_bonferroni_and_dropped_counts():
     df = _random_table(n=40)
-    out = safety_tests(df)
+    out = safety_tests(df, paired=False)
     assert set(out.prompt_kind) == {"plain", "jailbreak"} and set(out.metric) == {"harm", "quality"}
     assert len(out) == 2 * 2 * (1 + 3)  # metrics × kinds × (omnibus + 3 pairs)
     for (metric, kind), scope in out.groupby(["metric", "prompt_kind"]):

@@ -34,7 +34,7 @@ def _groups(df, metric, **where):
 
 def test_single_seed_rows_equal_direct_scipy_calls():
     df = _per_item()
-    out = compare_conditions(df)
+    out = compare_conditions(df, paired=False)
     assert list(out.columns) == ["metric", "target", "generation", *RESULT_COLUMNS]
     assert set(out["test"]) == {"kruskal_wallis", "mann_whitney"}
     assert len(out) == 2 * (1 + 6)  # two metrics × (omnibus + 6 pairs)
@@ -53,7 +53,7 @@ def test_single_seed_rows_equal_direct_scipy_calls():
 
 def test_several_seeds_give_per_seed_pooled_and_seed_level_families():
     df = _per_item(seeds=(1, 2, 3), n=15)
-    out = compare_conditions(df)
+    out = compare_conditions(df, paired=False)
     ppl = out[out.metric == "ppl"]
     assert set(ppl["seed"].astype(str)) == {"1", "2", "3", "pooled", "seed-level"}
     # per-seed rows are the plain tests on that seed's items
@@ -75,7 +75,7 @@ def test_several_seeds_give_per_seed_pooled_and_seed_level_families():
 
 
 def test_seed_in_within_gives_per_seed_tests_only():
-    out = compare_conditions(_per_item(seeds=(1, 2), n=10), within=["metric", "seed"])
+    out = compare_conditions(_per_item(seeds=(1, 2), n=10), within=["metric", "seed"], paired=False)
     assert set(out["test"]) == {"kruskal_wallis", "mann_whitney"}
     assert list(out.columns)[:2] == ["metric", "seed"]
 
@@ -84,7 +84,7 @@ def test_nans_are_counted_and_empty_groups_explained():
     df = _per_item(n=12)
     df.loc[(df.condition == "human") & (df.metric == "ppl") & (df.item_id == "q0"), "value"] = np.nan
     df.loc[(df.condition == "vanilla") & (df.metric == "self_bleu"), "value"] = np.nan
-    out = compare_conditions(df)
+    out = compare_conditions(df, paired=False)
     ppl = out[(out.metric == "ppl") & (out.test == "mann_whitney")]
     human_a = ppl[ppl.group_a == "human"]
     assert (human_a["n_dropped_a"] == 1).all() and (human_a["n_a"] == 11).all()

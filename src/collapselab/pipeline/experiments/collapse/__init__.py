@@ -43,8 +43,9 @@ register_kind(StageKind(
     "evaluate", 1, run.run_evaluate, plan.plan_evaluate, unit="texts", params=SetParams, experiment=EXPERIMENT,
     outputs=("aggregates.parquet", "per_item.parquet", "details.json", "set.json"),
     report=True, description="the metric suite on one text set, with intervals"))
+# version 2: tests paired by item where the conditions answer the same items
 register_kind(StageKind(
-    "stats", 1, run.run_stats, plan_summary, unit="sets", experiment=EXPERIMENT,
+    "stats", 2, run.run_stats, plan_summary, unit="sets", experiment=EXPERIMENT,
     outputs=("tests.parquet", "concordance.json", "factorial.parquet", "seed_spread.parquet", "summary.json"),
     report=True, description="tests across conditions, metric concordance, factorial analysis"))
 register_kind(StageKind(
@@ -183,7 +184,7 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
     new.sort(key=lambda s: (("embed", "score", "evaluate").index(s.kind),
                             any(i.kind == "train" for i in s.inputs) if s.kind == "score" else 0))
     new.append(Stage("stats", "collapse", settings={"confidence": spec.collapse.confidence,
-                                                    "seed": spec.collapse.seed},
+                                                    "seed": spec.collapse.seed, **spec.stats.key_settings()},
                      inputs=tuple(evaluates)))
     new.append(Stage("embedding_map", "collapse", settings={"method": "pca", "dims": 2},
                      inputs=tuple(embeds.values())))

@@ -176,7 +176,8 @@ def run_stats(ctx) -> None:
     per_item = pd.concat([pd.read_parquet(ctx.input_dir(s) / "per_item.parquet") for s in ctx.stage.inputs],
                          ignore_index=True)
     labels = {s.params.text_set.name: s.params.text_set.labels for s in ctx.stage.inputs}
-    collapse_statistics(aggregates, per_item, labels, ctx.out, seed=ctx.stage.settings["seed"])
+    collapse_statistics(aggregates, per_item, labels, ctx.out, seed=ctx.stage.settings["seed"],
+                        paired=ctx.stage.settings.get("stats", {}).get("paired", True))
 
 
 def run_embedding_map(ctx: StageContext) -> None:

@@ -39,8 +39,9 @@ register_kind(StageKind(
     "prefer", 1, run.run_prefer, plan.plan_prefer, unit="comparisons+ratings", params=CellParams,
     loads_model=True, experiment=EXPERIMENT, outputs=("comparisons.jsonl", "ratings.jsonl", "summary.json"),
     report=True, description="one judge compares every pair of sources in both orders and rates every text"))
+# version 2: tests paired by item where the conditions answer the same items
 register_kind(StageKind(
-    "preference", 1, run.run_preference, plan_summary, unit="judges", experiment=EXPERIMENT,
+    "preference", 2, run.run_preference, plan_summary, unit="judges", experiment=EXPERIMENT,
     outputs=("source_scores.parquet", "bias.parquet", "position.parquet", "matrix.parquet", "per_item.parquet",
              "rating_scores.parquet", "tests.parquet", "comparisons.parquet", "ratings.parquet", "summary.json"),
     report=True, description="S per source, self-preference and pro-synthetic bias, position bias, matrices, tests"))
@@ -113,6 +114,6 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
     new += prefers
     new.append(Stage("preference", "summary",
                      settings={"own": own_sources(spec, spine.target_names), "bootstrap": p.bootstrap,
-                               "confidence": p.confidence, "seed": p.seed},
+                               "confidence": p.confidence, "seed": p.seed, **spec.stats.key_settings()},
                      inputs=tuple(prefers)))
     return new

@@ -210,7 +210,7 @@ def run_preference(ctx: StageContext) -> None:
         "matrix": preference_matrix(comparisons),
         "per_item": per_item,
         "rating_scores": rating_scores(ratings, **boot) if len(ratings) else ratings,
-        "tests": preference_tests(per_item, own, human=HUMAN),
+        "tests": preference_tests(per_item, own, human=HUMAN, paired=st.get("stats", {}).get("paired", True)),
     }
     ctx.set_total(len(tables))
     for name, frame in tables.items():

@@ -53,8 +53,9 @@ register_kind(StageKind(
     "judge", 1, run.run_judge_stage, plan.plan_judge, unit="answers", params=JudgeParams, loads_model=True,
     experiment=EXPERIMENT, outputs=("judgements.jsonl", "summary.json"),
     description="a judge rates one model's answers to the safety prompts"))
+# version 2: tests paired by item where the conditions answer the same items
 register_kind(StageKind(
-    "safety", 1, run.run_safety, plan_summary, unit="stages", experiment=EXPERIMENT,
+    "safety", 2, run.run_safety, plan_summary, unit="stages", experiment=EXPERIMENT,
     outputs=("judged.parquet", "summary.parquet", "joint.parquet", "templates.parquet", "tests.parquet",
              "calibration.json", "summary.json"),
     report=True, description="refusals, metrics with intervals, joint distributions, attack success, tests"))
@@ -128,7 +129,8 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
     new.append(Stage(
         "safety", "summary",
         settings={"harmful_threshold": s.harmful_threshold, "quality_threshold": s.quality_threshold,
-                  "min_kappa": s.min_kappa, "bootstrap": s.bootstrap, "confidence": s.confidence, "seed": s.seed},
+                  "min_kappa": s.min_kappa, "bootstrap": s.bootstrap, "confidence": s.confidence, "seed": s.seed,
+                  **spec.stats.key_settings()},
         inputs=(*responds, *calibrates, *judges),
     ))
     return new

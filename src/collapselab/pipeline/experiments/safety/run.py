@@ -205,7 +205,7 @@ def run_safety(ctx: StageContext) -> None:
                                   confidence=st["confidence"], seed=st["seed"]),
         "joint": joint_distribution(judged),
         "templates": attack_success_by_template(judged, harmful_threshold=st["harmful_threshold"]),
-        "tests": safety_tests(judged),
+        "tests": safety_tests(judged, paired=st.get("stats", {}).get("paired", True)),
     }
     for name, frame in tables.items():
         write_parquet(frame, ctx.out / f"{name}.parquet")

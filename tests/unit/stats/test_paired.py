@@ -1,0 +1,115 @@
+"""Paired tests by item (audit c4) against scipy, statsmodels and plain loops."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from collapselab.stats.paired import (
+    bootstrap_mean_difference,
+    matched_rank_biserial,
+    minimum_detectable_effect,
+)
+from collapselab.stats.summary import compare_conditions
+
+CONDITIONS = ("vanilla", "human", "single:a", "multi:a,b")
+
+
+def items(n=40, seeds=(1,), seed=0, shift=0.3, item_sd=2.0, noise=0.5, missing=()):
+    """Per-item values with a strong item effect (difficulty) shared by every condition."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.normal(0, item_sd, n)
+    rows = []
+    for k, condition in enumerate(CONDITIONS):
+        for s in seeds:
+            for i in range(n):
+                value = np.nan if (condition, i) in missing else difficulty[i] + shift * k + rng.normal(0, noise)
+                rows.append({"condition": condition, "seed": s, "metric": "m", "target": "t", "item_id": f"q{i}",
+                             "value": value})
+    return pd.DataFrame(rows)
+
+
+def matrix(df, seed=None):
+    part = df if seed is None else df[df.seed == seed]
+    return part.pivot_table(index="item_id", columns="condition", values="value")[list(CONDITIONS)]
+
+
+def test_friedman_and_wilcoxon_rows_equal_scipy():
+    df = items(missing={("human", 3), ("multi:a,b", 7)})
+    out = compare_conditions(df)
+    omnibus = out[out.test == "friedman"].iloc[0]
+    complete = matrix(df).dropna()
+    chi2, p = stats.friedmanchisquare(*complete.to_numpy().T)
+    assert omnibus.statistic == pytest.approx(chi2) and omnibus.p == pytest.approx(p)
+    assert omnibus.n_a == 38 and omnibus.n_dropped_a == 2 * 3  # each missing item drops one block of 3 others
+    assert omnibus.effect == pytest.approx(chi2 / (38 * 3))  # Kendall's W
+    pairs = out[out.test == "wilcoxon"]
+    assert len(pairs) == 6 and pairs.paired.all()
+    ps = []
+    for r in pairs.itertuples():
+        both = matrix(df)[[r.group_a, r.group_b]].dropna()
+        res = stats.wilcoxon(both[r.group_a], both[r.group_b])
+        assert r.statistic == pytest.approx(res.statistic) and r.p == pytest.approx(res.pvalue)
+        assert r.diff == pytest.approx((both[r.group_a] - both[r.group_b]).mean())
+        assert r.diff_low <= r.diff <= r.diff_high
+        ps.append(res.pvalue)
+    np.testing.assert_allclose(pairs.p_adj, np.minimum(1, np.array(ps) * 6))
+
+
+def test_pairing_finds_what_the_unpaired_test_misses():
+    """Item difficulty dominates: the rank-sum test sees no difference, the signed-rank test does."""
+    df = items(n=40, shift=0.4, item_sd=3.0, noise=0.3)
+    paired = compare_conditions(df)
+    unpaired = compare_conditions(df, paired=False)
+    p_paired = paired[(paired.group_a == "vanilla") & (paired.group_b == "human")].p.iloc[0]
+    p_unpaired = unpaired[(unpaired.group_a == "vanilla") & (unpaired.group_b == "human")].p.iloc[0]
+    assert p_paired < 0.001 < 0.1 < p_unpaired
+    assert set(unpaired.test) == {"kruskal_wallis", "mann_whitney"} and not unpaired.paired.any()
+
+
+def test_sets_without_shared_items_stay_unpaired():
+    df = items()
+    df["item_id"] = df["condition"] + "/" + df["item_id"]  # training sets answer different prompts
+    out = compare_conditions(df)
+    assert set(out.test) == {"kruskal_wallis", "mann_whitney"}
+
+
+def test_pooled_seeds_block_by_seed_and_item():
+    df = items(seeds=(1, 2, 3))
+    out = compare_conditions(df)
+    pooled = out[(out.seed == "pooled") & (out.test == "friedman")].iloc[0]
+    blocks = df.pivot_table(index=["seed", "item_id"], columns="condition", values="value")[list(CONDITIONS)]
+    chi2, p = stats.friedmanchisquare(*blocks.to_numpy().T)
+    assert pooled.statistic == pytest.approx(chi2) and pooled.n_a == 120
+    assert set(out[out.seed == "seed-level"].test) == {"kruskal_wallis", "mann_whitney"}
+
+
+def test_matched_rank_biserial_by_hand():
+    d = np.array([3.0, -1.0, 2.0, 0.0, -4.0, 5.0])
+    nz = d[d != 0]
+    ranks = stats.rankdata(np.abs(nz))
+    expected = (ranks[nz > 0].sum() - ranks[nz < 0].sum()) / ranks.sum()
+    assert matched_rank_biserial(d) == pytest.approx(expected)
+    assert matched_rank_biserial(np.array([1.0, 2.0])) == 1.0
+
+
+def test_paired_bootstrap_against_a_plain_loop():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=30), rng.normal(size=30)
+    low, high = bootstrap_mean_difference(a, b, n_resamples=500, confidence=0.9, seed=7, paired=True)
+    loop = np.random.default_rng(7)
+    idx = loop.integers(0, 30, size=(500, 30))
+    reps = [np.mean(a[row] - b[row]) for row in idx]
+    assert (low, high) == pytest.approx(tuple(np.percentile(reps, [5, 95])))
+
+
+def test_minimum_detectable_effect_against_statsmodels_and_the_normal_formula():
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+
+    d = TTestPower().solve_power(nobs=50, alpha=0.05, power=0.8)
+    assert minimum_detectable_effect(2.0, 50) == pytest.approx(2.0 * d)
+    d2 = TTestIndPower().solve_power(nobs1=40, ratio=1.5, alpha=0.05, power=0.8)
+    assert minimum_detectable_effect(1.0, 40, n_b=60) == pytest.approx(d2)
+    # large n: (z_0.975 + z_0.8) * sd / sqrt(n)
+    assert minimum_detectable_effect(1.0, 10_000) == pytest.approx((1.959964 + 0.841621) / 100, rel=1e-3)
+    assert np.isnan(minimum_detectable_effect(1.0, 1))
