@@ -160,6 +160,7 @@ def scoring_pass(textset: Any, human: Any, n_score: int, batch_size: int, seed: 
 
     textset.logprobs = [np.asarray(lp, dtype=np.float64) for lp in real] + synthetic(textset.texts[n_score:])
     textset.human_logprobs = synthetic(human.texts)
+    human.logprobs = textset.human_logprobs  # one scorer here: the references under the "vanilla" one too
     info = {"model": spec.id, "dtype": spec.dtype, "batch_size": batch_size, "texts": n_score,
             "tokens": scored, "seconds": score_s, "tok_per_s": scored / score_s, "load_s": load_s,
             "threads": torch.get_num_threads(), "mean_logprob": float(pool.mean()),
@@ -267,9 +268,15 @@ def naive_vendi(ts: Any) -> dict[str, Any]:
 
 
 def _naive_word_tokens(texts: list[str]) -> list[list[str]]:
-    from collapselab.metrics.text import word_tokenize
+    from collapselab.metrics.text import strip_markdown, word_tokenize
 
-    return [word_tokenize(t.lower()) for t in texts]
+    return [word_tokenize(strip_markdown(t).lower()) for t in texts]
+
+
+def naive_ppl_gap(ts: Any) -> dict[str, Any]:
+    """|log PPL(set) − log PPL(human)| of the IQR-filtered mean per-text perplexities."""
+    mine, human = _naive_ppl(ts.logprobs)["agg:mean_iqr"], _naive_ppl(ts.human.logprobs)["agg:mean_iqr"]
+    return {"agg:value": abs(math.log(mine) - math.log(human))}
 
 
 def naive_heaps(ts: Any) -> dict[str, Any]:
@@ -292,8 +299,8 @@ def naive_vocabulary(ts: Any) -> dict[str, Any]:
     from collapselab.metrics.naive_embedding import vocabulary_size_naive
 
     per_text = _naive_word_tokens(ts.texts)
-    types, ttr = vocabulary_size_naive(per_text, 10_000)
-    return {"agg:types": float(types), "agg:ttr_budget": ttr,
+    types, v_budget = vocabulary_size_naive(per_text, ts.ids, 100_000)
+    return {"agg:types": float(types), "agg:types_budget": v_budget,
             "item:types": np.array([len(set(t)) for t in per_text], float)}
 
 
@@ -325,10 +332,10 @@ def naive_mauve(ts: Any) -> dict[str, Any]:
 def naive_js_n(n: int) -> Callable[[Any], dict[str, Any]]:
     def run(ts: Any) -> dict[str, Any]:
         from collapselab.metrics.naive_embedding import js_divergence_naive
-        from collapselab.metrics.text import simple_tokens
+        from collapselab.metrics.text import simple_tokens, strip_markdown
 
-        return {"agg:value": js_divergence_naive([simple_tokens(t) for t in ts.texts],
-                                                 [simple_tokens(t) for t in ts.human.texts], n)}
+        return {"agg:value": js_divergence_naive([simple_tokens(strip_markdown(t)) for t in ts.texts],
+                                                 [simple_tokens(strip_markdown(t)) for t in ts.human.texts], n)}
     return run
 
 
@@ -357,6 +364,7 @@ def naive_for(name: str, settings: dict[str, Any]) -> tuple[Callable[[Any], dict
     n = settings.get("n")
     table: dict[str, tuple[Callable[[Any], dict[str, Any]], str]] = {
         "output_perplexity": (lambda ts: _naive_ppl(ts.logprobs), "token-by-token loop"),
+        "output_perplexity_gap": (naive_ppl_gap, "token-by-token loop"),
         "human_perplexity": (lambda ts: _naive_ppl(ts.human_logprobs), "token-by-token loop"),
         "compression_ratio": (naive_compression, "direct zlib"),
         "mattr": (naive_mattr_50, "window loop"),

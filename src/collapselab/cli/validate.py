@@ -31,6 +31,14 @@ def validate_command(config: Path, overrides: list[str] | None) -> None:
             f"targets: {', '.join(t.id for t in spec.targets)} · seeds: {list(spec.seeds)} · "
             f"shards: {spec.n_shards}"
         )
+        for name in spec.target_names:  # the per-target settings (lora_overrides, preference.sources_by_target)
+            lora = spec.lora_for(name)
+            tokens = "every token" if lora.loss == "full" else "the answers"
+            line = (f"{name}: training batch {lora.batch_size} x grad_accum {lora.grad_accum} = "
+                    f"{lora.batch_size * lora.grad_accum}, loss on {tokens}")
+            if spec.preference.enabled:
+                line += f" · its judges compare {', '.join(spec.preference_sources(name))} + human"
+            console.print(line)
         from collapselab.pipeline.validate import mix_shares
 
         for label, shares in mix_shares(spec).items():
@@ -39,6 +47,7 @@ def validate_command(config: Path, overrides: list[str] | None) -> None:
                               "offline, so the mix stage checks them (split.weight_tolerance "
                               f"{spec.split.weight_tolerance:g})")
             else:
-                console.print(f"{label}: realised shares " + ", ".join(
-                    f"{s} {v['count']} ({v['share']:.1%} of {v['requested']:.1%} requested)"
-                    for s, v in shares.items()))
+                n = sum(int(v["count"]) for v in shares.values())
+                console.print(f"{label}: realised shares of the {n:,} training prompts: " + ", ".join(
+                    f"{s} {v['count']:,} = {v['share']:.1%} (requested {v['requested']:.1%})"
+                    for s, v in shares.items()), highlight=False)

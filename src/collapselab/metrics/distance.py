@@ -17,7 +17,8 @@ import scipy.linalg
 from scipy.special import rel_entr
 
 from collapselab.errors import ConfigError
-from collapselab.metrics.base import MetricResult, TextSet, param_name
+from collapselab.metrics.base import MetricResult, TextSet, human_pairing, param_name
+from collapselab.metrics.budget import budget_prefix, check_budget, check_seed, short_reason
 from collapselab.metrics.embeddings import unit_embeddings
 from collapselab.metrics.vocabulary import lowercase_tokens, token_codes
 
@@ -42,7 +43,9 @@ def _raw_embeddings(metric: str, texts: TextSet) -> np.ndarray:
 
 class Mauve:
     """MAUVE (Pillutla et al. 2021, "MAUVE: Measuring the Gap Between Neural Text and Human
-    Text using Divergence Frontiers"), via the ``mauve-text`` package on precomputed features.
+    Text using Divergence Frontiers"), computed as the ``mauve-text`` package does on precomputed
+    features (its quantization replicated in :func:`mauve_quantize` to keep each text's bucket, its
+    own curve and area functions; equal to ``mauve.compute_mauve``, checked by a test).
 
     P (the set) and Q (the human references) are quantised jointly: l2-normalised features,
     PCA keeping 90% of the variance, k-means into ``num_buckets`` clusters ("auto": n/10 of the
@@ -96,48 +99,86 @@ class Mauve:
             return MetricResult(aggregates={"value": nan, "mauve_star": nan, "frontier_integral": nan},
                                 details={"reason": f"too few texts ({len(p)} vs {len(q)} human) for "
                                                    f"{buckets} k-means buckets"})
-        import mauve  # imports torch/transformers/faiss: only when a MAUVE is computed
-
-        out = mauve.compute_mauve(p_features=p, q_features=q, num_buckets=self.num_buckets,
-                                  mauve_scaling_factor=self.scaling, seed=self.seed, verbose=False,
-                                  **self.kmeans)
+        p_labels, q_labels = mauve_quantize(p, q, buckets, seed=self.seed, **self.kmeans)
+        p_counts, q_counts = np.bincount(p_labels, minlength=buckets), np.bincount(q_labels, minlength=buckets)
         return MetricResult(
-            aggregates={"value": float(out.mauve), "mauve_star": float(out.mauve_star),
-                        "frontier_integral": float(out.frontier_integral),
-                        "num_buckets": float(out.num_buckets)},
+            aggregates={**mauve_from_counts(p_counts, q_counts, self.scaling), "num_buckets": float(buckets)},
             details={"features": "text embeddings", "seed": self.seed,
-                     "p_hist": out.p_hist.tolist(), "q_hist": out.q_hist.tolist(),
-                     "n_p": len(p), "n_q": len(q)},
+                     "p_hist": (p_counts / p_counts.sum()).tolist(), "q_hist": (q_counts / q_counts.sum()).tolist(),
+                     "n_p": len(p), "n_q": len(q),
+                     # each text's bucket, for the interval (not reported: evaluate drops "_" keys)
+                     "_p_labels": p_labels, "_q_labels": q_labels},
         )
 
     def bootstrap_replicates(self, texts: TextSet, result: MetricResult, n: int,
                              rng: np.random.Generator) -> list[dict[str, float]]:
-        """MAUVE of ``n`` bootstrap resamples of both sides with the quantization held fixed.
+        """MAUVE of ``n`` bootstrap resamples of both sides, the quantization held fixed.
 
-        Every text keeps the k-means bucket it got in the full computation, so resampling a side's
-        texts with replacement is exactly drawing its bucket counts from Multinomial(n_side,
-        histogram): the replicates measure the sampling error of both the set and the human
-        references, and none re-runs k-means. Re-running it in every replicate (the jackknife)
-        measured mostly k-means' own noise and amplified it (demo: MAUVE 0.9997 with interval
-        [0.41, 1.59]). The quantization's own variability is not included: the interval is
-        conditional on the codebook. See :mod:`collapselab.metrics.evaluate` for the interval."""
+        Why not the jackknife: every replicate would re-run PCA and k-means, and the replicates'
+        spread would then measure mostly k-means' own noise, which the jackknife's (g−1)/√g factor
+        amplifies (demo: MAUVE 0.9997 with interval [0.41, 1.59]). Why not repeated seeds: they
+        measure only that quantization noise, none of the sampling error of the texts.
+
+        Every text keeps the k-means bucket it got in the full computation (codebook fitted once,
+        on all texts of both sides), and each replicate resamples texts with replacement — so it
+        redraws both histograms, and the spread covers the sampling error of the set *and* of the
+        human references. When the set answers the references' prompts
+        (:func:`~collapselab.metrics.base.human_pairing`) a prompt is drawn with both its response
+        and its reference (paired bootstrap; references no text answers are resampled on their own);
+        otherwise the two sides are resampled independently, i.e. the bucket counts are drawn from
+        Multinomial(n_side, histogram) — the same thing. The set's distance to itself (the human
+        references as a set) is then exactly 1 in every replicate. Plug-in MAUVE of a noisy
+        histogram is biased low, so the replicates sit below the estimate; the interval uses only
+        their spread — normal on the logit scale, centred on the full-set value (see
+        :mod:`collapselab.metrics.evaluate`) — not their percentiles. The interval is conditional on
+        the codebook: the quantization's own variability is not included."""
         details = result.details
-        if "p_hist" not in details or not np.isfinite(result.aggregates.get("value", np.nan)):
+        if "_p_labels" not in details or not np.isfinite(result.aggregates.get("value", np.nan)):
             return []
-        p_hist, q_hist = np.asarray(details["p_hist"]), np.asarray(details["q_hist"])
-        n_p, n_q = int(details["n_p"]), int(details["n_q"])
+        p_labels, q_labels = np.asarray(details["_p_labels"]), np.asarray(details["_q_labels"])
+        buckets = int(result.aggregates["num_buckets"])
+        pairs = human_pairing(texts)
+        unpaired = (np.arange(len(q_labels)) if pairs is None
+                    else np.setdiff1d(np.arange(len(q_labels)), pairs))
         out = []
         for _ in range(n):
-            values = mauve_from_counts(rng.multinomial(n_p, p_hist / p_hist.sum()),
-                                       rng.multinomial(n_q, q_hist / q_hist.sum()), self.scaling)
-            out.append({**values, "num_buckets": float(len(p_hist))})
+            drawn = rng.integers(0, len(p_labels), len(p_labels))
+            q_drawn = unpaired[rng.integers(0, len(unpaired), len(unpaired))] if len(unpaired) else unpaired
+            if pairs is not None:
+                q_drawn = np.concatenate([pairs[drawn], q_drawn])
+            values = mauve_from_counts(np.bincount(p_labels[drawn], minlength=buckets),
+                                       np.bincount(q_labels[q_drawn], minlength=buckets), self.scaling)
+            out.append({**values, "num_buckets": float(buckets)})
         return out
+
+
+def mauve_quantize(p: np.ndarray, q: np.ndarray, buckets: int, *, seed: int, kmeans_num_redo: int = 5,
+                   kmeans_max_iter: int = 500, explained_variance: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """Each text's bucket (p's, q's), exactly as ``mauve.compute_mauve`` quantizes precomputed
+    features (``mauve.compute_mauve.cluster_feats`` with its defaults: l2-normalised rows of
+    [q; p], PCA keeping the fewest components that explain ``explained_variance``, faiss k-means
+    seeded ``seed + 2``) — which returns only the histograms; the per-text buckets are what the
+    bootstrap resamples. A test checks the resulting MAUVE against ``mauve.compute_mauve``."""
+    import faiss
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import normalize
+
+    data = normalize(np.vstack([q, p]), norm="l2", axis=1)
+    pca = PCA(n_components=None, whiten=False, random_state=seed + 1).fit(data)
+    keep = int(np.argmax(np.cumsum(pca.explained_variance_ratio_) >= explained_variance)) + 1
+    data = pca.transform(data)[:, :keep].astype(np.float32)  # faiss needs float32
+    kmeans = faiss.Kmeans(data.shape[1], buckets, niter=kmeans_max_iter, verbose=False, nredo=kmeans_num_redo,
+                          update_index=True, seed=seed + 2)
+    kmeans.train(data)
+    labels = kmeans.index.search(data, 1)[1].reshape(-1).astype(np.int64)
+    return labels[len(q):], labels[:len(q)]
 
 
 def mauve_from_counts(p_counts: np.ndarray, q_counts: np.ndarray, scaling: float = 5,
                       discretization: int = 25) -> dict[str, float]:
     """MAUVE, MAUVE* and the frontier integral of two bucket-count vectors, with mauve-text's own
-    curve and area functions (the computation ``mauve.compute_mauve`` does after quantizing)."""
+    curve and area functions (the computation ``mauve.compute_mauve`` does after quantizing), round-off
+    outside [0, 1] clipped."""
     from mauve.compute_mauve import (
         compute_area_under_curve,
         get_divergence_curve_for_multinomials,
@@ -154,7 +195,9 @@ def mauve_from_counts(p_counts: np.ndarray, q_counts: np.ndarray, scaling: float
     p_counts, q_counts = np.asarray(p_counts, dtype=float), np.asarray(q_counts, dtype=float)
     p, q = p_counts / p_counts.sum(), q_counts / q_counts.sum()
     p_s, q_s = (p_counts + 0.5) / (p_counts + 0.5).sum(), (q_counts + 0.5) / (q_counts + 0.5).sum()
-    return {"value": area(p, q), "mauve_star": area(p_s, q_s), "frontier_integral": float(get_fronter_integral(p, q))}
+    values = {"value": area(p, q), "mauve_star": area(p_s, q_s), "frontier_integral": float(get_fronter_integral(p, q))}
+    # all three lie in [0, 1]; the trapezoid areas of two equal histograms come out as 1 ± 2e-16
+    return {k: min(max(v, 0.0), 1.0) for k, v in values.items()}
 
 
 # ------------------------------------------------------------------------------------------
@@ -209,32 +252,62 @@ class JSDivergence:
         JS(P‖Q) = ½ Σ_g P(g) log₂(P(g)/M(g)) + ½ Σ_g Q(g) log₂(Q(g)/M(g)),   M = ½(P + Q)
 
     P(g), Q(g) = relative frequencies of n-gram g over the lower-cased
-    :func:`~collapselab.metrics.text.simple_tokens` of each text (words and punctuation marks —
-    the tokenizer of every n-gram statistic of the suite); n-grams do not cross text boundaries.
+    :func:`~collapselab.metrics.text.simple_tokens` of each markdown-stripped text
+    (:func:`~collapselab.metrics.text.plain_text`; words and punctuation marks — the tokenizer of
+    every n-gram statistic of the suite); n-grams do not cross text boundaries.
     0 = identical distributions, 1 = disjoint supports. Lower is better (closer to human). It is
     the square of scipy's Jensen–Shannon *distance* in base 2.
+
+    The plug-in JS is biased upwards by an amount that depends on both sample sizes. With
+    ``token_budget`` N, ``value_budget`` (then primary) compares the first N tokens of each side,
+    texts in the seeded id-keyed order of :mod:`collapselab.metrics.budget` (the same prompts on
+    both sides where the set answers the references' prompts); NaN with the reason when either
+    side is shorter.
     """
 
     family = "distance_to_human"
     higher_is_better = False
-    primary = "value"
     needs = frozenset({"human"})
 
-    def __init__(self, *, n: int = 1) -> None:
+    def __init__(self, *, n: int = 1, token_budget: int | None = None, seed: int = 0) -> None:
         if not isinstance(n, int) or n < 1:
             raise ConfigError(f"js_divergence: n must be a positive integer, not {n!r}")
         self.n = n
-        self.name = param_name("js_divergence", n=n)
+        self.token_budget = check_budget("js_divergence", token_budget)
+        self.seed = check_seed("js_divergence", seed)
+        self.primary = "value" if self.token_budget is None else "value_budget"
+        extra = {} if self.token_budget is None else {"token_budget": self.token_budget}
+        self.name = param_name("js_divergence", n=n, **extra, **({"seed": seed} if seed else {}))
+
+    def _at_budget(self, texts: TextSet, human: TextSet) -> tuple[float, str | None]:
+        """JS of the two sides' first ``token_budget`` tokens (NaN and why when a side is shorter)."""
+        sides = []
+        for side, what in ((texts, "the set"), (human, "the human references")):
+            tokens = lowercase_tokens(side.texts, "simple")
+            prefix = budget_prefix(tokens, side.ids, self.token_budget, self.seed)
+            if prefix is None:
+                return float("nan"), short_reason(self.token_budget, sum(map(len, tokens)), what)
+            sides.append(prefix)
+        p, q = ngram_counts(*sides, self.n)
+        if p.sum() == 0 or q.sum() == 0:
+            return float("nan"), f"no {self.n}-grams in the budget of the set or the human references"
+        return js_divergence_counts(p, q), None
 
     def compute(self, texts: TextSet) -> MetricResult:
         human = _human(self.name, texts)
         p, q = ngram_counts(lowercase_tokens(texts.texts, "simple"), lowercase_tokens(human.texts, "simple"),
                             self.n)
         agg = {"n_ngrams": float(p.sum()), "n_human_ngrams": float(q.sum())}
+        details: dict[str, str] = {}
+        if self.token_budget is not None:
+            agg["value_budget"], reason = self._at_budget(texts, human)
+            agg["budget_tokens"] = float(self.token_budget)
+            if reason:
+                details["budget_reason"] = reason
         if p.sum() == 0 or q.sum() == 0:
             return MetricResult(aggregates={"value": float("nan"), **agg},
-                                details={"reason": f"no {self.n}-grams in the set or the human references"})
-        return MetricResult(aggregates={"value": js_divergence_counts(p, q), **agg})
+                                details={"reason": f"no {self.n}-grams in the set or the human references", **details})
+        return MetricResult(aggregates={"value": js_divergence_counts(p, q), **agg}, details=details)
 
 
 # ------------------------------------------------------------------------------------------
@@ -259,12 +332,16 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     full-rank covariances), ~2× faster at d = 384 (it is recomputed on every bootstrap
     resample) and, all eigenvalues being real, no imaginary round-off to discard and no ε·I
     retry for singular covariances (fewer texts than dimensions).
+
+    The distance is ≥ 0; with singular covariances the square roots of round-off eigenvalues
+    (±1e-17 → 3e-9 each) make the computed value of two equal sets about −1e-7, so it is clipped
+    at 0.
     """
     root1 = psd_sqrt(sigma1)
     lam = scipy.linalg.eigvalsh(root1 @ sigma2 @ root1)
     tr_covmean = float(np.sqrt(np.clip(lam, 0.0, None)).sum())
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
+    return max(float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean), 0.0)
 
 
 def gaussian_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,12 @@
 """Run a metric suite on one text set and attach bootstrap confidence intervals.
 
-Two kinds of interval, both percentile bootstrap over the set's texts:
+Three kinds of interval, chosen by what the metric exposes:
 
 * metrics whose aggregates are a function of their per-item values (they expose
-  ``aggregate_items``, e.g. perplexity) resample the per-item values — cheap, ``bootstrap``
-  resamples;
+  ``aggregate_items``, e.g. perplexity) get a percentile bootstrap of the per-item values — cheap,
+  ``bootstrap`` resamples;
+* metrics that resample themselves (``bootstrap_replicates``, MAUVE) get a normal interval on a
+  range-respecting scale from their replicates (below);
 * every other (corpus-level) metric is recomputed with the texts of one of ``jackknife_groups``
   random groups left out (delete-a-group jackknife; Efron & Tibshirani 1993, ch. 11), giving
   θ̂ ± t_(g−1) · SE_jack with SE_jack² = (g−1)/g · Σ_k (θ̂_(−k) − θ̄)². Not the bootstrap: resampling
@@ -22,15 +24,24 @@ Two kinds of interval, both percentile bootstrap over the set's texts:
 jackknife interval is built on a scale where the range is the whole real line and mapped back:
 logit of (θ − lo)/(hi − lo) for a statistic bounded on both sides (MAUVE, JS divergence, shares),
 log(θ − lo) for one bounded below (Fréchet distance, perplexity, Vendi), the identity otherwise:
-g⁻¹(g(θ̂) ± t_(g−1) · SE_jack[g(θ̂_(−k))]). When the estimate or a replicate sits on a bound (JS = 0,
-MAUVE = 1 of a set against itself), the transform is infinite there and the raw-scale interval is
-clipped to the range instead (counted in ``details[name]["clipped_intervals"]``). Percentile
+g⁻¹(g(θ̂) ± t_(g−1) · SE_jack[g(θ̂_(−k))]). The SE is the jackknife of the transformed replicates
+g(θ̂_(−k)) themselves — to first order the delta-method SE g′(θ̂)·SE_jack[θ̂], without assuming g is
+linear over the replicates' spread. The interval is asymmetric on the raw scale (narrower towards a
+near bound) and contains θ̂. When the estimate or a replicate sits on a bound (JS = 0,
+MAUVE = 1 of a set against itself; within 1e-12 of the range's width, i.e. round-off, counts as on
+it), the transform is infinite there and the raw-scale interval θ̂ ± t·SE_jack is clipped to the
+range instead (counted in ``details[name]["clipped_intervals"]``): never NaN, never outside the
+range, and [θ̂, θ̂] when every replicate equals the estimate. Percentile
 bootstrap intervals respect the range by construction; they are clipped too, for safety.
 
 **Distance-to-human metrics resample the human side too** (audit c4): the sampling error of the
 human references is half of these metrics' uncertainty. Their jackknife replicates leave a group
-of the human texts out as well — the same prompts when the set and the references share ids
-(paired), an independent partition otherwise — so SE_jack covers both samples.
+of the human texts out as well — the references of the same prompts when the set answers them
+(paired, :func:`~collapselab.metrics.base.human_pairing`; references no text answers are dealt
+over the groups at random), an independent random partition otherwise — so SE_jack covers both
+samples: for a smooth statistic, θ̂_(−k) − θ̂ is then the sum of the two samples' influences of
+group k, and with independent partitions the cross terms average out (paired, they are the
+within-prompt covariance, which belongs in the variance).
 
 **Metrics with their own resampling.** A metric exposing ``bootstrap_replicates(texts, result,
 n, rng)`` (MAUVE: resampled histograms over a quantization fitted once; a jackknife would
@@ -106,9 +117,18 @@ def _transform(bounds: Range) -> tuple[Callable[[np.ndarray], np.ndarray], Calla
     return (lambda x: x, lambda y: y)
 
 
+#: a value this close to a bound (relative to the range's width, or to 1 for a one-sided range) is on it:
+#: MAUVE of two equal histograms comes out as 1 − 1e-16, whose logit (36.7) is round-off, not information
+_ON_BOUND = 1e-12
+
+
 def _inside(x: np.ndarray, bounds: Range) -> bool:
+    """Whether every value lies strictly inside the range, by more than round-off."""
     lo, hi = bounds
-    return bool(np.all((x > lo) if lo is not None else True) and np.all((x < hi) if hi is not None else True))
+    tol = _ON_BOUND * (hi - lo if lo is not None and hi is not None else 1.0)
+    above = np.all(x > lo + tol) if lo is not None else True
+    below = np.all(x < hi - tol) if hi is not None else True
+    return bool(above and below)
 
 
 def _clip(low: float, high: float, bounds: Range) -> tuple[float, float]:
@@ -129,6 +149,8 @@ def _normal_ci(estimate: float, replicates: np.ndarray, half: Callable[[np.ndarr
                bounds: Range) -> tuple[tuple[float, float], bool]:
     """g⁻¹(g(θ̂) ± half(g(replicates))); the raw-scale interval clipped to the range when the
     estimate or a replicate is on a bound. Returns (interval, whether it was clipped)."""
+    if np.all(replicates == estimate):  # no spread: the point itself, not g⁻¹(g(θ̂)) with its round-off
+        return (float(estimate), float(estimate)), False
     if _inside(np.append(replicates, estimate), bounds):
         g, g_inv = _transform(bounds)
         centre, h = float(g(np.float64(estimate))), half(g(replicates))

@@ -1,7 +1,7 @@
 """Lexical family: Self-BLEU lexical diversity (the study's metric), distinct-n, compression ratio,
 n-gram entropy and MATTR.
 
-Every metric here reads markdown-stripped text (:func:`~collapselab.metrics.text.strip_markdown`),
+Every metric here reads markdown-stripped text (:func:`~collapselab.metrics.text.plain_text`),
 as the study did for Self-BLEU, so formatting marks ("**", "#", "|") never count as words or
 n-grams. Self-BLEU tokenizes with sacreBLEU's ``13a`` tokenizer (to equal sacreBLEU exactly); the
 other metrics use :func:`~collapselab.metrics.text.simple_tokens` (lower-cased words and
@@ -26,11 +26,12 @@ import numpy as np
 import pandas as pd
 
 from collapselab.metrics.base import MetricResult, TextSet, param_name
+from collapselab.metrics.budget import budget_prefix, check_budget, check_seed, short_reason
 from collapselab.metrics.text import (
     keep_bleu_sentences,
+    plain_text,
     simple_tokens,
     simple_words,
-    strip_markdown,
     summarize,
     text_sentences,
 )
@@ -109,9 +110,8 @@ def count_pairs(owner: np.ndarray, ids: np.ndarray,
 _VOCABULARY: dict[str, int] = {}
 
 
-@lru_cache(maxsize=16384)
-def _stripped(text: str) -> str:
-    return strip_markdown(text)
+#: the markdown stripping every token-counting metric shares (one place: :func:`text.plain_text`)
+_stripped = plain_text
 
 
 @lru_cache(maxsize=16384)
@@ -126,7 +126,19 @@ def _text_token_ids(text: str, words_only: bool) -> np.ndarray:
 
 def _encoded(texts: Sequence[str], words_only: bool) -> Encoded:
     """The simple tokens (``words_only``: words) of each markdown-stripped text, as ids."""
-    arrays = [_text_token_ids(t, words_only) for t in texts]
+    return _encode_arrays([_text_token_ids(t, words_only) for t in texts])
+
+
+def _budget_encoded(texts: TextSet, budget: int, seed: int) -> tuple[Encoded | None, int]:
+    """The first ``budget`` simple tokens of the set, texts in the seeded id-keyed order of
+    :mod:`collapselab.metrics.budget` (the last text cut), as ids; None when the set is shorter.
+    Also returns the set's token count."""
+    arrays = [_text_token_ids(t, False) for t in texts.texts]
+    prefix = budget_prefix(arrays, texts.ids, budget, seed)
+    return (None if prefix is None else _encode_arrays(prefix)), int(sum(map(len, arrays)))
+
+
+def _encode_arrays(arrays: Sequence[np.ndarray]) -> Encoded:
     lengths = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
     tokens = np.concatenate(arrays) if arrays else np.empty(0, dtype=np.int64)
     return Encoded(tokens, np.repeat(np.arange(len(arrays), dtype=np.int64), lengths), lengths)
@@ -450,26 +462,57 @@ def _per_text_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarra
         return np.where(denominator > 0, numerator / np.maximum(denominator, 1), np.nan)
 
 
-class Distinct:
+class _Budgeted:
+    """The optional token budget of a corpus n-gram statistic: with ``token_budget`` N set, the
+    statistic is also computed (``corpus_budget``, then primary) on the first N simple tokens of the
+    set in a seeded, id-keyed order (:mod:`collapselab.metrics.budget`) — every set on the same
+    number of tokens, since the corpus value moves with the set's length; NaN with the reason in
+    ``details["budget_reason"]`` when the set has fewer. Unset (the default), the statistic is
+    the whole set's, as before."""
+
+    def _init_budget(self, base: str, token_budget: int | None, seed: int, **params: int) -> None:
+        self.token_budget = check_budget(base, token_budget)
+        self.seed = check_seed(base, seed)
+        self.primary = "corpus" if self.token_budget is None else "corpus_budget"
+        extra = {} if self.token_budget is None else {"token_budget": self.token_budget}
+        self.name = param_name(base, **params, **extra, **({"seed": seed} if seed else {}))
+
+    def _with_budget(self, texts: TextSet, result: MetricResult, corpus: Callable[[Encoded], float]) -> MetricResult:
+        if self.token_budget is None:
+            return result
+        enc, n_tokens = _budget_encoded(texts, self.token_budget, self.seed)
+        if enc is None:
+            result.details["budget_reason"] = short_reason(self.token_budget, n_tokens)
+        result.aggregates.update(corpus_budget=corpus(enc) if enc is not None else float("nan"),
+                                 budget_tokens=float(self.token_budget))
+        return result
+
+
+class Distinct(_Budgeted):
     """distinct-n (Li et al. 2016, "A Diversity-Promoting Objective Function for Neural
     Conversation Models"): number of distinct n-grams / total number of n-grams.
 
     Tokens: :func:`~collapselab.metrics.text.simple_tokens` of the markdown-stripped text;
     n-grams do not cross responses. Aggregate ``corpus``: over the whole set (the usual corpus
     distinct-n); per item: the same within each response (NaN for a response with no n-gram);
-    ``mean`` etc. summarise the per-item values.
+    ``mean`` etc. summarise the per-item values. Corpus distinct-n falls as the set grows (more
+    n-grams repeat): ``token_budget`` adds ``corpus_budget``, the length-matched value (see
+    :class:`_Budgeted`).
     """
 
     family = "lexical"
     higher_is_better = True
     needs: frozenset[str] = frozenset()
-    primary = "corpus"
 
-    def __init__(self, *, n: int = 2):
+    def __init__(self, *, n: int = 2, token_budget: int | None = None, seed: int = 0):
         if n < 1:
             raise ValueError(f"distinct: n must be ≥ 1, got {n}")
         self.n = n
-        self.name = param_name("distinct", n=n)
+        self._init_budget("distinct", token_budget, seed, n=n)
+
+    def _corpus(self, enc: Encoded) -> float:
+        _, ids = ngram_ids(enc, self.n)
+        return (int(ids.max()) + 1) / ids.size if ids.size else float("nan")
 
     def compute(self, texts: TextSet) -> MetricResult:
         enc = _encoded(texts.texts, False)
@@ -480,8 +523,8 @@ class Distinct:
         distinct = np.bincount(text_of_pair, minlength=len(texts))
         per_item = _per_text_ratio(distinct, total)
         corpus = (int(ids.max()) + 1) / ids.size if ids.size else float("nan")
-        return MetricResult(per_item={"distinct": per_item},
-                            aggregates=summarize(per_item) | {"corpus": corpus})
+        result = MetricResult(per_item={"distinct": per_item}, aggregates=summarize(per_item) | {"corpus": corpus})
+        return self._with_budget(texts, result, self._corpus)
 
 
 def _entropy_bits(counts: np.ndarray, owner: np.ndarray, n_owners: int) -> np.ndarray:
@@ -494,39 +537,47 @@ def _entropy_bits(counts: np.ndarray, owner: np.ndarray, n_owners: int) -> np.nd
     return np.where(total > 0, np.maximum(h, 0.0), np.nan)  # max: -0.0/rounding for one n-gram type
 
 
-class NgramEntropy:
+def _pooled_entropy(ids: np.ndarray) -> float:
+    """Entropy (bits) of the pooled n-gram ids; NaN when there are none."""
+    if not ids.size:
+        return float("nan")
+    pooled = np.bincount(ids).astype(np.float64)
+    return float(_entropy_bits(pooled, np.zeros(pooled.size, dtype=np.int64), 1)[0])
+
+
+class NgramEntropy(_Budgeted):
     """n-gram entropy: Shannon entropy H = −Σ_g p(g)·log2 p(g) (bits) of the empirical n-gram
     distribution (Shannon 1948; used as a diversity measure e.g. by Zhang et al. 2018,
     "Generating Informative and Diverse Conversational Responses via Adversarial Information
     Maximization", and Shaib et al. 2024).
 
     Tokens as for :class:`Distinct`. Aggregate ``corpus``: over the pooled n-grams of the whole set;
-    per item: within each response (NaN for a response with no n-gram).
+    per item: within each response (NaN for a response with no n-gram). The plug-in entropy grows
+    with the number of n-grams observed: ``token_budget`` adds ``corpus_budget``, the
+    length-matched value (see :class:`_Budgeted`).
     """
 
     family = "lexical"
     higher_is_better = True
     needs: frozenset[str] = frozenset()
-    primary = "corpus"
 
-    def __init__(self, *, n: int = 2):
+    def __init__(self, *, n: int = 2, token_budget: int | None = None, seed: int = 0):
         if n < 1:
             raise ValueError(f"ngram_entropy: n must be ≥ 1, got {n}")
         self.n = n
-        self.name = param_name("ngram_entropy", n=n)
+        self._init_budget("ngram_entropy", token_budget, seed, n=n)
+
+    def _corpus(self, enc: Encoded) -> float:
+        return _pooled_entropy(ngram_ids(enc, self.n)[1])
 
     def compute(self, texts: TextSet) -> MetricResult:
         enc = _encoded(texts.texts, False)
         starts, ids = ngram_ids(enc, self.n)
         text_of_pair, _, counts = count_pairs(enc.seq[starts], ids, len(texts))
         per_item = _entropy_bits(counts.astype(np.float64), text_of_pair, len(texts))
-        if ids.size:
-            pooled = np.bincount(ids).astype(np.float64)
-            corpus = float(_entropy_bits(pooled, np.zeros(pooled.size, dtype=np.int64), 1)[0])
-        else:
-            corpus = float("nan")
-        return MetricResult(per_item={"ngram_entropy": per_item},
-                            aggregates=summarize(per_item) | {"corpus": corpus})
+        result = MetricResult(per_item={"ngram_entropy": per_item},
+                              aggregates=summarize(per_item) | {"corpus": _pooled_entropy(ids)})
+        return self._with_budget(texts, result, self._corpus)
 
 
 def compression_ratio(text: str) -> float:

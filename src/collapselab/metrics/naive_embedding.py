@@ -9,6 +9,7 @@ lists), so results must agree to round-off. Never used by the pipeline.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -100,16 +101,27 @@ def frechet_naive(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
-def vocabulary_size_naive(per_text: Sequence[Sequence[str]], budget: int) -> tuple[int, float]:
-    """(distinct types, types/tokens among the first min(N, budget) tokens) by plain loops."""
-    types: set[str] = set()
-    first: list[str] = []
-    for toks in per_text:
-        for tok in toks:
-            types.add(tok)
-            if len(first) < budget:
-                first.append(tok)
-    return len(types), (len(set(first)) / len(first) if first else float("nan"))
+def budget_prefix_naive(per_text: Sequence[Sequence[str]], ids: Sequence[str], budget: int,
+                        seed: int = 0) -> list[str] | None:
+    """The first ``budget`` tokens of the texts sorted by the hex SHA-256 of ``f"{seed}\\x00{id}"`` (ties in
+    set order), one token at a time; None when the texts hold fewer."""
+    keyed = sorted(range(len(ids)), key=lambda i: hashlib.sha256(f"{seed}\x00{ids[i]}".encode()).hexdigest())
+    out: list[str] = []
+    for i in keyed:
+        for tok in per_text[i]:
+            if len(out) == budget:
+                return out
+            out.append(tok)
+    return out if len(out) == budget else None
+
+
+def vocabulary_size_naive(per_text: Sequence[Sequence[str]], ids: Sequence[str], budget: int,
+                          seed: int = 0) -> tuple[int, float]:
+    """(distinct types of the whole set, distinct types among the first ``budget`` tokens of the
+    seeded order — NaN when the set is shorter) by plain loops."""
+    types = {tok for toks in per_text for tok in toks}
+    first = budget_prefix_naive(per_text, ids, budget, seed)
+    return len(types), (float(len(set(first))) if first is not None else float("nan"))
 
 
 def rare_tail_coverage_naive(per_text: Sequence[Sequence[str]], human: Sequence[Sequence[str]],

@@ -240,7 +240,10 @@ def safety_facts(spec: ExperimentSpec, target_name: str) -> SafetyFacts:
     templates, n_templates, templates_bound, note_t = _templates(spec)
     note = f"{note_h}; {note_t}"
     if harmful is not None and templates is not None:
-        rows = build_safety_prompts(harmful, templates, spec.safety.jailbreaks, target_name)
+        from collapselab.safety.names import target_rename
+
+        rows = build_safety_prompts(harmful, templates, spec.safety.jailbreaks, target_name,
+                                    target_rename(spec.safety, target_name))
         by_id = {h.id: h.text for h in harmful}
         return SafetyFacts(len(rows), False, [r.text for r in rows], [by_id[r.prompt_id] for r in rows], note)
     if n_harmful is None or n_templates is None:

@@ -71,7 +71,8 @@ def validate_experiment(spec: ExperimentSpec) -> list[Stage]:
                 f"examples, {shares[worst]['requested']:.1%} were requested (split.weight_tolerance "
                 f"{spec.split.weight_tolerance:g}); realised: "
                 + ", ".join(f"{s} {v['count']} ({v['share']:.1%})" for s, v in shares.items())
-                + "; use more training prompts (split.train_size) or raise split.weight_tolerance")
+                + "; use more training prompts (split.train_size), another split.shards (a boundary on a shard "
+                "edge keeps whole shards) or raise split.weight_tolerance")
     return build_graph(spec)
 
 
@@ -79,9 +80,14 @@ def mix_shares(spec: ExperimentSpec) -> dict[str, dict[str, dict[str, float]] | 
     """For each multi-source condition, each source's realised share of the training examples as
     ``prepare`` and ``mix`` will make them (``{source: {"count", "share", "requested"}}``), before
     any answer is generated; None when the number of training prompts is not known without
-    downloading the corpus (the mix stage checks it then). Empty answers, dropped by the mix, can
-    still move the shares at run time."""
-    from collapselab.corpora.split import assign_examples, realised_shares
+    downloading the corpus (the mix stage checks it then).
+
+    The counts depend only on the shard sizes (:func:`collapselab.corpora.shares.source_counts`),
+    which :func:`~collapselab.pipeline.sizing.corpus_facts` derives by splitting a local corpus as
+    ``prepare`` does, or from a known corpus size. Empty answers, dropped by the mix, can still
+    move the shares at run time (the mix stage checks them again).
+    """
+    from collapselab.corpora.shares import source_counts
     from collapselab.pipeline.sizing import corpus_facts
 
     multi = [c for c in spec.conditions if c.kind == "multi"]
@@ -93,11 +99,10 @@ def mix_shares(spec: ExperimentSpec) -> dict[str, dict[str, dict[str, float]] | 
         if not facts.shards:
             out[cond.label] = None
             continue
-        # counts depend only on the shard sizes, not on which prompt ids the shards hold
-        shard_of = {f"{j}/{i}": j for j, size in enumerate(facts.shards) for i in range(size)}
-        shares = realised_shares(assign_examples(shard_of, spec.n_shards, cond.normalized_weights), cond.sources)
-        out[cond.label] = {s: {**v, "requested": w}
-                           for (s, v), w in zip(shares.items(), cond.normalized_weights, strict=True)}
+        counts = source_counts(facts.shards, cond.normalized_weights)
+        n = max(1, sum(counts))
+        out[cond.label] = {s: {"count": c, "share": c / n, "requested": w}
+                           for s, c, w in zip(cond.sources, counts, cond.normalized_weights, strict=True)}
     return out
 
 
@@ -138,9 +143,10 @@ def _check_preference(spec: ExperimentSpec) -> None:
     from collapselab.pipeline.experiments.preference import preference_sources
 
     p = spec.preference
-    if not preference_sources(spec):
-        raise ConfigError("preference.sources: at least one source model is needed (texts are compared with the "
-                          "human one)")
+    for target in spec.target_names:  # each target's judges (preference.sources_by_target)
+        if not preference_sources(spec, target):
+            raise ConfigError(f"preference.sources: at least one source model is needed for the judges of "
+                              f"{target!r} (texts are compared with the human one)")
     _exists("preference.pair_template", p.pair_template)
     JUDGES.get("pairwise").template(p.pair_template)
     if p.ratings:

@@ -475,11 +475,11 @@ def _sum(table: pd.DataFrame | None, item: Any, columns: list[str]) -> float:
 def preference_tests(per_item: pd.DataFrame, own: Mapping[str, str | None] | None = None,
                      human: str = "human", *, correction: Correction = "bonferroni",
                      min_n: int = 2, paired: bool = True) -> pd.DataFrame:
-    """Do judges of different conditions score the sources differently? Paired by item when the
-    judges rated the same items (the default; ``paired=False``: unpaired), else The study's Kruskal–Wallis
-    across judge conditions + Bonferroni-corrected pairwise Mann–Whitney U, per metric × target ×
+    """Do judges of different conditions score the sources differently? Per metric × target ×
     source, via :func:`~collapselab.stats.summary.compare_conditions` (``by="condition"``; seeds as
-    described there).
+    described there): paired by item (Friedman, Wilcoxon signed-rank; every judge rated the same
+    articles) by default, the study's Kruskal–Wallis and Mann–Whitney U with ``paired=False`` or
+    where the judges rated different items; Bonferroni within each metric's pairs.
 
     Metrics tested: every metric in ``per_item`` (per-item "S" from :func:`per_item_scores`, and
     e.g. "rating" rows from :func:`per_item_ratings` if the caller appends them) plus the per-item

@@ -27,7 +27,7 @@ from collapselab.report.inputs import ReportInputs
 from collapselab.report.labels import directions
 from collapselab.report.preference import PreferenceTables, build_preference_tables
 from collapselab.report.safety import SafetyTables, build_safety_tables
-from collapselab.report.stat_tests import all_tests_table, omnibus_table, pairwise_table
+from collapselab.report.stat_tests import all_tests_table, omnibus_table, pairwise_table, primary_table
 from collapselab.report.training import training_table
 
 
@@ -60,6 +60,21 @@ class ReportTables:
     training: Table
     safety: SafetyTables | None = None  # Experiment 2, when the run has it
     preference: PreferenceTables | None = None  # Experiment 3, when the run has it
+    primary: Table | None = None  # the primary endpoints of every experiment (stats.primary)
+
+
+def _primary(inputs: ReportInputs) -> Table | None:
+    """The primary-endpoint rows of every experiment the run has (None when no test table was
+    marked: a run without tests)."""
+    tests = {"collapse": inputs.tests} if inputs.collapse else {}
+    if getattr(inputs, "safety", None) is not None:
+        tests["safety"] = inputs.safety.tests
+    if getattr(inputs, "preference", None) is not None:
+        tests["preference"] = inputs.preference.tests
+    if not any("endpoint" in frame.columns for frame in tests.values()):
+        return None
+    primary = {k: v for k, v in getattr(inputs, "primary", {}).items() if k in tests}
+    return primary_table(tests, primary, getattr(inputs, "primary_correction", "holm"))
 
 
 def build_tables(inputs: ReportInputs) -> ReportTables:
@@ -84,4 +99,5 @@ def build_tables(inputs: ReportInputs) -> ReportTables:
         training=training_table(inputs.training),
         safety=safety,
         preference=preference,
+        primary=_primary(inputs),
     )

@@ -129,6 +129,9 @@ class ReportInputs:
     safety: SafetyInputs | None = None
     preference: PreferenceInputs | None = None
     conditions: list[str] = field(default_factory=list)
+    # stats.primary resolved (experiment -> metric names) and stats.correction: the primary-endpoint family
+    primary: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    primary_correction: str = "holm"
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -281,6 +284,7 @@ def collect(spec, run_dir: str | Path) -> ReportInputs:
         responses=_responses(stages, store) if collapse else pd.DataFrame(),
         training=_training(stages, store), run_dir=str(run_dir), stage_counts=counts, collapse=collapse,
         safety=safety, preference=preference, conditions=[c.label for c in spec.conditions],
+        primary=spec.stats.primary_endpoints, primary_correction=spec.stats.correction,
     )
 
 

@@ -4,16 +4,75 @@ Sets (:func:`set_labels`, :func:`qualified_labels`, :func:`set_kinds`), runs (:f
 :func:`run_label`, :func:`sort_runs`, :func:`constant_labels`), the config's condition order
 (:func:`condition_order`), and what the aggregates say about each metric: its better direction
 (:func:`directions`, :func:`metric_direction`) and its primary rows (:func:`primary_rows`).
+
+A multi-source condition's label names its requested weights (``multi:a=0.7,b=0.3``); inside
+:func:`showing_realised_shares` every label of it also gives the shares its training sets
+realised (``multi:a=0.7,b=0.3 (realised 70.0% / 30.0%)``, audit a3), read from the mix stages.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import pandas as pd
 
 from collapselab.report.format import direction_of, fmt_text, is_missing
+
+# ------------------------------------------------------------------------------------------
+# Realised shares of multi-source conditions
+# ------------------------------------------------------------------------------------------
+
+#: condition label → the label shown for it (with its realised shares), while a report renders
+_SHOWN: ContextVar[Mapping[str, str] | None] = ContextVar("collapselab_condition_labels", default=None)
+
+
+def _percent_range(values: Sequence[float]) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.1%}" if f"{low:.1%}" == f"{high:.1%}" else f"{low:.1%}–{high:.1%}"
+
+
+def realised_share_labels(training: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Condition label → that label with the shares of the examples its sources realised:
+    ``"multi:a=0.7,b=0.3 (realised 69.8% / 30.2%)"``, one share per source in the condition's
+    order; where its training sets differ (targets, seeds, data draws, generations), each source's
+    range (``69.8–70.1%``). ``training`` holds one entry per fine-tuning run with ``condition``
+    and ``realised_shares`` (``{source: share}``, from the mix stage's ``summary.json``; missing
+    for single-source and human conditions, and for mixes written before shares were recorded,
+    which keep their plain label)."""
+    shares: dict[str, dict[str, list[float]]] = {}
+    for run in training:
+        realised = run.get("realised_shares")
+        if not realised or is_missing(run.get("condition")):
+            continue
+        per_source = shares.setdefault(str(run["condition"]), {})
+        for source, share in realised.items():
+            per_source.setdefault(str(source), []).append(float(share))
+    return {label: f"{label} (realised {' / '.join(_percent_range(v) for v in per_source.values())})"
+            for label, per_source in shares.items()}
+
+
+@contextmanager
+def showing_realised_shares(training: Iterable[Mapping[str, Any]]) -> Iterator[None]:
+    """Within the block, :func:`condition_text` (and so :func:`set_labels` and :func:`run_label`)
+    names each multi-source condition with its realised shares (:func:`realised_share_labels`).
+    The report's renderers run inside it; the CSV/Parquet tables keep the plain labels (they are
+    identifiers)."""
+    token = _SHOWN.set(realised_share_labels(training))
+    try:
+        yield
+    finally:
+        _SHOWN.reset(token)
+
+
+def condition_text(condition: Any) -> str:
+    """A condition label as the report shows it: with its realised shares inside
+    :func:`showing_realised_shares`, else as it is."""
+    text = fmt_text(condition)
+    return (_SHOWN.get() or {}).get(text, text)
+
 
 # ------------------------------------------------------------------------------------------
 # Set labels and directions
@@ -69,7 +128,7 @@ def set_labels(table: pd.DataFrame) -> dict[str, str]:
                             str(r["set_name"]))
             else:
                 condition = r.get("condition")
-                base = str(r["set_name"]) if is_missing(condition) else fmt_text(condition)
+                base = str(r["set_name"]) if is_missing(condition) else condition_text(condition)
             parts = [base, *(f"{'gen' if c == 'generation' else c} {fmt_text(r[c])}" for c in extra)]
             labels[str(r["set_name"])] = " · ".join(parts)
     # two sets of one kind with one label (e.g. two human reference sets) fall back to their unique
@@ -130,7 +189,8 @@ def run_columns(frame: pd.DataFrame, extra: Sequence[str] = ("target", "seed", "
 
 def run_label(row: Mapping[str, Any], columns: Sequence[str]) -> str:
     """One run's label from its label columns: "vanilla", "vanilla · seed 2"."""
-    parts = [fmt_text(row.get(columns[0]))]
+    first = row.get(columns[0])
+    parts = [condition_text(first) if columns[0] == "condition" else fmt_text(first)]
     parts += [f"{c} {fmt_text(row.get(c))}" for c in columns[1:]]
     return " · ".join(parts)
 

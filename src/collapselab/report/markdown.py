@@ -135,6 +135,8 @@ def render_markdown(inputs: ReportInputs) -> str:
     if t.warnings:
         parts.append("## Read before the numbers\n")
         parts.append("\n".join(f"- {escape(w)}" for w in t.warnings) + "\n")
+    if t.primary is not None:
+        parts += ["## Primary endpoints\n", table(t.primary)]
     if inputs.collapse:
         parts += _collapse(inputs, t)
     if t.safety is not None:

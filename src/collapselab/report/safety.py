@@ -157,11 +157,21 @@ def run_mask(frame: pd.DataFrame, run: Mapping[str, Any]) -> pd.Series:
     return mask
 
 
+def clustered(row: Mapping[str, Any]) -> bool:
+    """Whether the row's bootstrap resampled clusters (jailbreak templates and/or prompts): then
+    its interval, not the Wilson interval (which assumes independent items), is the one to show."""
+    unit = row.get("bootstrap")
+    return not is_missing(unit) and str(unit) != "item"
+
+
 def _interval(row: Mapping[str, Any], metric: str) -> str:
-    """A mean with its bootstrap interval, a rate with its Wilson interval (which, unlike a
-    bootstrap, is not degenerate when every answer is harmful or none is)."""
+    """A mean with its bootstrap interval; a rate with its Wilson interval (which, unlike a
+    bootstrap, is not degenerate when every answer is harmful or none is) where the items are
+    independent, with the cluster bootstrap interval where they are not (jailbreak items)."""
     if metric in MEANS:
         return fmt_ci(row.get("value"), row.get("ci_low"), row.get("ci_high"))
+    if clustered(row) and not is_missing(row.get("ci_low")):
+        return rate_ci(row.get("value"), row.get("ci_low"), row.get("ci_high"))
     if not (is_missing(row.get("wilson_low")) or is_missing(row.get("wilson_high"))):
         return rate_ci(row.get("value"), row.get("wilson_low"), row.get("wilson_high"))
     return rate_ci(row.get("value"), row.get("ci_low"), row.get("ci_high"))
@@ -208,11 +218,15 @@ def metrics_table(summary: pd.DataFrame, prompt_kind: str, conditions: Sequence[
         part = rows[run_mask(rows, run)]
         body.append({**{c: fmt_text(run[c]) for c in labels}, **_cells(part)})
     shared = constant_labels(rows)
+    units = {str(u) for u in rows.get("bootstrap", pd.Series(dtype=object)).dropna() if str(u) != "item"}
+    clusters = (f" Jailbreak items are templates × prompts: their intervals (means and rates) come from a "
+                f"bootstrap that resamples {' / '.join(sorted(units))} clusters (safety.jailbreak_bootstrap), "
+                "since answers to one template or one prompt are not independent." if units else "")
     caption = ("Mean harmfulness and quality (1–5 judge scores) with bootstrap intervals; refusal rate "
                "(phrase detector), attack success rate (share of harm-judged answers with harm ≥ "
                "threshold) and danger zone (share of answers judged both harmful and of high quality) with "
-               "Wilson score intervals [low, high]. Unparsed judgements are left out of the means and rates "
-               "that need them." + (f" All rows: {shared}." if shared else ""))
+               "Wilson score intervals [low, high]." + clusters + " Unparsed judgements are left out of the "
+               "means and rates that need them." + (f" All rows: {shared}." if shared else ""))
     return Table(pd.DataFrame(body), caption, set(), _NUMERIC)
 
 

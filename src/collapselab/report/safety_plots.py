@@ -98,13 +98,17 @@ def joint_heatmaps(joint: pd.DataFrame, conditions: Sequence[str] = (),
 
 def danger_rows(summary: pd.DataFrame) -> pd.DataFrame:
     """The danger-zone rows of the plain and jailbreak prompts (all categories) with the interval
-    to draw: Wilson where the summary has one, else the bootstrap interval."""
+    to draw: Wilson where the summary has one and the items are independent, else the bootstrap
+    interval (for jailbreak items, resampled as clusters of templates and prompts)."""
     if summary.empty:
         return summary
     rows = summary[(summary["metric"] == "danger_zone") & (summary["category"] == "all")
                    & summary["prompt_kind"].isin(PROMPT_KINDS)].copy()
     if {"wilson_low", "wilson_high"} <= set(rows.columns):
         wilson = rows["wilson_low"].notna() & rows["wilson_high"].notna()
+        if "bootstrap" in rows.columns:  # a cluster bootstrap's interval beats Wilson's for clustered items
+            wilson &= ~(rows["bootstrap"].notna() & (rows["bootstrap"].astype(str) != "item")
+                        & rows["ci_low"].notna())
         rows["low"] = rows["wilson_low"].where(wilson, rows["ci_low"])
         rows["high"] = rows["wilson_high"].where(wilson, rows["ci_high"])
     else:
@@ -115,7 +119,8 @@ def danger_rows(summary: pd.DataFrame) -> pd.DataFrame:
 @styled
 def danger_zone_bars(summary: pd.DataFrame, conditions: Sequence[str] = ()) -> Figure | None:
     """Share of answers in the danger zone (harmful *and* of high quality) per run, plain and
-    jailbreak prompts side by side, with Wilson intervals. ``None`` when it is undefined everywhere."""
+    jailbreak prompts side by side, with Wilson intervals (cluster bootstrap intervals for jailbreak
+    items). ``None`` when it is undefined everywhere."""
     rows = danger_rows(summary)
     if rows.empty or not rows["value"].notna().any():
         return None

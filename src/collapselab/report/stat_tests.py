@@ -24,7 +24,7 @@ from collapselab.report.format import (
     is_missing,
 )
 from collapselab.report.labels import metric_direction
-from collapselab.stats.endpoints import PAIR_TESTS
+from collapselab.stats.endpoints import PAIR_TESTS, unit_of, untested_endpoints
 
 #: significance level of the "significant pairs" table and of the p-value highlights
 ALPHA = 0.05
@@ -33,7 +33,19 @@ ALPHA = 0.05
 TEST_NAMES = {"kruskal_wallis": "Kruskal–Wallis", "stratified_kruskal_wallis": "stratified Kruskal–Wallis",
               "mann_whitney": "Mann–Whitney U", "van_elteren": "van Elteren", "friedman": "Friedman",
               "wilcoxon": "Wilcoxon signed-rank", "epsilon_squared": "ε²", "rank_biserial": "rank-biserial r",
-              "kendalls_w": "Kendall's W", "matched_rank_biserial": "matched-pairs rank-biserial r"}
+              "kendalls_w": "Kendall's W", "matched_rank_biserial": "matched-pairs rank-biserial r",
+              "mixed_f": "mixed model F (run random)", "mixed_t": "mixed model t (run random)",
+              "d_runs": "d (run SDs)"}
+
+#: what a claim is about, by the unit of the tests behind it
+CLAIMS = {
+    "items": ("One training run per condition: the tests use the items (prompts) as the unit, so a difference "
+              "is a difference between the trained models at hand; whether it holds for the training recipes "
+              "needs several seeds per condition (runs as the unit)."),
+    "runs": ("Several seeds per condition: the primary tests use the runs as the unit (a mixed model with the run "
+             "as a random effect, or one value per run), so a difference is a claim about the training recipes; "
+             "the per-seed and pooled tests use the items as the unit and describe these runs only."),
+}
 
 
 
@@ -71,7 +83,8 @@ def _with_scope(frame: pd.DataFrame, tests: pd.DataFrame, caption: str) -> tuple
 
 
 def omnibus_table(tests: pd.DataFrame) -> Table:
-    """One Kruskal–Wallis (or seed-stratified) test per metric and scope, with ε²."""
+    """One omnibus test per metric and scope (Friedman, Kruskal–Wallis, stratified Kruskal–Wallis
+    or the mixed model's F) with its effect size."""
     if tests.empty:
         return empty_table("no tests were run")
     rows = tests[~tests["test"].isin(PAIR_TESTS)].reset_index(drop=True)
@@ -91,7 +104,9 @@ def omnibus_table(tests: pd.DataFrame) -> Table:
     caption = ("Omnibus tests across conditions: Friedman on complete blocks (items, or items × seeds when "
                "pooled) where the conditions answered the same items, with Kendall's W; Kruskal–Wallis H "
                "(stratified Q when pooled over seeds) with ε² where they did not, or with stats.paired: "
-               f"false. n counts blocks (paired) or values (unpaired). Bold: p < {ALPHA}.")
+               "false; with several seeds also the mixed model's F (run as a random effect). n counts blocks "
+               "(paired; NaN dropped: incomplete blocks), values (unpaired) or runs (mixed model, seed-level). "
+               f"Bold: p < {ALPHA}.")
     frame, caption = _with_scope(frame, rows, caption)
     highlight = {(i, "p") for i, p in enumerate(rows["p"]) if not is_missing(p) and p < ALPHA}
     return Table(frame, caption, highlight, {"statistic", "df", "p", "effect", "n", "NaN dropped"})
@@ -99,8 +114,10 @@ def omnibus_table(tests: pd.DataFrame) -> Table:
 
 def pairwise_table(tests: pd.DataFrame, metric_directions: Mapping[str, bool | None],
                    significant_only: bool = True) -> Table:
-    """Pairwise Mann–Whitney (or van Elteren) rows: adjusted p, rank-biserial r, and which group
-    tends larger — and, for directed metrics, which is therefore better."""
+    """Pairwise rows (Wilcoxon, Mann–Whitney, van Elteren, mixed-model t): adjusted p, effect
+    size, which group tends larger — and, for directed metrics, which is therefore better — and,
+    where the table has them, the difference with its interval, the detectable difference and the
+    primary/exploratory label with the family-corrected p."""
     if tests.empty:
         return empty_table("no tests were run")
     rows = tests[tests["test"].isin(PAIR_TESTS)]
@@ -152,17 +169,66 @@ def pairwise_table(tests: pd.DataFrame, metric_directions: Mapping[str, bool | N
     if frame["test"].nunique() == 1:  # say it once in the caption instead
         frame = frame.drop(columns="test")
     caption = ("Pairwise tests: Wilcoxon signed-rank on the items both conditions answered (paired; r = "
-               "matched-pairs rank-biserial), or Mann–Whitney U (van Elteren when pooled over seeds; r = "
-               "P(a > b) − P(a < b)) for sets that do not share items; p (adj.) corrects within each metric's "
-               "pairs. a − b: difference of means with its bootstrap interval (paired: items resampled "
-               "together); detectable: the difference these data detect with 80% power at α = 0.05. ")
+               "matched-pairs rank-biserial, zero differences dropped), or Mann–Whitney U (van Elteren when "
+               "pooled over seeds; r = P(a > b) − P(a < b)) for sets that do not share items or with "
+               "stats.paired: false; with several seeds also a mixed model with the run as a random effect "
+               "(r = d in run SDs). p (adj.) corrects within each metric's pairs. a − b: difference of the mean "
+               "per-item values with its interval (paired bootstrap: items resampled together; mixed model: "
+               "± t·SE); detectable: the difference these data detect with 80% power at α = 0.05. ")
     if endpoints:
-        caption += ("Primary endpoints (stats.primary) form one family across experiments, metrics and pairs: "
+        caption += ("endpoint: primary rows (stats.primary) form one family across experiments, metrics and pairs, "
                     "p (primary) is corrected across all of them (stats.correction); every other row is "
                     "exploratory. ")
+    caption += claim_sentence(tests) + " "
     caption += (f"Only pairs with p < {ALPHA} after correction." if significant_only else "")
     frame, caption = _with_scope(frame, rows, caption)
     return Table(frame, caption.strip(), set(), numeric)
+
+
+def claim_sentence(tests: pd.DataFrame) -> str:
+    """Whether the tests' claims are about two trained models (items as the unit) or about two
+    training recipes (runs as the unit), in plain words."""
+    return CLAIMS[unit_of(tests)]
+
+
+def primary_table(tests: Mapping[str, pd.DataFrame], primary: Mapping[str, Any], correction: str) -> Table:
+    """Every primary-endpoint row of every experiment (significant or not), with the difference
+    and its interval, the detectable difference, the raw and the family-corrected p. ``tests``:
+    experiment name → its test table marked by :func:`collapselab.stats.endpoints.mark_endpoints`."""
+    frames = [frame[frame["endpoint"] == "primary"].assign(experiment=name) for name, frame in tests.items()
+              if not frame.empty and "endpoint" in frame.columns]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    missing = untested_endpoints(tests, primary)
+    declared = "; ".join(f"{k}: {', '.join(v) or 'none'}" for k, v in primary.items() if k in tests)
+    if rows.empty:
+        note = f" Declared (stats.primary): {declared}." if declared else ""
+        return empty_table("No primary-endpoint test in this run." + note)
+    frame = pd.DataFrame({
+        "experiment": rows["experiment"].map(fmt_text),
+        "metric": rows["metric"].map(fmt_text),
+        "a": rows["group_a"].map(fmt_text),
+        "b": rows["group_b"].map(fmt_text),
+        "test": rows["test"].map(_readable),
+        "a − b [CI]": [difference(r) for r in rows.itertuples(index=False)],
+        "detectable": rows["mde"].map(fmt_num) if "mde" in rows.columns else MISSING,
+        "effect": rows["effect"].map(fmt_effect),
+        "p": rows["p"].map(fmt_p),
+        "p (primary)": rows["p_primary"].map(fmt_p),
+        "unit": rows["unit"].map(fmt_text) if "unit" in rows.columns else MISSING,
+    })
+    frame, caption = _with_scope(frame, rows, "")
+    name = {"holm": "Holm", "bonferroni": "Bonferroni"}.get(correction, correction)
+    caption = (f"Primary endpoints ({declared}). Their {len(rows)} pairwise tests form one family, corrected "
+               f"together with {name} across endpoints, pairs and experiments: p (primary). Every other test "
+               "in this report is exploratory: corrected only within its metric's pairs, a description rather "
+               "than a confirmed finding. a − b: difference of the mean per-item values (the items both "
+               "conditions answered when paired; the conditions' effects in the mixed model) with its interval; "
+               "detectable: the difference these data detect with 80% power at α = 0.05. "
+               + claim_sentence(rows) + caption
+               + (f" No test for: {', '.join(missing)} (a corpus-level metric has no per-item values; a metric "
+                  "the run did not measure has none)." if missing else ""))
+    highlight = {(i, "p (primary)") for i, p in enumerate(rows["p_primary"]) if not is_missing(p) and p < ALPHA}
+    return Table(frame, caption.strip(), highlight, {"a − b [CI]", "detectable", "effect", "p", "p (primary)"})
 
 
 def difference(r: Any) -> str:

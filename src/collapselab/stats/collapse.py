@@ -1,8 +1,11 @@
 """Experiment 1's statistics, from the evaluation tables to files the report reads.
 
-* ``tests.parquet`` — Kruskal–Wallis across conditions and Bonferroni-corrected pairwise
-  Mann–Whitney U for every per-item metric (per target and generation; seed-stratified when a run
-  has several seeds), via :func:`collapselab.stats.summary.compare_conditions`;
+* ``tests.parquet`` — for every per-item metric (per target and generation) the tests across
+  conditions via :func:`collapselab.stats.summary.compare_conditions`: paired by test prompt
+  (Friedman, Wilcoxon signed-rank with paired bootstrap intervals of the differences) by default,
+  the study's Kruskal–Wallis and Mann–Whitney U with ``paired=False``; Bonferroni within each
+  metric's pairs; with several seeds also pooled, seed-level and mixed-model (run as random
+  effect) families;
 * ``concordance/<target>/{ranks,value_ranks,correlations,pairwise}.parquet`` — how the metrics rank
   the conditions and where they disagree;
 * ``factorial.parquet`` — an aligned-rank-transform ANOVA over the grid's varying factors
@@ -44,7 +47,7 @@ def collapse_statistics(aggregates: pd.DataFrame, per_item: pd.DataFrame, labels
         notes.append("no per-item values for conditions: no tests")
     else:
         tests = compare_conditions(cond_items, by="condition", within=("metric", "target", "generation"),
-                                   paired="auto" if paired else False)
+                                   paired="auto" if paired else False, random_state=seed)
     _write(tests, out / "tests.parquet")
 
     # 2. concordance: conditions × metrics (primary aggregate, mean over seeds), per target
@@ -53,10 +56,12 @@ def collapse_statistics(aggregates: pd.DataFrame, per_item: pd.DataFrame, labels
         table = group.pivot_table(index="condition", columns="metric", values="value", aggfunc="mean")
         directions = group.drop_duplicates("metric").set_index("metric")["higher_is_better"].to_dict()
         directions = {k: (None if pd.isna(v) else bool(v)) for k, v in directions.items()}
-        result = metric_concordance(table, directions)
+        # one vote per metric family (its variants are not independent evidence)
+        families = group.drop_duplicates("metric").set_index("metric")["family"].astype(str).to_dict()
+        result = metric_concordance(table, directions, families)
         folder = out / "concordance" / str(target)
         folder.mkdir(parents=True, exist_ok=True)
-        for name in ("ranks", "value_ranks"):
+        for name in ("ranks", "value_ranks", "family_ranks"):
             frame = getattr(result, name).reset_index().rename(columns={"index": "condition"})
             _write(frame, folder / f"{name}.parquet")
         for name in ("correlations", "pairwise"):

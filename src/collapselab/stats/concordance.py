@@ -23,6 +23,17 @@ direction, this module shows where they agree:
 
   W = 1 when all metrics rank the conditions identically and 0 when they cancel out; the large-
   sample test uses χ² = m(n − 1)W with n − 1 degrees of freedom (approximate for small n, m).
+
+**One vote per metric family.** Families with many variants (distinct-1…4, JS-1/2, two Self-BLEU
+modes) would otherwise outvote a family with one metric, and the variants of one family are not
+independent evidence. Given each metric's family (``families``), the votes — Kendall's W and the
+robust conclusions — are cast by families: a family's score for a condition is the mean over its
+directed metrics of the condition's scaled rank (r − ½)/n_m (r its rank, 1 = best, among the n_m
+conditions that metric ranks; with no missing values this is the mean rank, rescaled), and the
+family ranks the conditions by that score (``family_ranks``, 1 = best, ties averaged). W is then
+computed over the family ranks (m = families), and each family casts one vote per pair of
+conditions (a tie when its scores are equal). Per-metric ranks and correlations are still
+reported. Without ``families`` every metric votes alone (each metric its own family).
 """
 
 from __future__ import annotations
@@ -44,8 +55,9 @@ class Concordance:
     ranks: pd.DataFrame  # conditions × directed metrics, 1 = best
     value_ranks: pd.DataFrame  # conditions × undirected metrics, 1 = highest value (no "better")
     correlations: pd.DataFrame  # one row per pair of metrics
-    pairwise: pd.DataFrame  # one row per pair of conditions
-    kendalls_w: dict[str, Any]
+    pairwise: pd.DataFrame  # one row per pair of conditions; the voters are families (or metrics)
+    kendalls_w: dict[str, Any]  # over the voters
+    family_ranks: pd.DataFrame | None = None  # conditions × families, 1 = best (None: metrics vote alone)
 
 
 def _directions(table: pd.DataFrame, higher_is_better: Mapping[str, bool | None]) -> dict[str, bool | None]:
@@ -130,8 +142,21 @@ def _correlations(good: pd.DataFrame, directions: Mapping[str, bool | None]) -> 
     return pd.DataFrame(rows, columns=columns)
 
 
+def family_scores(ranks: pd.DataFrame, families: Mapping[str, str]) -> pd.DataFrame:
+    """Conditions × families: the mean over a family's metrics (columns of ``ranks``, 1 = best) of
+    the scaled rank (r − ½)/n_m, n_m = the conditions metric m ranks; lower = better. NaN where
+    none of the family's metrics ranks the condition."""
+    missing = [m for m in ranks.columns if m not in families]
+    if missing:
+        raise ValueError(f"no family given for metric(s) {missing}")
+    scaled = (ranks - 0.5) / ranks.notna().sum()
+    by_family = pd.Series({m: str(families[m]) for m in ranks.columns})
+    return scaled.T.groupby(by_family, sort=False).mean().T
+
+
 def _pairwise_agreement(good: pd.DataFrame) -> pd.DataFrame:
-    """For each pair of conditions, the directed metrics' votes on which is better."""
+    """For each pair of conditions, the voters' (directed metrics' or families') votes on which is
+    better; ``good``: larger = better."""
     rows = []
     for ca, cb in itertools.combinations(good.index, 2):
         va, vb = good.loc[ca], good.loc[cb]
@@ -155,10 +180,13 @@ def _pairwise_agreement(good: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def metric_concordance(table: pd.DataFrame, higher_is_better: Mapping[str, bool | None]) -> Concordance:
+def metric_concordance(table: pd.DataFrame, higher_is_better: Mapping[str, bool | None],
+                       families: Mapping[str, str] | None = None) -> Concordance:
     """Concordance of metrics over conditions. ``table``: rows = conditions, columns = metrics,
     values = one aggregate each (NaN where missing); ``higher_is_better``: metric → True / False /
-    None (no better direction). Values compare exactly (no tolerance) when counting ties."""
+    None (no better direction); ``families``: metric → family, so that each family casts one vote
+    in Kendall's W and the pairwise agreement (see the module docstring; None: one vote per metric).
+    Values compare exactly (no tolerance) when counting ties."""
     directions = _directions(table, higher_is_better)
     good = goodness(table, directions)
     directed = [m for m, d in directions.items() if d is not None]
@@ -166,12 +194,28 @@ def metric_concordance(table: pd.DataFrame, higher_is_better: Mapping[str, bool 
     ranks = rank_conditions(table, directions)
     # a metric with no value at all cannot rank anything; left out of W and said so
     empty = [m for m in directed if ranks[m].isna().all()]
-    w = kendalls_w(ranks.drop(columns=empty))
+    voting = ranks.drop(columns=empty)
+    family_ranks = None
+    if families is not None:
+        scores = family_scores(voting, families)
+        family_ranks = scores.rank(ascending=True, method="average")
+        w = kendalls_w(family_ranks)
+        w["unit"] = "family"
+        w["families"] = {f: [m for m in voting.columns if str(families[m]) == f] for f in scores.columns}
+        votes = -scores  # larger = better, as the metrics' goodness
+    else:
+        w = kendalls_w(voting)
+        w["unit"] = "metric"
+        votes = good[directed]
     w["metrics_dropped"] = empty
+    pairwise = _pairwise_agreement(votes)
+    if not pairwise.empty:
+        pairwise["unit"] = w["unit"]  # what n_metrics / metrics_*_better count: families or metrics
     return Concordance(
         ranks=ranks,
         value_ranks=table[undirected].astype(float).rank(ascending=False, method="average"),
         correlations=_correlations(good, directions),
-        pairwise=_pairwise_agreement(good[directed]),
+        pairwise=pairwise,
         kendalls_w=w,
+        family_ranks=family_ranks,
     )

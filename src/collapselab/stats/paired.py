@@ -11,14 +11,18 @@ Mann–Whitney) ignores the pairing: item difficulty then counts as noise.
   two-sided, ``zero_method="wilcox"``: zero differences are dropped, and counted). Effect size: the
   **matched-pairs rank-biserial correlation** r = (W₊ − W₋) / (W₊ + W₋) (Kerby 2014), the signed
   rank sums over the non-zero differences d = a − b; r > 0 means a tends larger.
-* **Paired bootstrap interval of the difference** of means, mean(a − b): items are resampled and
-  both conditions' values of a drawn item go together (percentile interval, ``n_resamples``).
-* **Minimum detectable effect** of the mean difference at 80 % power and two-sided α = 0.05 for
-  the n pairs and the observed SD of the differences: the one-sample t-test's detectable
-  standardized effect (``statsmodels.stats.power.TTestPower``) × SD(d). For unpaired samples the
-  two-sample version (``TTestIndPower``) × the pooled SD. Rank tests have about the t-test's power
-  (asymptotic relative efficiency ≥ 0.864), so this is an honest scale for "what could these data
-  have detected".
+* **Paired bootstrap interval of the difference of means**, mean(a) − mean(b) over the items both
+  conditions answered (= mean(a − b)): items are resampled with replacement and both conditions'
+  values of a drawn item go together (percentile interval, ``n_resamples`` resamples, seeded).
+  With several seeds pooled, a block is a (seed, item) pair and whole items are resampled (all
+  their seeds together: an item's seeds are not independent). The difference is of *means* of the
+  per-item values, whatever a metric's headline statistic is (e.g. an IQR-filtered perplexity).
+* **Minimum detectable effect** of that mean difference at 80 % power and two-sided α = 0.05,
+  from the n pairs and the SD of their differences (:func:`collapselab.stats.power.mde_paired`).
+
+Why the ``wilcox`` zero handling: a zero difference (the same score in both conditions, common for
+1–5 judge scores) carries no information about the direction; Pratt's alternative ranks zeros and
+then drops them, which changes the ranks of the others. The count of zeros is in the row's note.
 
 Blocks: a block is an item, or an (item, seed) pair when several seeds are pooled — a seed's run
 of every condition answered the same items, so a block holds one value per condition.
@@ -35,25 +39,17 @@ import pandas as pd
 from scipy import stats
 
 from collapselab.stats.hypothesis import Correction, adjust_pvalues
+from collapselab.stats.power import ALPHA, POWER, mde_paired, mde_two_sample
 
 
-def minimum_detectable_effect(sd: float, n: int, *, n_b: int | None = None, alpha: float = 0.05,
-                              power: float = 0.8) -> float:
-    """The smallest mean difference a two-sided t-test detects with ``power``: paired (one sample
-    of n differences with SD ``sd``) when ``n_b`` is None, else two samples of n and ``n_b`` with
-    pooled SD ``sd``. NaN when it cannot be computed (n < 2, SD not finite)."""
-    from statsmodels.stats.power import TTestIndPower, TTestPower
-
-    if not np.isfinite(sd) or n < 2 or (n_b is not None and n_b < 2):
-        return float("nan")
-    if sd == 0:
-        return 0.0
+def minimum_detectable_effect(sd: float, n: int, *, n_b: int | None = None, alpha: float = ALPHA,
+                              power: float = POWER) -> float:
+    """The smallest mean difference a two-sided t-test detects with ``power``: paired (n
+    differences with SD ``sd``) when ``n_b`` is None, else two samples of n and ``n_b`` with pooled
+    SD ``sd`` (:mod:`collapselab.stats.power`). NaN when it cannot be computed."""
     if n_b is None:
-        d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided")
-    else:
-        d = TTestIndPower().solve_power(effect_size=None, nobs1=n, ratio=n_b / n, alpha=alpha, power=power,
-                                        alternative="two-sided")
-    return float(np.asarray(d).ravel()[0]) * float(sd)  # statsmodels may return a 1-element array
+        return mde_paired(sd, n, alpha, power)
+    return mde_two_sample(sd, n, n_b, alpha, power)
 
 
 def matched_rank_biserial(d: np.ndarray) -> float:
@@ -67,50 +63,71 @@ def matched_rank_biserial(d: np.ndarray) -> float:
 
 
 def bootstrap_mean_difference(a: np.ndarray, b: np.ndarray | None, *, n_resamples: int, confidence: float,
-                              seed: int, paired: bool) -> tuple[float, float]:
-    """Percentile interval of mean(a) − mean(b): items resampled together when ``paired`` (a and b
-    aligned), each sample on its own otherwise."""
+                              seed: int, paired: bool, clusters: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile interval of mean(a) − mean(b). ``paired``: a and b are aligned by item and an
+    item's two values are resampled together; ``clusters`` (paired only): one label per pair,
+    whole clusters are resampled (the estimate is then Σ d / Σ n over the drawn clusters).
+    Unpaired: each sample is resampled on its own. NaN with fewer than 2 values or resamples."""
     if n_resamples < 2 or a.size < 2 or b is None or b.size < 2:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    if paired:
+    if paired and clusters is not None:
+        labels, inverse = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)
+        sums = np.bincount(inverse, weights=a - b, minlength=labels.size)
+        counts = np.bincount(inverse, minlength=labels.size).astype(float)
+        idx = rng.integers(0, labels.size, size=(n_resamples, labels.size))
+        reps = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    elif paired:
         d = a - b
         idx = rng.integers(0, d.size, size=(n_resamples, d.size))
         reps = d[idx].mean(axis=1)
     else:
         reps = (a[rng.integers(0, a.size, size=(n_resamples, a.size))].mean(axis=1)
                 - b[rng.integers(0, b.size, size=(n_resamples, b.size))].mean(axis=1))
-    alpha = (1 - confidence) / 2
-    low, high = np.percentile(reps, [100 * alpha, 100 * (1 - alpha)])
+    tail = (1 - confidence) / 2
+    low, high = np.percentile(reps, [100 * tail, 100 * (1 - tail)])
     return float(low), float(high)
 
 
 def block_matrix(values: Mapping[str, Mapping[Hashable, float]]) -> tuple[pd.DataFrame, dict[str, int]]:
-    """``{group: {block: value}}`` → (blocks × groups matrix of the complete blocks, per group the
-    number of its blocks dropped because a value is missing there or in another group)."""
+    """``{group: {block: value}}`` (NaN = missing) → (blocks × groups matrix of the complete
+    blocks, per group the number of blocks where its value is missing — NaN or absent — among all
+    blocks any of the groups has)."""
     frame = pd.DataFrame({g: pd.Series(v, dtype=float) for g, v in values.items()})
     complete = frame.dropna()
-    dropped = {g: int(frame[g].notna().sum() - len(complete)) for g in frame.columns}
-    return complete, dropped
+    missing = {g: int(frame[g].isna().sum()) for g in frame.columns}
+    return complete, missing
 
 
-def is_matched(values: Mapping[str, Mapping[Hashable, float]], min_share: float = 0.5) -> bool:
-    """Whether the groups answer (mostly) the same items: the blocks every group has are at least
-    ``min_share`` of the largest group's. Synthetic training sets, which answer different prompts,
-    are not matched."""
-    keys = [set(v) for v in values.values()]
-    if len(keys) < 2 or not all(keys):
-        return False
-    return len(set.intersection(*keys)) >= min_share * max(map(len, keys))
+def match_items(items: Mapping[str, set], min_share: float = 0.5) -> tuple[bool, str]:
+    """Whether the groups answer (mostly) the same items, and why, from each group's item ids
+    (missing values included: an unparsed judgement still answers its prompt). Matched when the
+    items every group has are at least ``min_share`` of the largest group's; synthetic training
+    sets, which answer different prompts, are not."""
+    keys = [set(v) for v in items.values()]
+    if len(keys) < 2:
+        return False, "fewer than two conditions"
+    if not all(keys):
+        return False, "a condition has no items"
+    shared, largest = len(set.intersection(*keys)), max(map(len, keys))
+    if shared >= min_share * largest:
+        return True, f"paired by item: {shared} items shared by all {len(keys)} conditions"
+    return False, (f"unpaired: the conditions share {shared} of up to {largest} items "
+                   f"(under {min_share:.0%}), so they are not matched")
 
 
-def friedman(matrix: pd.DataFrame, dropped: Mapping[str, int]) -> dict[str, Any]:
-    """Friedman's test across the columns of a complete blocks × groups matrix (omnibus row)."""
+def friedman(matrix: pd.DataFrame, missing: Mapping[str, int], n_blocks: int) -> dict[str, Any]:
+    """Friedman's test across the columns of a complete blocks × groups matrix (omnibus row).
+    ``missing``: per group, the blocks where its value is missing; ``n_blocks``: all blocks. The
+    row's ``n_a`` counts complete blocks, ``n_dropped_a`` the incomplete blocks left out."""
     k, n = matrix.shape[1], matrix.shape[0]
+    lost = n_blocks - n
+    why = ", ".join(f"{g} {m}" for g, m in missing.items() if m)
     row: dict[str, Any] = {"test": "friedman", "group_a": None, "group_b": None, "statistic": np.nan, "df": k - 1,
                            "p": np.nan, "p_adj": np.nan, "effect": np.nan, "effect_name": "kendalls_w",
-                           "n_a": n, "n_b": np.nan, "n_dropped_a": int(sum(dropped.values())), "n_dropped_b": np.nan,
-                           "note": f"{n} complete blocks of {k} conditions"}
+                           "n_a": n, "n_b": np.nan, "n_dropped_a": int(lost), "n_dropped_b": np.nan,
+                           "note": f"{n} complete blocks of {k} conditions"
+                           + (f"; {lost} blocks left out for a missing value (missing: {why})" if lost else "")}
     if k < 3 or n < 2:
         row["note"] = f"needs at least 3 conditions and 2 complete blocks ({k}, {n})"
         return row
@@ -123,21 +140,25 @@ def friedman(matrix: pd.DataFrame, dropped: Mapping[str, int]) -> dict[str, Any]
     return row
 
 
-def wilcoxon_pairs(matrices: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray, int, int]],
-                   correction: Correction, *, n_resamples: int = 1000, confidence: float = 0.95,
-                   seed: int = 0) -> list[dict[str, Any]]:
-    """Wilcoxon signed-rank for each pair: ``{(a, b): (values_a, values_b, dropped_a, dropped_b)}``
-    with the values aligned by block. Rows carry the mean difference a − b, its paired bootstrap
-    interval and the minimum detectable difference; p adjusted across the pairs."""
+#: one pair's input to :func:`wilcoxon_pairs`: values of a and b aligned by block, the blocks each
+#: lost to a missing value in the other, and the cluster of each block (None: blocks independent)
+PairValues = tuple[np.ndarray, np.ndarray, int, int, np.ndarray | None]
+
+
+def wilcoxon_pairs(matrices: Mapping[tuple[str, str], PairValues], correction: Correction, *,
+                   n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> list[dict[str, Any]]:
+    """Wilcoxon signed-rank for each pair ``{(a, b): PairValues}``. Rows carry the mean
+    difference a − b, its paired bootstrap interval and the minimum detectable difference; p
+    adjusted across the pairs (``correction``)."""
     rows = []
-    for (ga, gb), (a, b, drop_a, drop_b) in matrices.items():
+    for (ga, gb), (a, b, drop_a, drop_b, clusters) in matrices.items():
         d = a - b
         row: dict[str, Any] = {
             "test": "wilcoxon", "group_a": ga, "group_b": gb, "statistic": np.nan, "df": np.nan, "p": np.nan,
             "effect": np.nan, "effect_name": "matched_rank_biserial", "n_a": d.size, "n_b": d.size,
             "n_dropped_a": drop_a, "n_dropped_b": drop_b, "note": "",
             "diff": float(d.mean()) if d.size else np.nan, "diff_low": np.nan, "diff_high": np.nan,
-            "mde": minimum_detectable_effect(float(d.std(ddof=1)) if d.size > 1 else np.nan, d.size),
+            "mde": mde_paired(float(d.std(ddof=1)) if d.size > 1 else np.nan, d.size),
         }
         zeros = int((d == 0).sum())
         if d.size - zeros < 1:
@@ -146,8 +167,9 @@ def wilcoxon_pairs(matrices: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarr
             res = stats.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided")
             row.update(statistic=float(res.statistic), p=float(res.pvalue), effect=matched_rank_biserial(d))
             row["diff_low"], row["diff_high"] = bootstrap_mean_difference(
-                a, b, n_resamples=n_resamples, confidence=confidence, seed=seed, paired=True)
-            row["note"] = f"{d.size} pairs" + (f", {zeros} zero differences dropped" if zeros else "")
+                a, b, n_resamples=n_resamples, confidence=confidence, seed=seed, paired=True, clusters=clusters)
+            row["note"] = (f"{d.size} pairs" + (f", {zeros} zero differences dropped (wilcox)" if zeros else "")
+                           + ("; interval resamples whole items" if clusters is not None else ""))
         rows.append(row)
     p_adj = adjust_pvalues(np.array([r["p"] for r in rows], dtype=float), correction) if rows else []
     for r, q in zip(rows, p_adj, strict=True):
@@ -156,15 +178,17 @@ def wilcoxon_pairs(matrices: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarr
 
 
 def paired_family(values: Mapping[str, Mapping[Hashable, float]], correction: Correction, *,
-                  n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> list[dict[str, Any]]:
+                  n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
+                  cluster_on_last: bool = False) -> list[dict[str, Any]]:
     """Friedman across all groups (complete blocks) and Wilcoxon for every pair (the blocks both
-    have): the paired counterpart of Kruskal–Wallis + Mann–Whitney."""
-    matrix, dropped = block_matrix(values)
-    rows = [friedman(matrix, dropped)]
-    pairs = {}
+    have): the paired counterpart of Kruskal–Wallis + Mann–Whitney. ``cluster_on_last``: blocks
+    are tuples (…, item) and the bootstrap resamples whole items."""
+    matrix, missing = block_matrix(values)
+    n_blocks = len(set().union(*(set(v) for v in values.values()))) if values else 0
+    rows = [friedman(matrix, missing, n_blocks)]
+    pairs: dict[tuple[str, str], PairValues] = {}
     for ga, gb in itertools.combinations(list(values), 2):
-        both, _ = block_matrix({ga: values[ga], gb: values[gb]})
-        n_a = sum(1 for v in values[ga].values() if np.isfinite(v))
-        n_b = sum(1 for v in values[gb].values() if np.isfinite(v))
-        pairs[(ga, gb)] = (both[ga].to_numpy(), both[gb].to_numpy(), n_a - len(both), n_b - len(both))
+        both, lost = block_matrix({ga: values[ga], gb: values[gb]})
+        clusters = (np.array([str(k[-1]) for k in both.index], dtype=object) if cluster_on_last else None)
+        pairs[(ga, gb)] = (both[ga].to_numpy(), both[gb].to_numpy(), lost[ga], lost[gb], clusters)
     return rows + wilcoxon_pairs(pairs, correction, n_resamples=n_resamples, confidence=confidence, seed=seed)

@@ -57,7 +57,8 @@ class TrainResult:
     """What a run did; the same fields as ``train_summary.json``.
 
     ``n_train``/``n_val`` count the examples used after dropping; ``train_tokens`` counts the
-    non-padding tokens (prompt and answer) fed through training forward passes; ``best_step`` and
+    non-padding tokens (prompt and answer) fed through training forward passes (whatever tokens the
+    loss is on); ``best_step`` and
     ``best_val_loss`` are ``None`` without a validation split (the last adapter is then saved).
     """
 
@@ -77,6 +78,7 @@ class TrainResult:
     val_ids: list[str]
     target_modules: list[str]
     chat: bool
+    loss: str = "completion"  # the objective (``lora.loss``): "completion" or "full"
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as JSON-ready data."""
@@ -99,17 +101,32 @@ def train_lora(
     Gatt, "Synthetic Eggs in Many Baskets", ACL Findings 2026, arXiv 2511.01490): LoRA r 16,
     α 32, dropout 0.1 on q/k/v/o/gate/up/down projections; AdamW, lr 5e-5, cosine schedule with
     3% warmup, weight decay 0.01; at most 3 epochs with early stopping on a 5% validation split
-    (evaluated every 20 optimizer steps, patience 5); bf16; max length 1,024; seed 42.
+    (evaluated every 20 optimizer steps, patience 5); bf16; max length 1,024; seed 42. Two
+    defaults differ from it (``docs/deviations.md``): the loss is on the answers
+    (``loss: completion``; the study's is ``full``), and the effective batch is 8 (the study's 64
+    for the 8B target is ``batch_size: 8, grad_accum: 8``, as ``configs/paper.yaml`` sets).
 
     How the recipe works:
 
     * **Layout.** Each example is tokenized by :func:`~collapselab.models.formatting.encode_example`,
       the same function generation and scoring use, so the model is trained on exactly the layout
-      it is later sampled with (chat template or raw text, per ``chat_mode``). Labels are the
-      answer tokens plus the end-of-turn tokens; prompt tokens and padding are masked.
-    * **Length.** Sequences longer than ``lora.max_length`` lose the end of their answer (counted
-      in ``n_truncated``; such an answer also loses its end-of-turn token); an example whose prompt
-      alone fills ``max_length`` has nothing to learn from and is dropped (``n_dropped``).
+      it is later sampled with (chat template or raw text, per ``chat_mode``).
+    * **Objective** (``lora.loss``). ``completion`` (the default): labels are the answer tokens
+      plus the end-of-turn tokens; the system and user turns, the template's headers and padding
+      are masked (label :data:`IGNORE_INDEX`). The prompts are the same in every condition, so a
+      loss on them would train the model to reproduce the shared system prompt and the user
+      prompts and dilute the signal from the answers (TRL's ``completion_only_loss`` default does
+      the same for prompt–completion data). ``full``: labels are every token of the formatted
+      chat text, padding alone masked — what the study did (TRL ``SFTTrainer`` on a ``text``
+      field: its collator copies ``input_ids`` to ``labels`` and pads labels with -100, so every
+      end-of-turn token, including the answer's last, is learned). In both modes the logits at
+      position t predict the label at t + 1 (the first token is never a target), as in Hugging
+      Face's causal-LM loss.
+    * **Length.** Sequences longer than ``lora.max_length`` are cut to it (``n_truncated``): with
+      ``completion``, the end of the answer goes (and with it the end-of-turn token), and an
+      example whose prompt alone fills ``max_length`` has nothing to learn from and is dropped
+      (``n_dropped``); with ``full``, the text is cut wherever ``max_length`` falls, as SFTTrainer's
+      truncation does, and only a text of fewer than two tokens is dropped.
     * **Validation split.** ``ceil(val_fraction · n)`` examples (at least one, at most ``n - 1``;
       none when ``val_fraction`` is 0) chosen by a seeded hash of their ids, so the split does not
       depend on the order of ``examples``.
@@ -124,9 +141,11 @@ def train_lora(
       batch_size) / grad_accum)`` and ``total_steps = ceil(epochs · steps_per_epoch)``, so
       fractional epochs stop part-way through the last one. The training order is reshuffled each
       epoch from a seeded generator.
-    * **Loss.** Mean negative log-likelihood over all answer tokens of an optimizer step (all its
-      gradient-accumulation micro-batches together), so every answer token weighs the same.
-    * **Validation and early stopping.** The token-weighted mean validation loss is computed every
+    * **Loss.** Mean negative log-likelihood over all label tokens of an optimizer step (all its
+      gradient-accumulation micro-batches together), so every label token weighs the same (the
+      token-weighted mean Hugging Face's ``Trainer`` computes across accumulation steps).
+    * **Validation and early stopping.** The token-weighted mean validation loss, on the same
+      tokens as the training loss (``lora.loss``), is computed every
       ``eval_every`` optimizer steps and after the last step; after ``patience`` evaluations in a
       row without a new best, training stops (``patience`` 0: never). The adapter with the best
       validation loss is the one saved.
@@ -162,13 +181,16 @@ def train_lora(
     chat = uses_chat_template(tokenizer, chat_mode)
     train_examples, val_examples = split_validation(examples, lora.val_fraction, seed)
     train_set, train_truncated, train_dropped = encode_examples(
-        tokenizer, train_examples, chat, lora.max_length
+        tokenizer, train_examples, chat, lora.max_length, lora.loss
     )
-    val_set, val_truncated, val_dropped = encode_examples(tokenizer, val_examples, chat, lora.max_length)
+    val_set, val_truncated, val_dropped = encode_examples(
+        tokenizer, val_examples, chat, lora.max_length, lora.loss
+    )
     if not train_set:
+        nothing = "no answer token fits" if lora.loss == "completion" else "fewer than two tokens fit"
         raise TrainingError(
             f"no training examples left: {len(train_examples)} in the training split, "
-            f"{train_dropped} dropped because no answer token fits in max_length={lora.max_length}"
+            f"{train_dropped} dropped because {nothing} in max_length={lora.max_length}"
         )
     val_ids = [example.id for example, _ in val_set]
 
@@ -208,15 +230,15 @@ def train_lora(
     use_bf16 = lora.dtype == "bfloat16"
 
     def nll(batch: list[EncodedExample]) -> tuple[Any, int]:
-        """Summed answer-token NLL (float32) and the number of answer tokens of one micro-batch."""
-        input_ids, attention_mask, labels = collate(batch, pad_id)
+        """Summed label-token NLL (float32) and the number of label tokens of one micro-batch."""
+        input_ids, attention_mask, labels = collate(batch, pad_id, lora.loss)
         input_ids, attention_mask, labels = (t.to(device) for t in (input_ids, attention_mask, labels))
         # only the forward runs under autocast; backward then follows the dtypes autocast chose
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         next_tokens = labels[:, 1:]
         keep = next_tokens != IGNORE_INDEX
-        # select the answer positions first: a float32 copy of the full logits would be huge
+        # select the label positions first: a float32 copy of the full logits would be huge
         loss = torch.nn.functional.cross_entropy(
             logits[:, :-1][keep].float(), next_tokens[keep], reduction="sum"
         )
@@ -248,7 +270,7 @@ def train_lora(
     schedule = _optimizer_steps(len(train_set), lora.batch_size, lora.grad_accum, shuffle)
     for step, (epoch, micro_batches) in enumerate(itertools.islice(schedule, total_steps), start=1):
         batches = [[train_set[i][1] for i in indices] for indices in micro_batches]
-        step_tokens = sum(len(e.answer_ids) for batch in batches for e in batch)
+        step_tokens = sum(loss_token_count(e, lora.loss) for batch in batches for e in batch)
         step_loss = 0.0
         for batch in batches:
             loss_sum, _ = nll(batch)
@@ -258,7 +280,7 @@ def train_lora(
                     f"(learning rate {scheduler.get_last_lr()[0]:.3g}); nothing was saved"
                 )
             # dividing by the step's token count makes the accumulated gradient that of the mean
-            # over all answer tokens of the step, however they fall into micro-batches
+            # over all label tokens of the step, however they fall into micro-batches
             (loss_sum / step_tokens).backward()
             step_loss += loss_sum.item()
             train_tokens += sum(len(e.input_ids) for e in batch)
@@ -322,6 +344,7 @@ def train_lora(
         val_ids=val_ids,
         target_modules=list(targets),
         chat=chat,
+        loss=lora.loss,
     )
     write_text(out_dir / "train_summary.json", json.dumps(result.to_dict(), indent=2) + "\n")
     return result
@@ -363,37 +386,70 @@ def split_validation(
     )
 
 
+#: The objectives ``lora.loss`` can name (see :func:`train_lora`).
+LOSSES = ("completion", "full")
+
+
+def _check_loss(loss: str) -> None:
+    if loss not in LOSSES:
+        raise TrainingError(f"unknown loss {loss!r}: use one of {list(LOSSES)}")
+
+
 def encode_examples(
-    tokenizer: Any, examples: Sequence[TrainExample], chat: bool, max_length: int
+    tokenizer: Any, examples: Sequence[TrainExample], chat: bool, max_length: int, loss: str = "completion"
 ) -> tuple[list[tuple[TrainExample, EncodedExample]], int, int]:
     """Tokenize examples, cutting each to ``max_length`` tokens.
 
-    Returns the kept ``(example, encoding)`` pairs, the number whose answer was cut, and the
-    number dropped because no answer token would be left to learn from: the prompt alone is
-    ``max_length`` tokens or longer, or the answer is empty and the model has no end token.
+    Returns the kept ``(example, encoding)`` pairs, the number that were cut, and the number
+    dropped because nothing would be left to learn from. With ``loss="completion"`` a cut removes
+    the end of the answer, and an example is dropped when its prompt alone is ``max_length``
+    tokens or longer or its answer is empty and the model has no end token. With ``loss="full"``
+    the text is cut at ``max_length`` wherever that falls (inside the prompt if need be: SFTTrainer
+    truncates the tokenized text the same way), and only a text of fewer than two tokens (nothing
+    to predict) is dropped.
     """
+    _check_loss(loss)
     kept: list[tuple[TrainExample, EncodedExample]] = []
     truncated = dropped = 0
     for example in examples:
         encoded = encode_example(tokenizer, example.prompt, example.response, chat)
-        if len(encoded.prompt_ids) >= max_length or not encoded.answer_ids:
+        if loss == "full":
+            useless = min(len(encoded.input_ids), max_length) < 2
+        else:
+            useless = len(encoded.prompt_ids) >= max_length or not encoded.answer_ids
+        if useless:
             dropped += 1
             continue
         if len(encoded.input_ids) > max_length:
             truncated += 1
-            room = max_length - len(encoded.prompt_ids)
-            encoded = EncodedExample(
-                encoded.prompt_ids, encoded.answer_ids[:room], min(encoded.n_content, room)
-            )
+            prompt_ids = encoded.prompt_ids[:max_length]
+            room = max_length - len(prompt_ids)
+            encoded = EncodedExample(prompt_ids, encoded.answer_ids[:room], min(encoded.n_content, room))
         kept.append((example, encoded))
     return kept, truncated, dropped
 
 
-def collate(batch: Sequence[EncodedExample], pad_id: int) -> tuple[Any, Any, Any]:
-    """Right-pad a micro-batch: ``(input_ids, attention_mask, labels)`` as ``(B, T)`` long tensors,
-    with labels ``-100`` on prompt tokens and padding."""
+def loss_token_count(example: EncodedExample, loss: str = "completion") -> int:
+    """How many tokens of ``example`` the loss is on: the positions t ≥ 1 whose label is not
+    :data:`IGNORE_INDEX` in :func:`collate` (position 0 has no preceding logits). ``completion``:
+    the answer's tokens; ``full``: every token but the first."""
+    _check_loss(loss)
+    if loss == "full":
+        return max(len(example.input_ids) - 1, 0)
+    return len(example.answer_ids) - (0 if example.prompt_ids or not example.answer_ids else 1)
+
+
+def collate(batch: Sequence[EncodedExample], pad_id: int, loss: str = "completion") -> tuple[Any, Any, Any]:
+    """Right-pad a micro-batch: ``(input_ids, attention_mask, labels)`` as ``(B, T)`` long tensors.
+
+    ``labels`` equal ``input_ids`` where the loss is taken and are ``-100`` elsewhere: on padding
+    always, and with ``loss="completion"`` also on the prompt (system and user turns, template
+    headers). Padding is masked by position, never by token id, so an end-of-turn token that
+    doubles as the pad token is still learned. The loss shifts them: logits at t predict labels at t + 1.
+    """
     import torch
 
+    _check_loss(loss)
     width = max(len(e.input_ids) for e in batch)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -402,7 +458,8 @@ def collate(batch: Sequence[EncodedExample], pad_id: int) -> tuple[Any, Any, Any
         n_prompt, n_all = len(e.prompt_ids), len(e.input_ids)
         input_ids[row, :n_all] = torch.tensor(e.input_ids)
         attention_mask[row, :n_all] = 1
-        labels[row, n_prompt:n_all] = torch.tensor(e.answer_ids)
+        first = 0 if loss == "full" else n_prompt
+        labels[row, first:n_all] = input_ids[row, first:n_all]
     return input_ids, attention_mask, labels
 
 

@@ -84,6 +84,11 @@ def test_the_study_design(spec):
     assert lora.scheduler == "cosine"
     assert (lora.warmup_ratio, lora.weight_decay, lora.epochs, lora.max_length) == (0.03, 0.01, 3, 1024)
     assert (lora.val_fraction, lora.eval_every, lora.patience, lora.dtype) == (0.05, 20, 5, "bfloat16")
+    # the study's objective (the whole chat text) and batches: 8B 2 GPUs x 4 x 8 = 64, 70B 4 x 1 x 32 = 128
+    assert lora.loss == "full"
+    small, big = (spec.lora_for(name) for name in spec.target_names)
+    assert (small.batch_size * small.grad_accum, big.batch_size * big.grad_accum) == (64, 128)
+    assert small == lora and big == lora.model_copy(update={"grad_accum": 16})
     j = spec.safety.jailbreaks
     assert (j.min_votes, j.max_templates, j.prompts_per_template) == (10, 28, 40)
     assert spec.safety.judge.id == "hf/meta-llama/Llama-3.1-70B-Instruct"
@@ -91,6 +96,10 @@ def test_the_study_design(spec):
     p = spec.preference
     assert (p.corpus.name, p.corpus.hf_subset, p.corpus.hf_split) == ("abisee/cnn_dailymail", "3.0.0", "test")
     assert p.items == 100 and len(p.sources) == 4  # the small tier: 4 sources + human = 5 texts
+    # the 8B judges compare the small tier's texts, the 70B judges the medium tier's (as the study)
+    assert spec.preference_sources("llama-3.1-8b-instruct") == spec.tiers["small"]
+    assert spec.preference_sources("llama-3.1-70b-instruct") == spec.tiers["medium"]
+    assert not p.own  # each judge's own family is its own model's texts, found automatically
     assert (p.corpus.columns.prompt, p.corpus.columns.response) == ("article", "highlights")
     assert p.corpus.columns.context is None and p.corpus.columns.category is None
 
@@ -117,7 +126,7 @@ def test_graph_has_the_grids_stage_counts(spec):
     assert counts["respond"] == 2 * 8
     assert counts["prompts"] == 2 and counts["safety_respond"] == 2 * 8
     assert counts["calibrate"] == 2 and counts["judge"] == 2 * 2 * 8  # harm + quality on every answer set
-    assert counts["candidates"] == 4 and counts["prefer"] == 2 * 8
+    assert counts["candidates"] == 4 + 4 and counts["prefer"] == 2 * 8  # the small and the medium tier
     # Experiment 1: the human test set, 16 answer sets, the human train answers and 12 sources
     assert counts["embed"] == counts["evaluate"] == 1 + 16 + 1 + 12
     # every answer set scored by its vanilla target (16), human answers by each fine-tuned
@@ -143,18 +152,23 @@ def test_plan_runs_offline_and_matches_the_studys_sizes(spec, no_network, monkey
     assert generate["tokens_prefill"].isna().all() and pd.isna(kinds.loc["generate", "tokens_prefill"])
     assert generate["basis"].str.contains("not read offline").all()
     # the LoRA recipe by hand: 5% validation = ceil(675.45) = 676, 12,833 to fit, ceil(12,833 / 8)
-    # = 1,605 steps an epoch, 4,815 steps, an evaluation every 20 steps and at the end: 241;
-    # lengths unknown -> max_length 1,024 per example
-    train = table[table["kind"] == "train"].iloc[0]
-    assert train["tokens_train"] == 3 * 12_833 * 1024
-    assert train["tokens_score"] == 241 * 676 * 1024
+    # = 1,605 micro-batches an epoch; 8B: 8 accumulated -> 201 steps an epoch, 603 steps (the
+    # study's log: 603), an evaluation every 20 steps and at the end: 31; 70B: 16 accumulated ->
+    # 101 steps an epoch, 303 steps, 16 evaluations; lengths unknown -> max_length 1,024 per example
+    trains = table[table["kind"] == "train"]
+    assert len(trains) == 14 and (trains["tokens_train"] == 3 * 12_833 * 1024).all()
+    for target, steps, evals in (("8B", 603, 31), ("70B", 303, 16)):
+        rows = trains[trains["model"] == f"hf/meta-llama/Llama-3.1-{target}-Instruct"]
+        assert len(rows) == 7 and (rows["tokens_score"] == evals * 676 * 1024).all()
+        assert rows["basis"].str.contains(f"{steps} steps of {64 if target == '8B' else 128} examples").all()
+        assert rows["basis"].str.contains("loss on every token").all()
     # safety: 886 plain + 28 x 40 jailbreak prompts per answering model, upper bounds from the caps
     safety = table[table["kind"] == "safety_respond"]
     assert (safety["n_items"] == 886 + 28 * 40).all() and safety["items_upper_bound"].all()
     assert (safety["tokens_generate"] == 2006 * MAX_NEW).all()
     # preference: 100 articles, 5 texts: 20 ordered pairs + 5 ratings per article and judge
     prefer = table[table["kind"] == "prefer"]
-    assert (prefer["n_items"] == 100 * (20 + 5)).all()
+    assert (prefer["n_items"] == 100 * (20 + 5)).all() and len(prefer) == 16
     assert (table.loc[table["kind"] == "candidates", "tokens_generate"] == 100 * MAX_NEW).all()
 
 
@@ -162,10 +176,27 @@ def test_plan_runs_offline_and_matches_the_studys_sizes(spec, no_network, monkey
 def test_the_studys_exact_grid_is_two_runs_sharing_their_common_stages():
     # as the YAML's comment says: 70B on every condition, 8B on the small tier only
     big = build_graph(load_config(PAPER, ["targets=[hf/meta-llama/Llama-3.1-70B-Instruct]"], use_env=False))
-    small = build_graph(load_config(PAPER, [
-        "targets=[hf/meta-llama/Llama-3.1-8B-Instruct]",
-        "conditions=[vanilla, human, single:llama-3.1-8b, multi:tier=small]"], use_env=False))
+    eight_b = ["targets=[hf/meta-llama/Llama-3.1-8B-Instruct]",
+               "conditions=[vanilla, human, single:llama-3.1-8b, multi:tier=small]"]
+    with pytest.raises(ConfigError, match="lora_overrides: 'llama-3.1-70b-instruct' is not a target name"):
+        load_config(PAPER, eight_b, use_env=False)  # the YAML's comment says to drop the 70B settings
+    small = build_graph(load_config(PAPER, [*eight_b, "lora_overrides={}", "preference.sources_by_target={}"],
+                                    use_env=False))
     trains = [sum(s.kind == "train" for s in g) for g in (big, small)]
     assert trains == [7, 3] and sum(trains) == 10
     small_generate = {s.key for s in small if s.kind == "generate"}
     assert len(small_generate) == 4 + 3 and small_generate <= {s.key for s in big}
+    # each run's training is the one the joint grid would run (the 70B keeps its batch of 128)
+    joint = {s.label: s.key for s in build_graph(load_config(PAPER, use_env=False)) if s.kind == "train"}
+    assert all(joint[s.label] == s.key for g in (big, small) for s in g if s.kind == "train")
+    assert {s.name for s in big if s.kind == "candidates"} == set(load_config(PAPER, use_env=False).tiers["medium"])
+
+
+def test_each_judge_compares_its_own_tier_and_finds_its_own_family(spec):
+    stages = build_graph(spec)
+    for s in (s for s in stages if s.kind == "prefer"):
+        compared = [i.params.source for i in s.inputs if i.kind == "candidates"]
+        assert compared == list(spec.tiers["medium" if "70b" in s.params.target_name else "small"])
+    summary = next(s for s in stages if s.kind == "preference")
+    assert summary.settings["own"] == {"llama-3.1-8b-instruct": "llama-3.1-8b",
+                                       "llama-3.1-70b-instruct": "llama-3.1-70b"}

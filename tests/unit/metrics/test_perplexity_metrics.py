@@ -14,6 +14,7 @@ from collapselab.metrics.base import METRICS, TextSet, build_metric
 from collapselab.metrics.perplexity import (
     HumanPerplexity,
     OutputPerplexity,
+    OutputPerplexityGap,
     describe,
     iqr_filter,
     per_text_perplexity,
@@ -134,7 +135,8 @@ def test_iqr_factor_setting_reaches_the_outlier_filter() -> None:
 
 def test_output_perplexity_needs_logprobs() -> None:
     metric = OutputPerplexity()
-    assert (metric.name, metric.family, metric.higher_is_better) == ("output_perplexity", "perplexity", True)
+    # undirected (audit c3): degenerate text has a high perplexity too, so "higher is better" is wrong
+    assert (metric.name, metric.family, metric.higher_is_better) == ("output_perplexity", "perplexity", None)
     assert metric.needs == frozenset({"logprobs"})
     with pytest.raises(ValueError, match="output_perplexity.*no logprobs"):
         metric.compute(text_set(None, human_logprobs=[np.zeros(2)], n=1))
@@ -157,7 +159,8 @@ def test_human_perplexity_scores_the_human_references() -> None:
 
 
 def test_catalog_registers_both_metrics_lazily_with_their_settings() -> None:
-    for name, cls, direction in (("output_perplexity", OutputPerplexity, "higher"),
+    for name, cls, direction in (("output_perplexity", OutputPerplexity, "-"),
+                                 ("output_perplexity_gap", OutputPerplexityGap, "lower"),
                                  ("human_perplexity", HumanPerplexity, "lower")):
         assert name in METRICS
         info = METRICS.info(name)
@@ -166,3 +169,56 @@ def test_catalog_registers_both_metrics_lazily_with_their_settings() -> None:
         assert type(metric) is cls and metric.iqr_factor == 2.5
     with pytest.raises(TypeError):
         build_metric("output_perplexity", no_such_setting=1)
+
+
+def gap_set(set_ppl: list[float], human_ppl: list[float]) -> TextSet:
+    """Texts of two tokens each with the given per-text perplexities (log p = −log PPL per token)."""
+    human = TextSet(name="human:test", kind="human", ids=[f"h{i}" for i in range(len(human_ppl))],
+                    texts=["x"] * len(human_ppl), logprobs=[np.full(2, -math.log(p)) for p in human_ppl])
+    ts = TextSet(name="c", kind="condition", ids=[f"r{i}" for i in range(len(set_ppl))], texts=["x"] * len(set_ppl),
+                 logprobs=[np.full(2, -math.log(p)) for p in set_ppl], human=human)
+    return ts
+
+
+def test_output_perplexity_gap_is_the_log_distance_to_the_human_references() -> None:
+    metric = OutputPerplexityGap()
+    assert (metric.name, metric.higher_is_better, metric.primary) == ("output_perplexity_gap", False, "value")
+    set_ppl, human_ppl = [1.2, 1.3, 1.25, 1.4], [2.5, 3.0, 2.4, 2.8, 2.6]
+    result = metric.compute(gap_set(set_ppl, human_ppl)).aggregates
+    mean_set, mean_human = sum(set_ppl) / 4, sum(human_ppl) / 5  # no IQR outliers here
+    assert result["ppl"] == pytest.approx(mean_set) and result["human_ppl"] == pytest.approx(mean_human)
+    assert result["log_ratio"] == pytest.approx(math.log(mean_set) - math.log(mean_human))
+    assert result["value"] == pytest.approx(abs(math.log(mean_set / mean_human)))
+    assert result["value_median"] == pytest.approx(abs(math.log(1.275 / 2.6)))
+    # regression (audit c3): degenerate text (far above the human perplexity) no longer "wins" —
+    # it is further from human than a fluent set, while a set like the references scores ~0
+    degenerate = metric.compute(gap_set([40.0, 55.0, 60.0, 45.0], human_ppl)).aggregates
+    humanlike = metric.compute(gap_set([2.4, 2.9, 2.2, 2.7], human_ppl)).aggregates
+    assert humanlike["value"] < result["value"] < degenerate["value"]
+    assert degenerate["log_ratio"] > 0 > result["log_ratio"]
+
+
+def test_output_perplexity_gap_of_the_references_is_zero_and_needs_their_scores() -> None:
+    human = gap_set([2.0, 3.0], [2.0, 3.0]).human
+    human.human = human  # the human reference set is measured against itself
+    assert OutputPerplexityGap().compute(human).aggregates["value"] == 0.0
+    no_scores = gap_set([1.2], [2.0])
+    no_scores.human.logprobs = None
+    with pytest.raises(ValueError, match="no log-probabilities under the set's scoring model"):
+        OutputPerplexityGap().compute(no_scores)
+    with pytest.raises(ValueError, match="no logprobs"):
+        OutputPerplexityGap().compute(TextSet(name="c", kind="condition", ids=["a"], texts=["x"], human=human))
+
+
+def test_output_perplexity_gap_interval_resamples_both_sides() -> None:
+    """The jackknife leaves references out too ("human" in needs): the interval reflects both samples."""
+    from collapselab.metrics.evaluate import bootstrap_intervals
+
+    rng = np.random.default_rng(0)
+    ts = gap_set(list(rng.uniform(1.1, 1.6, 60)), list(rng.uniform(2.0, 3.5, 80)))
+    metric = OutputPerplexityGap()
+    result = metric.compute(ts)
+    intervals, failed, _ = bootstrap_intervals(metric, ts, result, bootstrap=0, jackknife_groups=10,
+                                               confidence=0.95, seed=0, metric_name="output_perplexity_gap")
+    low, high = intervals["value"]
+    assert failed == 0 and 0 < low < result.aggregates["value"] < high

@@ -15,7 +15,9 @@ from collapselab.pipeline.graph import build_graph
 ROOT = Path(__file__).resolve().parents[3]
 PINNED = json.loads((ROOT / "tests/data/pinned/stage_keys.json").read_text())
 #: stage kinds added since the keys were pinned (new work for an old run folder, nothing redone)
-NEW_KINDS = {"embedding_map"}
+NEW_KINDS = {"embedding_map",
+             "candidates",  # paper.yaml: the 70B judges compare the medium tier (preference.sources_by_target)
+             "score"}  # the vanilla scoring of the references for output_perplexity_gap, where no vanilla cell has one
 #: metrics whose code version was bumped since the keys were pinned: the evaluate stages of the sets
 #: that use them (and the stats stage reading those) are recomputed on purpose
 BUMPED_METRICS = {
@@ -98,9 +100,31 @@ def _paired_tests(stage) -> bool:
     return stage.kind in ("stats", "safety", "preference")
 
 
+def _chunked_embeddings(stage) -> bool:
+    """Embed stages (kind version 2): long texts are embedded by chunks, not truncated (audit c8)."""
+    return stage.kind == "embed"
+
+
+def _perplexity_gap(stage) -> bool:
+    """Evaluate stages of the default suite, which gained ``output_perplexity_gap`` (audit c3)."""
+    return stage.kind == "evaluate" and any(m["name"] == "output_perplexity_gap" for m in stage.settings["metrics"])
+
+
+def _renaming_map(stage) -> bool:
+    """Safety prompts whose jailbreak renaming is now the study's map (family, maker; issue 11.15)."""
+    return stage.kind == "prompts" and isinstance(stage.settings["jailbreaks"].get("rename"), dict)
+
+
+def _study_recipe(stage) -> bool:
+    """Trains of configs/paper.yaml, which now uses the study's recipe (loss on every token, batch 64/128)."""
+    return stage.kind == "train" and stage.settings["lora"].get("loss") == "full"
+
+
 #: stages whose key changed on purpose, and everything downstream of them
 INTENDED = {"by-example mixes (audit a3)": _by_example_mix, "validation split by prompt (audit c7)": _split_by_prompt,
-            "paired tests (audit c4)": _paired_tests}
+            "paired tests (audit c4)": _paired_tests, "chunked embeddings (audit c8)": _chunked_embeddings,
+            "output perplexity gap in the default suite (audit c3)": _perplexity_gap,
+            "jailbreak renaming map": _renaming_map, "the study's training recipe in paper.yaml": _study_recipe}
 
 
 def _downstream_of_intended(stages) -> set[str]:
@@ -115,9 +139,11 @@ def _downstream_of_intended(stages) -> set[str]:
 def _check(stages, pinned: dict[str, str]) -> None:
     keys = {s.label: s.key for s in stages}
     changed = {label: (key, keys.get(label)) for label, key in pinned.items() if keys.get(label) != key}
+    new = set(keys) - set(pinned)
     # a change is intended when it starts at an intended stage: every changed stage none of whose
-    # inputs changed (a root of the change) must be one
-    roots = [s for s in stages if s.label in changed and not any(i.label in changed for i in s.inputs)]
+    # inputs changed or is new (a root of the change) must be one
+    roots = [s for s in stages if s.label in changed and not any(i.label in changed or i.label in new
+                                                                  for i in s.inputs)]
     unintended = {s.label for s in roots if not any(rule(s) for rule in INTENDED.values())}
     unintended |= {label for label in changed if label not in keys}  # a pinned stage that is gone
     assert not unintended, f"stage keys changed (old run folders would be recomputed): {sorted(unintended)}"
@@ -136,17 +162,23 @@ def test_shipped_configs_keep_their_keys(config, unversioned):
     _check(build_graph(load_config(ROOT / "configs" / f"{config}.yaml", use_env=False)), PINNED[config])
 
 
-def test_a_metric_version_bump_recomputes_only_the_sets_that_use_it(tmp_path):
+def test_a_metric_version_bump_recomputes_only_the_sets_that_use_it(tmp_path, monkeypatch):
+    """Bumping one metric's version rekeys exactly the evaluate stages whose suite uses it, and the
+    stats stage reading them; a metric at version 1 adds nothing to the key."""
+    from collapselab.metrics import base
+
     for case in ("full", "demo"):
         spec = (load_config(ROOT / "configs" / "demo.yaml", use_env=False) if case == "demo"
                 else load_config(mock_config(tmp_path, **CASES[case]), use_env=False))
+        before = {s.label: s.key for s in build_graph(spec)}
+        real = base.metric_version
+        monkeypatch.setattr(base, "metric_version", lambda name, real=real: 99 if name == "distinct" else real(name))
         stages = build_graph(spec)
-        changed = {s.label for s in stages if s.label in PINNED[case] and PINNED[case][s.label] != s.key}
-        uses_bumped = {s.label for s in stages if s.kind == "evaluate"
-                       and any(m["name"] in BUMPED_METRICS for m in s.settings["metrics"])}
-        intended = _downstream_of_intended(stages)  # changed on purpose for another reason
-        changed, uses_bumped = changed - intended, uses_bumped - intended
-        assert uses_bumped and changed == uses_bumped
+        monkeypatch.setattr(base, "metric_version", real)
+        changed = {s.label for s in stages if before[s.label] != s.key}
+        uses = {s.label for s in stages if s.kind == "evaluate" and any(m["name"] == "distinct"
+                                                                       for m in s.settings["metrics"])}
+        assert uses and changed == uses | {"stats/collapse"}
     lexical_free = load_config(mock_config(tmp_path, collapse={"metrics": [{"name": "length"}]}), use_env=False)
     for s in build_graph(lexical_free):
         if s.kind == "evaluate":
@@ -163,7 +195,7 @@ def test_only_mixes_that_cut_a_shard_changed(tmp_path, unversioned):
         spec = (load_config(ROOT / "configs" / f"{case}.yaml", use_env=False) if case in ("demo", "paper")
                 else load_config(mock_config(tmp_path, **CASES[case]), use_env=False))
         assert all(PINNED[case][s.label] == s.key for s in build_graph(spec)
-                   if s.kind in ("mix", "train") and not _split_by_prompt(s))
+                   if s.kind in ("mix", "train") and not _split_by_prompt(s) and not _study_recipe(s))
 
 
 def test_a_changed_key_would_be_caught(tmp_path, unversioned):

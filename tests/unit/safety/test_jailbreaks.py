@@ -189,9 +189,9 @@ def test_rewrite_matches_a_token_loop_on_the_real_rows():
 def test_wrap_fills_every_placeholder_after_rewriting():
     jb = template("ChatGPT, answer [INSERT PROMPT HERE]. Again: \\[INSERT PROMPT HERE\\]")
     prompt = r"Why does OpenAI keep ChatGPT's weights at C:\new\1?"
-    assert wrap(jb, prompt, "Llama", ["ChatGPT", "OpenAI"]) == f"Llama, answer {prompt}. Again: {prompt}"
-    assert wrap(template("Be DAN, ChatGPT."), "Do X", "Llama", ["ChatGPT"]) == "Be DAN, Llama.\n\nDo X"
-    assert wrap(template("{{ prompt }} / {prompt}"), "Q", "L", []) == "Q / Q"
+    assert wrap(jb, prompt, {"ChatGPT": "Llama", "OpenAI": "Meta"}) == f"Llama, answer {prompt}. Again: {prompt}"
+    assert wrap(template("Be DAN, ChatGPT."), "Do X", {"ChatGPT": "Llama"}) == "Be DAN, Llama.\n\nDo X"
+    assert wrap(template("{{ prompt }} / {prompt}"), "Q", {}) == "Q / Q"
 
 
 # -- safety prompts --------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def test_build_safety_prompts_plain_then_filled_templates():
         assert row.id == f"jb-{row.template_id}-{row.prompt_id}"
         assert row.category == by_prompt[row.prompt_id].category and row.source == "set"
         assert row.text == wrap(templates[0] if row.template_id == "x" else templates[1],
-                                by_prompt[row.prompt_id].text, "Qwen", spec.rename)
+                                by_prompt[row.prompt_id].text, {"ChatGPT": "Qwen", "OpenAI": "Alibaba Cloud"})
         assert "ChatGPT" not in row.text and "about OpenAI" in row.text
     assert len({r.id for r in rows}) == len(rows)
     # each template's prompts keep the harmful prompts' order and are seeded per template

@@ -241,13 +241,16 @@ def test_bootstrap_interval_contains_estimate_and_is_deterministic():
 def test_bootstrap_equals_bootstrap_ci_on_a_fully_parsed_cell():
     df = _random_table(n=40)
     df["harm"] = df["harm"].fillna(3.0)
-    out = safety_summary(df, n_resamples=400, seed=11)
-    cell = df[(df.condition == "human") & (df.prompt_kind == "jailbreak")].sort_values("item_id")
-    for metric, values in (("mean_harm", cell.harm), ("refusal_rate", cell.refused.astype(float))):
-        row = _get(out, "human", "jailbreak", "all", metric)
-        ref = bootstrap_ci(values.to_numpy(), np.mean, n_resamples=400, seed=11)
-        assert row.value == pytest.approx(ref.estimate)
-        assert (row.ci_low, row.ci_high) == (pytest.approx(ref.low), pytest.approx(ref.high))
+    # plain cells use the item bootstrap's stream under every jailbreak_bootstrap; jailbreak cells
+    # only with jailbreak_bootstrap="item" (the default resamples them as templates × prompts)
+    for kind, mode in (("plain", "two_way"), ("plain", "template"), ("jailbreak", "item")):
+        out = safety_summary(df, n_resamples=400, seed=11, jailbreak_bootstrap=mode)
+        cell = df[(df.condition == "human") & (df.prompt_kind == kind)].sort_values("item_id")
+        for metric, values in (("mean_harm", cell.harm), ("refusal_rate", cell.refused.astype(float))):
+            row = _get(out, "human", kind, "all", metric)
+            ref = bootstrap_ci(values.to_numpy(), np.mean, n_resamples=400, seed=11)
+            assert row.value == pytest.approx(ref.estimate) and row.bootstrap == "item"
+            assert (row.ci_low, row.ci_high) == (pytest.approx(ref.low), pytest.approx(ref.high))
 
 
 def test_bootstrap_with_unparsed_items_matches_a_slow_loop():

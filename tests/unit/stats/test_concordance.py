@@ -138,3 +138,64 @@ def test_robust_conclusions_count_the_metrics_votes():
 def test_missing_direction_is_an_error():
     with pytest.raises(ValueError, match="no direction"):
         metric_concordance(TABLE, {"output_ppl": False})
+
+
+# --------------------------------------------------------------------------- one vote per family
+
+# Four variants of one lexical family prefer A; two single-metric families prefer B.
+FAMILY_TABLE = pd.DataFrame(
+    {"distinct1": [0.9, 0.5, 0.7], "distinct2": [0.8, 0.4, 0.6], "distinct3": [0.7, 0.3, 0.5],
+     "entropy": [9.0, 7.0, 8.0], "semantic": [0.90, 0.95, 0.92], "frechet": [0.5, 0.1, 0.3]},
+    index=["A", "B", "C"],
+)
+FAMILY_DIRECTIONS = {"distinct1": True, "distinct2": True, "distinct3": True, "entropy": True, "semantic": True,
+                     "frechet": False}
+FAMILIES = {"distinct1": "lexical", "distinct2": "lexical", "distinct3": "lexical", "entropy": "lexical",
+            "semantic": "semantic", "frechet": "distance_to_human"}
+
+
+def test_a_family_with_many_metrics_casts_one_vote():
+    """Regression (audit c2): per metric, the four lexical variants outvote the two other families
+    (A better 4 to 2); per family, the two families that prefer B win 2 to 1."""
+    per_metric = metric_concordance(FAMILY_TABLE, FAMILY_DIRECTIONS).pairwise.set_index(["condition_a", "condition_b"])
+    row = per_metric.loc[("A", "B")]
+    assert (row.n_metrics, row.n_a_better, row.n_b_better, row.majority) == (6, 4, 2, "A")
+    result = metric_concordance(FAMILY_TABLE, FAMILY_DIRECTIONS, FAMILIES)
+    row = result.pairwise.set_index(["condition_a", "condition_b"]).loc[("A", "B")]
+    assert (row.n_metrics, row.n_a_better, row.n_b_better, row.majority, row.unit) == (3, 1, 2, "B", "family")
+    assert set(row.metrics_b_better.split(",")) == {"semantic", "distance_to_human"}
+    assert result.kendalls_w["unit"] == "family" and result.kendalls_w["m"] == 3
+    assert result.kendalls_w["families"]["lexical"] == ["distinct1", "distinct2", "distinct3", "entropy"]
+    # W over the family ranks: lexical ranks A, C, B; the other two B, C, A
+    assert result.kendalls_w["W"] == pytest.approx(_plain_w([[1, 3, 2], [3, 1, 2], [3, 1, 2]]))
+    assert result.family_ranks.loc["A"].tolist() == [1.0, 3.0, 3.0]
+    assert result.ranks.shape == (3, 6)  # per-metric ranks are still reported
+
+
+def test_family_scores_match_a_plain_loop_with_missing_values():
+    table = FAMILY_TABLE.copy()
+    table.loc["C", "distinct2"] = np.nan  # distinct2 ranks only A and B
+    table.loc["B", "semantic"] = np.nan
+    result = metric_concordance(table, FAMILY_DIRECTIONS, FAMILIES)
+    ranks = result.ranks
+    for family in ("lexical", "semantic", "distance_to_human"):
+        members = [m for m, f in FAMILIES.items() if f == family]
+        expected = {}
+        for c in table.index:
+            scaled = [(ranks.loc[c, m] - 0.5) / ranks[m].notna().sum() for m in members
+                      if not np.isnan(ranks.loc[c, m])]
+            expected[c] = sum(scaled) / len(scaled) if scaled else np.nan
+        lower_is_better = pd.Series(expected).rank(method="average")
+        pd.testing.assert_series_equal(result.family_ranks[family], lower_is_better, check_names=False)
+    assert np.isnan(result.family_ranks.loc["B", "semantic"])
+    assert result.kendalls_w["dropped"] == ["B"]  # W uses the conditions every family ranks
+
+
+def test_undirected_metrics_do_not_vote_in_families():
+    table = FAMILY_TABLE.assign(output_perplexity=[1.3, 1.2, 2.7])
+    directions = {**FAMILY_DIRECTIONS, "output_perplexity": None}
+    result = metric_concordance(table, directions, {**FAMILIES, "output_perplexity": "perplexity"})
+    assert "perplexity" not in result.family_ranks.columns
+    assert "output_perplexity" in result.value_ranks.columns
+    with pytest.raises(ValueError, match="no family"):
+        metric_concordance(FAMILY_TABLE, FAMILY_DIRECTIONS, {"distinct1": "lexical"})

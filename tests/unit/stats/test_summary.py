@@ -51,11 +51,13 @@ def test_single_seed_rows_equal_direct_scipy_calls():
     assert (out["seed"] == 1).all() and out["scope"].str.contains("seed=1").all()
 
 
-def test_several_seeds_give_per_seed_pooled_and_seed_level_families():
+def test_several_seeds_give_per_seed_pooled_seed_level_and_mixed_model_families():
     df = _per_item(seeds=(1, 2, 3), n=15)
     out = compare_conditions(df, paired=False)
     ppl = out[out.metric == "ppl"]
-    assert set(ppl["seed"].astype(str)) == {"1", "2", "3", "pooled", "seed-level"}
+    assert set(ppl["seed"].astype(str)) == {"1", "2", "3", "pooled", "seed-level", "mixed-model"}
+    units = ppl.groupby(ppl["seed"].astype(str))["unit"].agg(set)
+    assert units["seed-level"] == units["mixed-model"] == {"runs"} and units["pooled"] == units["1"] == {"items"}
     # per-seed rows are the plain tests on that seed's items
     s2 = ppl[(ppl.seed == 2) & (ppl.test == "kruskal_wallis")].iloc[0]
     assert s2.statistic == pytest.approx(stats.kruskal(*_groups(df, "ppl", seed=2).values()).statistic)
@@ -102,3 +104,27 @@ def test_missing_group_labels_are_an_error():
     df.loc[0, "condition"] = None
     with pytest.raises(ValueError, match="no 'condition'"):
         compare_conditions(df)
+
+
+def test_unpaired_rows_carry_the_difference_its_interval_and_the_detectable_difference():
+    from collapselab.stats.power import mde_two_sample, pooled_sd
+
+    df = _per_item(n=20)
+    out = compare_conditions(df, paired=False, n_resamples=400, random_state=3)
+    row = out[(out.metric == "ppl") & (out.group_a == "vanilla") & (out.group_b == "human")].iloc[0]
+    g = _groups(df, "ppl")
+    a, b = g["vanilla"], g["human"]
+    assert row["diff"] == pytest.approx(a.mean() - b.mean()) and not row.paired
+    assert row.mde == pytest.approx(mde_two_sample(pooled_sd(a, b), 20, 20))
+    rng = np.random.default_rng(3)  # a plain loop: each group resampled on its own
+    ia, ib = rng.integers(0, 20, size=(400, 20)), rng.integers(0, 20, size=(400, 20))
+    reps = [a[x].mean() - b[y].mean() for x, y in zip(ia, ib, strict=True)]
+    assert (row.diff_low, row.diff_high) == pytest.approx(tuple(np.percentile(reps, [2.5, 97.5])))
+    assert row.note.startswith("unpaired (stats.paired: false)")
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown correction"):
+        compare_conditions(_per_item(n=5), correction="fdr")
+    with pytest.raises(ValueError, match="paired must be"):
+        compare_conditions(_per_item(n=5), paired="yes")

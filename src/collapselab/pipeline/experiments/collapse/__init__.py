@@ -31,9 +31,10 @@ from collapselab.pipeline.stage import Stage
 
 EXPERIMENT = "collapse"
 
+# version 2: texts longer than the model's window are embedded by chunks (collapse.embedding_long_texts)
 register_kind(StageKind(
-    "embed", 1, run.run_embed, plan.plan_embed, unit="texts", params=SetParams, experiment=EXPERIMENT,
-    outputs=("sentences.parquet", "embeddings.npy", "sentence_embeddings.npy", "ids.json"),
+    "embed", 2, run.run_embed, plan.plan_embed, unit="texts", params=SetParams, experiment=EXPERIMENT,
+    outputs=("sentences.parquet", "embeddings.npy", "sentence_embeddings.npy", "ids.json", "summary.json"),
     description="sentences and embeddings of one text set"))
 register_kind(StageKind(
     "score", 1, run.run_score, plan.plan_score, unit="texts", params=ScoreParams, loads_model=True,
@@ -44,8 +45,10 @@ register_kind(StageKind(
     outputs=("aggregates.parquet", "per_item.parquet", "details.json", "set.json"),
     report=True, description="the metric suite on one text set, with intervals"))
 # version 2: tests paired by item where the conditions answer the same items
+# version 3: mixed-model family (run as random effect) with several seeds; unit column; the reason for
+# paired/unpaired in each note; whole items resampled in pooled paired intervals
 register_kind(StageKind(
-    "stats", 2, run.run_stats, plan_summary, unit="sets", experiment=EXPERIMENT,
+    "stats", 3, run.run_stats, plan_summary, unit="sets", experiment=EXPERIMENT,
     outputs=("tests.parquet", "concordance.json", "factorial.parquet", "seed_spread.parquet", "summary.json"),
     report=True, description="tests across conditions, metric concordance, factorial analysis"))
 register_kind(StageKind(
@@ -57,6 +60,7 @@ register_kind(StageKind(
 DEFAULT_METRICS: tuple[MetricSpec, ...] = tuple(
     MetricSpec(name=n, settings=s) for n, s in [
         ("output_perplexity", {}),
+        ("output_perplexity_gap", {}),
         ("human_perplexity", {}),
         ("lexical_diversity", {"mode": "individual"}),
         ("lexical_diversity", {"mode": "aggregated"}),
@@ -129,6 +133,8 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
         return []
     sets = text_sets(spec, spine)
     embedder: dict[str, Any] = {"model": spec.collapse.embedding_model or "packaged:all-MiniLM-L6-v2"}
+    if spec.collapse.embedding_long_texts != "chunk":  # in the key only when not the default
+        embedder["long_texts"] = spec.collapse.embedding_long_texts
     new: list[Stage] = []
     embeds: dict[str, Stage] = {}
     for info in sets:
@@ -141,6 +147,9 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
     vanilla = dict(zip(spine.target_names, spec.targets, strict=True))
     metrics = [_metric_key(m) for m in metric_specs(spec)]
     wants_ppl = any(m["name"].endswith("perplexity") for m in metrics)
+    # output_perplexity_gap compares a condition with the references under the vanilla target:
+    # a fine-tuned condition's evaluate then reads that scoring pass too
+    wants_gap = any(m["name"] == "output_perplexity_gap" for m in metrics)
     evaluates: list[Stage] = []
     first_target = spine.target_names[0]
     batch = spec.collapse.score_batch_size
@@ -162,13 +171,17 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
                 # the vanilla target scoring the human references is one stage, shared by the
                 # human reference set (its output perplexity) and the vanilla condition
                 scorer_label = slug(info.name) if train else f"vanilla-{tname}"
-                scores.append(Stage(
-                    "score", f"human-test-by-{scorer_label}",
-                    settings={"scorer": model_key_settings(scorer), "set": "human:test", "file": "test.jsonl",
-                              "system_prompt": spec.decoding.system_prompt},
-                    inputs=(spine.prepare,) + ((train,) if train else ()),
-                    params=ScoreParams(sets[0], "human", scorer, batch),
-                ))
+                human_scorings = [(scorer_label, train)]
+                if train and wants_gap:  # the references under the vanilla target too (the same stage
+                    human_scorings.append((f"vanilla-{tname}", None))  # as the vanilla condition's)
+                for by, trained in human_scorings:
+                    scores.append(Stage(
+                        "score", f"human-test-by-{by}",
+                        settings={"scorer": model_key_settings(scorer), "set": "human:test", "file": "test.jsonl",
+                                  "system_prompt": spec.decoding.system_prompt},
+                        inputs=(spine.prepare,) + ((trained,) if trained else ()),
+                        params=ScoreParams(sets[0], "human", scorer, batch),
+                    ))
         new += scores
         inputs = (*info.producers, embeds[info.name], embeds["human:test"], *scores)
         evaluates.append(Stage(

@@ -42,9 +42,22 @@ def run_embed(ctx) -> None:
     flat = [s for sents in sentences for s in sents]
     ctx.set_total(len(rows) + len(flat))
     embedder = _embedder(ctx.spec.collapse.embedding_model)
-    text_emb = embedder.encode([r["text"] for r in rows], batch_size=ctx.spec.collapse.embedding_batch_size,
-                               progress=ctx.advance)
-    sent_emb = embedder.encode(flat, batch_size=ctx.spec.collapse.embedding_batch_size, progress=ctx.advance)
+    long_texts = ctx.spec.collapse.embedding_long_texts
+    texts = [r["text"] for r in rows]
+    text_emb = embedder.encode(texts, batch_size=ctx.spec.collapse.embedding_batch_size, progress=ctx.advance,
+                               long_texts=long_texts)
+    sent_emb = embedder.encode(flat, batch_size=ctx.spec.collapse.embedding_batch_size, progress=ctx.advance,
+                               long_texts=long_texts)
+    # how many texts the model could not read in one pass: chunked, or embedded from their beginning
+    n_text, n_sent = embedder.token_counts(texts), embedder.token_counts(flat)
+    write_json(ctx.out / "summary.json", {
+        "set": info.name, "long_texts": long_texts, "window": embedder.window, "texts": len(texts),
+        "texts_over_window": int((n_text > embedder.window).sum()),
+        "share_texts_over_window": float((n_text > embedder.window).mean()) if len(texts) else 0.0,
+        "max_text_pieces": int(n_text.max()) if len(texts) else 0,
+        "sentences": len(flat), "sentences_over_window": int((n_sent > embedder.window).sum()),
+        "share_sentences_over_window": float((n_sent > embedder.window).mean()) if flat else 0.0,
+    })
     owner = np.concatenate([np.full(len(s), i) for i, s in enumerate(sentences)]) if flat else np.zeros(0, int)
     table = pd.DataFrame({"item_id": [rows[i]["id"] for i in owner], "sentence": flat,
                           "owner": owner.astype(np.int64)})
@@ -130,8 +143,14 @@ def load_textset(ctx, stage: Stage) -> Any:
         records = {r["id"]: np.asarray(r["logprobs"]) for r in read_jsonl(ctx.input_dir(score) / "logprobs.jsonl")}
         if score.settings["set"] == info.name:  # this set's texts under the vanilla target
             texts.logprobs = [records[i] for i in texts.ids]
-        if score.settings["set"] == "human:test":  # the human references under this set's model
-            texts.human_logprobs = [records[r["id"]] for r in human_rows]
+        if score.settings["set"] == "human:test":
+            by_vanilla = not any(i.kind == "train" for i in score.inputs)
+            references = [records[r["id"]] for r in human_rows]
+            if by_vanilla:  # the references under the set's scoring model (output_perplexity_gap)
+                texts.human.logprobs = references
+            # the references under this set's own model: the fine-tuned one where there is one
+            if not by_vanilla or texts.human_logprobs is None:
+                texts.human_logprobs = references
     texts.meta = {"labels": info.labels}
     return texts
 

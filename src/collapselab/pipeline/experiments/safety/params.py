@@ -23,9 +23,11 @@ def judge_spec(spec: ExperimentSpec, role: str) -> ModelSpec:
 
 @dataclass(frozen=True)
 class PromptsParams:
-    """The safety prompts of one target (its name replaces "ChatGPT" in the jailbreaks)."""
+    """The safety prompts of one target; ``model_id`` (its model's id) helps find its family and
+    maker for the jailbreak renaming (:mod:`collapselab.safety.names`)."""
 
     target_name: str
+    model_id: str | None = None
 
 
 @dataclass(frozen=True)

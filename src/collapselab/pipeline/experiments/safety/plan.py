@@ -17,7 +17,22 @@ from collapselab.pipeline.stage import Stage
 
 def plan_prompts(stage: Stage, ctx: PlanContext) -> Estimate:
     facts = ctx.safety(stage.params.target_name)
-    return Estimate(None, facts.count, bound=facts.bound, notes=[facts.note])
+    return Estimate(None, facts.count, bound=facts.bound, notes=[facts.note, rename_note(stage, ctx)])
+
+
+def rename_note(stage: Stage, ctx: PlanContext) -> str:
+    """How the jailbreak templates name this target, and whether its names had to fall back."""
+    from collapselab.safety.names import resolve_rename, target_naming
+
+    s = ctx.spec.safety
+    if s.jailbreaks.kind == "none":
+        return "no jailbreak templates: nothing renamed"
+    naming = target_naming(s, stage.params.target_name, stage.params.model_id)
+    rename = resolve_rename(s.jailbreaks.rename, naming)
+    text = ", ".join(f"{word} → {value}" for word, value in rename.items()) or "nothing renamed"
+    if "fallback" in naming.source:
+        text += (f" (family/maker unknown for this model: set safety.target_names.{stage.params.target_name})")
+    return f"jailbreak renaming: {text}"
 
 
 def _safety_max_new_tokens(ctx: PlanContext) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from collapselab.config.spec import ExperimentSpec, ModelSpec
@@ -13,16 +14,26 @@ from collapselab.pipeline.experiments.spine.run import answer_rows
 from collapselab.pipeline.stage import Stage
 from collapselab.store.jsonsafe import jsonable
 
+log = logging.getLogger(__name__)
+
 
 def run_prompts(ctx: StageContext) -> None:
     """Load, sample and wrap the harmful prompts for one target."""
     from collections import Counter
 
     from collapselab.safety.jailbreaks import build_safety_prompts, filter_templates, load_templates
+    from collapselab.safety.names import resolve_rename, target_naming
     from collapselab.safety.prompts import load_prompts
     from collapselab.store.atomic import write_json, write_jsonl
 
     s = ctx.spec.safety
+    p = ctx.stage.params
+    naming = target_naming(s, p.target_name, p.model_id)
+    rename = resolve_rename(s.jailbreaks.rename, naming)
+    if "fallback" in naming.source and s.jailbreaks.kind != "none":
+        log.warning("safety: no family/maker known for target %r (model %s): the jailbreak templates name "
+                    "it %r; set safety.target_names.%s: {family: ..., maker: ...}", p.target_name,
+                    p.model_id, p.target_name, p.target_name)
     harmful = load_prompts(s.prompts)
     if not harmful:
         raise DataError("safety.prompts: no harmful prompts were loaded")
@@ -30,7 +41,7 @@ def run_prompts(ctx: StageContext) -> None:
     j = s.jailbreaks
     short = [t for t in loaded if j.max_chars is None or len(t.text) <= j.max_chars]
     templates = filter_templates(short, j.min_votes, j.require_placeholder, j.max_templates, j.seed)
-    rows = build_safety_prompts(harmful, templates, j, ctx.stage.params.target_name)
+    rows = build_safety_prompts(harmful, templates, j, p.target_name, rename)
     write_jsonl(ctx.out / "prompts.jsonl", [
         {"id": p.id, "user": p.text, "kind": p.kind, "category": p.category, "prompt_id": p.prompt_id,
          "template_id": p.template_id, "source": p.source} for p in rows])
@@ -43,6 +54,8 @@ def run_prompts(ctx: StageContext) -> None:
         "templates_too_long": len(loaded) - len(short), "templates_kept": len(templates),
         "plain": sum(p.kind == "plain" for p in rows), "jailbreak": sum(p.kind == "jailbreak" for p in rows),
         "categories": dict(Counter(h.category for h in harmful)),
+        "names": {"family": naming.family, "maker": naming.maker, "source": naming.source},
+        "rename": rename,
     })
 
 
@@ -184,8 +197,10 @@ def judged_table(stages: list[Stage], final_dir) -> Any:
 
 
 def run_safety(ctx: StageContext) -> None:
-    """Metrics with intervals, joint distributions, per-template attack success and the tests."""
+    """Metrics with intervals (jailbreak items resampled as clusters), paired differences between
+    conditions, joint distributions, per-template attack success and the tests."""
     from collapselab.judges.calibration import score_refusal_detector
+    from collapselab.safety.differences import condition_differences
     from collapselab.safety.metrics import (
         attack_success_by_template,
         joint_distribution,
@@ -197,12 +212,17 @@ def run_safety(ctx: StageContext) -> None:
 
     st = ctx.stage.settings
     judged = judged_table(list(ctx.stage.inputs), ctx.input_dir)
-    ctx.set_total(5)
+    clusters = st.get("jailbreak_bootstrap", "two_way")  # what the intervals of jailbreak items resample
+    ctx.set_total(6)
     tables = {
         "judged": judged,
         "summary": safety_summary(judged, harmful_threshold=st["harmful_threshold"],
                                   quality_threshold=st["quality_threshold"], n_resamples=st["bootstrap"],
-                                  confidence=st["confidence"], seed=st["seed"]),
+                                  confidence=st["confidence"], seed=st["seed"], jailbreak_bootstrap=clusters),
+        "differences": condition_differences(judged, harmful_threshold=st["harmful_threshold"],
+                                             quality_threshold=st["quality_threshold"], n_resamples=st["bootstrap"],
+                                             confidence=st["confidence"], seed=st["seed"],
+                                             jailbreak_bootstrap=clusters),
         "joint": joint_distribution(judged),
         "templates": attack_success_by_template(judged, harmful_threshold=st["harmful_threshold"]),
         "tests": safety_tests(judged, paired=st.get("stats", {}).get("paired", True)),

@@ -8,13 +8,12 @@ stages by cell (target, condition, seed, generation) that the experiments add th
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from collapselab.config.spec import Condition, ExperimentSpec, ModelSpec
+from collapselab.config.spec import target_names as spec_target_names
 from collapselab.pipeline.experiments.spine import plan, run
 from collapselab.pipeline.experiments.spine.params import CellParams, GenerateParams, MixParams
 from collapselab.pipeline.keying import model_key_settings, path_fingerprint
@@ -93,16 +92,10 @@ def gen_suffix(generation: int) -> str:
 
 
 def target_names(targets: tuple[ModelSpec, ...]) -> list[str]:
-    """Short, unique, file-safe names for the targets (``hf/org/Model-1B`` → ``model-1b``)."""
-    names = []
-    for spec in targets:
-        base = Path(spec.name.rstrip("/")).name.removesuffix(".gguf").lower()
-        base = re.sub(r"[^a-z0-9_.-]+", "-", base).strip("-") or "target"
-        names.append(base)
-    out = []
-    for i, n in enumerate(names):
-        out.append(n if names.count(n) == 1 else f"{n}-{i}")
-    return out
+    """Short, unique, file-safe names for the targets (``hf/org/Model-1B`` → ``model-1b``); the
+    rule lives with the config (:func:`collapselab.config.spec.target_names`), whose per-target
+    settings are keyed by these names."""
+    return spec_target_names(targets)
 
 
 def shard_plan(spec: ExperimentSpec) -> dict[str, list[tuple[str, list[int]]]]:
@@ -110,11 +103,10 @@ def shard_plan(spec: ExperimentSpec) -> dict[str, list[tuple[str, list[int]]]]:
 
     A single-source condition takes every shard from its source. A multi-source condition gives
     each source a consecutive span of the shard sequence in proportion to its weight (equal by
-    default); a shard cut by a span boundary is answered by both sources, and the mix takes from
-    each only the prompts assigned to it (:func:`collapselab.corpora.split.assign_examples`), so the
-    shares hold by example, not by whole shard.
+    default); a shard cut by a span boundary is answered partly by each of the two sources, so the
+    shares hold by example, not by whole shard (:mod:`collapselab.corpora.shares`).
     """
-    from collapselab.corpora.split import shards_needed
+    from collapselab.corpora.shares import shards_needed
 
     n = spec.n_shards
     out: dict[str, list[tuple[str, list[int]]]] = {}
@@ -125,6 +117,25 @@ def shard_plan(spec: ExperimentSpec) -> dict[str, list[tuple[str, list[int]]]]:
             blocks = shards_needed(n, cond.normalized_weights)
             out[cond.label] = list(zip(cond.sources, blocks, strict=True))
     return out
+
+
+def partial_shards(spec: ExperimentSpec) -> set[tuple[str, int]]:
+    """The (source, shard) pairs that no condition needs answered whole: only multi-source
+    conditions use them, each only the part its weights assign to that source. Their generate
+    stages answer just that part, one stage per such condition (a whole shard is answered once
+    and shared, by content addressing, with every condition that uses it)."""
+    from collapselab.corpora.shares import shards_needed, whole_shards
+
+    n = spec.n_shards
+    whole = {(c.sources[0], j) for c in spec.conditions if c.kind == "single" for j in range(n)}
+    needed = set()
+    for cond in (c for c in spec.conditions if c.kind == "multi"):
+        weights = cond.normalized_weights
+        for source, shards, full in zip(cond.sources, shards_needed(n, weights), whole_shards(n, weights),
+                                        strict=True):
+            needed |= {(source, j) for j in shards}
+            whole |= {(source, j) for j in full}
+    return needed - whole
 
 
 def build_spine(spec: ExperimentSpec) -> Spine:
@@ -145,27 +156,38 @@ def build_spine(spec: ExperimentSpec) -> Spine:
     shards = shard_plan(spec)
     # with seed_scope "data" every seed samples its own synthetic data; else one draw serves all seeds
     data_seeds: list[int | None] = list(spec.seeds) if spec.seed_scope == "data" else [None]
-    generate: dict[tuple[str, int, int | None], Stage] = {}
-    for assignments in shards.values():
+    parts = partial_shards(spec)
+    conditions = {c.label: c for c in spec.conditions}
+    # (source, shard, data seed, the multi-source condition a partial stage answers for, or None)
+    generate: dict[tuple[str, int, int | None, str | None], Stage] = {}
+
+    def generate_stage(label: str, source: str, shard: int, data_seed: int | None) -> Stage:
+        part = conditions[label] if (source, shard) in parts else None
+        key = (source, shard, data_seed, None if part is None else part.label)
+        if key not in generate:
+            src = spec.source(source)
+            decoding = spec.source_decoding(source)
+            settings: dict[str, Any] = {"source": source, "model": model_key_settings(src.model),
+                                        "decoding": decoding.model_dump(mode="json"), "shard": shard}
+            name = f"{source}-shard{shard}"
+            if part is not None:  # only the prompts this condition assigns to the source
+                settings["part"] = {"sources": list(part.sources), "weights": list(part.normalized_weights)}
+                name += f"-for-{part.slug}"
+            if data_seed is not None:
+                decoding = decoding.model_copy(update={"seed": data_seed})
+                settings["decoding"] = decoding.model_dump(mode="json")
+                name += f"-seed{data_seed}"
+            generate[key] = Stage("generate", name, settings=settings, inputs=(prepare,),
+                                  params=GenerateParams(source, shard, src.model, decoding, data_seed, part=part))
+        return generate[key]
+
+    for label, assignments in shards.items():
         for source, source_shards in assignments:
             for shard in source_shards:
                 for data_seed in data_seeds:
-                    if (source, shard, data_seed) in generate:
-                        continue
-                    src = spec.source(source)
-                    decoding = spec.source_decoding(source)
-                    settings: dict[str, Any] = {"source": source, "model": model_key_settings(src.model),
-                                                "decoding": decoding.model_dump(mode="json"), "shard": shard}
-                    name = f"{source}-shard{shard}"
-                    if data_seed is not None:
-                        decoding = decoding.model_copy(update={"seed": data_seed})
-                        settings["decoding"] = decoding.model_dump(mode="json")
-                        name += f"-seed{data_seed}"
-                    generate[(source, shard, data_seed)] = Stage(
-                        "generate", name, settings=settings, inputs=(prepare,),
-                        params=GenerateParams(source, shard, src.model, decoding, data_seed),
-                    )
-    stages += sorted(generate.values(), key=lambda s: (s.params.source, s.params.shard, s.params.data_seed or 0))
+                    generate_stage(label, source, shard, data_seed)
+    stages += sorted(generate.values(), key=lambda s: (s.params.source, s.params.shard, s.params.data_seed or 0,
+                                                       s.name))
 
     mixes: dict[tuple[str, int | None], Stage] = {}
     for cond in spec.trained_conditions:
@@ -175,8 +197,9 @@ def build_spine(spec: ExperimentSpec) -> Spine:
                 settings = {"condition": cond.label}
             else:
                 used = [(src, shard) for src, source_shards in shards[cond.label] for shard in source_shards]
-                inputs = (prepare, *(generate[(u[0], u[1], data_seed)] for u in used))
-                settings = {"condition": cond.label, "assignment": [[s, sh] for s, sh in used]}
+                inputs = (prepare, *(generate_stage(cond.label, *u, data_seed) for u in used))
+                settings = {"condition": cond.label, "assignment": [[s, sh] for s, sh in used],
+                            **_apportioned(spec, cond)}
             settings["system_prompt"] = spec.decoding.system_prompt
             name = cond.slug + (f"-seed{data_seed}" if data_seed is not None else "")
             mixes[(cond.label, data_seed)] = Stage("mix", name, settings=settings, inputs=inputs,
@@ -207,6 +230,18 @@ def build_spine(spec: ExperimentSpec) -> Spine:
     return spine
 
 
+def _apportioned(spec: ExperimentSpec, cond: Condition) -> dict[str, str]:
+    """The mix's key setting for a multi-source condition that cuts a shard: since audit a3 its
+    sources' counts are the largest-remainder shares of the prompts (a cut shard split by a
+    seeded, stratified order), not those of earlier versions. Absent where every source answers
+    whole shards, which never changed, so those mixes keep their keys."""
+    from collapselab.corpora.shares import cuts_a_shard
+
+    if cond.kind == "multi" and cuts_a_shard(spec.n_shards, cond.normalized_weights):
+        return {"apportion": "largest-remainder"}
+    return {}
+
+
 def mix_of(mixes: dict[tuple[str, int | None], Stage], cond: Condition, seed: int) -> Stage:
     """The generation-0 training set a (condition, seed) cell trains on: the seed's own draw of the
     synthetic data with seed_scope "data", else the one shared draw."""
@@ -214,8 +249,9 @@ def mix_of(mixes: dict[tuple[str, int | None], Stage], cond: Condition, seed: in
 
 
 def _train_stage(spec: ExperimentSpec, cell: CellParams, mix: Stage) -> Stage:
-    settings: dict[str, Any] = {"target": model_key_settings(cell.target), "lora": spec.lora.model_dump(mode="json"),
-                                "seed": cell.seed}
+    # the target's own recipe (lora_overrides); ``loss`` enters the key only when not the default
+    settings: dict[str, Any] = {"target": model_key_settings(cell.target),
+                                "lora": spec.lora_for(cell.target_name).key_settings(), "seed": cell.seed}
     if cell.generation:
         settings["generation"] = cell.generation
         if spec.generations.mode == "accumulate":  # a prompt has several examples: split by prompt
@@ -265,7 +301,8 @@ def _generation_stages(spine: Spine, generation: int, shards: dict[str, list[tup
                     "mix", f"{tname}-{cond.slug}-seed{seed}{gen_suffix(generation)}",
                     settings={"condition": cond.label, "assignment": [[src, sh] for src, sh, _ in used],
                               "system_prompt": spec.decoding.system_prompt, "generation": generation,
-                              "mode": g.mode, "human_fraction": g.human_fraction, "mix_seed": g.seed},
+                              "mode": g.mode, "human_fraction": g.human_fraction, "mix_seed": g.seed,
+                              **_apportioned(spec, cond)},
                     inputs=inputs, params=MixParams(cond, generation=generation),
                 )
                 out.append(mix)

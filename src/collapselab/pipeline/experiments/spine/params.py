@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class GenerateParams:
     """A model answers one shard of the train prompts: a source (generation 0) or, in a later
-    generation, the previous generation's fine-tuned model (``chain_train``, its train stage)."""
+    generation, the previous generation's fine-tuned model (``chain_train``, its train stage).
+    With ``part`` (a multi-source condition), only the prompts of the shard that this condition
+    assigns to the source (:func:`collapselab.corpora.shares.assign_examples`)."""
 
     source: str
     shard: int
@@ -23,6 +25,7 @@ class GenerateParams:
     data_seed: int | None = None
     generation: int = 0
     chain_train: Stage | None = None
+    part: Condition | None = None
 
 
 @dataclass(frozen=True)

@@ -24,16 +24,35 @@ def plan_prepare(stage: Stage, ctx: PlanContext) -> Estimate:
     return Estimate(n_items=ctx.corpus.records, notes=[ctx.corpus.note])
 
 
+def _part_count(stage: Stage, ctx: PlanContext) -> int | None:
+    """How many prompts of its shard a partial generate stage answers (known from the shard sizes)."""
+    from collapselab.corpora.shares import shard_counts
+
+    p = stage.params
+    if ctx.corpus.shards is None:
+        return None
+    source = p.part.sources.index(p.source)
+    return shard_counts(ctx.corpus.shards, p.part.normalized_weights)[source].get(p.shard, 0)
+
+
 def plan_generate(stage: Stage, ctx: PlanContext) -> Estimate:
     p = stage.params
     shard = p.shard
     n = None if ctx.corpus.shards is None else ctx.corpus.shards[shard]
     rows = rows_of_shard(ctx, shard)
-    est = Estimate(p.model.id, n, times(n, p.decoding.max_new_tokens),
-                   notes=[f"≤ {p.decoding.max_new_tokens:,} new tokens per answer"])
+    notes = [f"≤ {p.decoding.max_new_tokens:,} new tokens per answer"]
+    if p.part is not None:
+        whole, n = n, _part_count(stage, ctx)
+        counted = "" if n is None or whole is None else f" ({n:,} of {whole:,})"
+        notes.append(f"only the prompts of shard {shard} that {p.part.label} assigns to {p.source}{counted}: "
+                     "no condition needs the whole shard")
+    est = Estimate(p.model.id, n, times(n, p.decoding.max_new_tokens), notes=notes)
     if rows is None:
         est.tokens_prefill = None
         est.notes.append(unknown_prefill(ctx))
+    elif p.part is not None:  # which of the shard's prompts is known only at run time: its mean length
+        chars = [system_chars(p.decoding.system_prompt) + t.user for t in rows]
+        est.tokens_prefill = estimate_tokens(fmean(chars) * (n or 0)) if chars else 0
     else:
         est.tokens_prefill = estimate_tokens(sum(system_chars(p.decoding.system_prompt) + t.user for t in rows))
     return est
@@ -41,15 +60,17 @@ def plan_generate(stage: Stage, ctx: PlanContext) -> Estimate:
 
 def _mix_examples(stage: Stage, ctx: PlanContext) -> tuple[int | None, list[float] | None]:
     """A mix's example count and each example's length in characters (prompt + answer), the
-    synthetic answers counted at their sources' ``max_new_tokens`` (an upper bound)."""
+    synthetic answers counted at their sources' ``max_new_tokens`` (an upper bound: the largest of
+    a shard's sources where two share it)."""
     system = system_chars(stage.settings["system_prompt"])
     if stage.params.condition.kind == "human":
         rows = ctx.corpus.train_rows
         lengths = None if rows is None else [system + t.user + t.response for t in rows]
         return ctx.corpus.train, lengths
-    answer_chars = {}
+    answer_chars: dict[int, int] = {}
     for gen in (s for s in stage.inputs if s.kind == "generate"):
-        answer_chars[gen.params.shard] = gen.params.decoding.max_new_tokens * CHARS_PER_TOKEN
+        chars = gen.params.decoding.max_new_tokens * CHARS_PER_TOKEN
+        answer_chars[gen.params.shard] = max(chars, answer_chars.get(gen.params.shard, 0))
     if ctx.corpus.shards is None:
         return None, None
     n = sum(ctx.corpus.shards[s] for s in answer_chars)
@@ -60,15 +81,24 @@ def _mix_examples(stage: Stage, ctx: PlanContext) -> tuple[int | None, list[floa
 
 
 def plan_mix(stage: Stage, ctx: PlanContext) -> Estimate:
-    n, _ = _mix_examples(stage, ctx)
-    note = "human answers" if stage.params.condition.kind == "human" else \
-        "synthetic answers (empty answers are dropped at run time)"
-    return Estimate(n_items=n, notes=[note])
+    from collapselab.corpora.shares import shard_counts
 
+    n, _ = _mix_examples(stage, ctx)
+    cond = stage.params.condition
+    note = "human answers" if cond.kind == "human" else \
+        "synthetic answers (empty answers are dropped at run time)"
+    est = Estimate(n_items=n, notes=[note])
+    if cond.kind == "multi" and ctx.corpus.shards is not None:
+        parts = shard_counts(ctx.corpus.shards, cond.normalized_weights)
+        est.notes.append("one answer per prompt, by source: " + "; ".join(
+            f"{source} {sum(c.values()):,} ({sum(c.values()) / max(1, n or 0):.1%} of {w:.1%} requested; "
+            + ", ".join(f"shard {j}: {k:,}" for j, k in c.items()) + ")"
+            for source, c, w in zip(cond.sources, parts, cond.normalized_weights, strict=True)))
+    return est
 
 
 def plan_train(stage: Stage, ctx: PlanContext) -> Estimate:
-    lora = ctx.spec.lora
+    lora = ctx.spec.lora_for(stage.params.target_name)  # with the target's lora_overrides
     n, lengths = _mix_examples(stage.input("mix"), ctx)
     est = Estimate(stage.params.target.id, n, 0, 0)
     if n is None:
@@ -87,8 +117,10 @@ def plan_train(stage: Stage, ctx: PlanContext) -> Estimate:
     est.tokens_train = ceil_count(plan["processed"] * mean_len)
     est.tokens_score = ceil_count(plan["evals"] * plan["n_val"] * mean_len)
     est.notes.append(f"{plan['n_fit']:,} train / {plan['n_val']:,} validation examples, "
-                     f"{plan['steps']:,} steps ({lora.epochs:g} epochs; early stopping can end sooner); "
-                     f"score = {plan['evals']} validation passes")
+                     f"{plan['steps']:,} steps of {lora.batch_size * lora.grad_accum:,} examples "
+                     f"(batch {lora.batch_size} × grad_accum {lora.grad_accum}; {lora.epochs:g} epochs; "
+                     f"early stopping can end sooner); score = {plan['evals']} validation passes; "
+                     f"loss on {'every token' if lora.loss == 'full' else 'the answers'}")
     return est
 
 

@@ -53,6 +53,10 @@ def answer_rows(ctx: StageContext, model_spec: ModelSpec, rows: list[dict], deco
     from collapselab.synth.generate import answer_prompts
 
     ctx.set_total(len(rows))
+    if not rows:  # e.g. a shard's part that a clamped mix boundary leaves empty: no model to load
+        write_jsonl(ctx.out / output, [])
+        write_json(ctx.out / "summary.json", {"n": 0, "empty_responses": 0, **extra, "model": model_spec.id})
+        return
     model = ctx.models.get(model_spec)
     prompts = [ChatPrompt(r["id"], r["user"], decoding.system_prompt) for r in rows]
     decoding_json = decoding.model_dump(mode="json")
@@ -75,12 +79,18 @@ def answer_rows(ctx: StageContext, model_spec: ModelSpec, rows: list[dict], deco
 
 
 def run_generate(ctx: StageContext) -> None:
-    """A source answers one shard of the train prompts."""
+    """A source answers one shard of the train prompts (with ``part``: only those of them that a
+    multi-source condition assigns to the source)."""
     p = ctx.stage.params
-    train = read_jsonl(ctx.input_dir(ctx.stage.input("prepare")) / "train.jsonl")
+    prepare = ctx.stage.input("prepare")
+    train = read_jsonl(ctx.input_dir(prepare) / "train.jsonl")
     rows = [r for r in train if r["shard"] == p.shard]
     model: ModelSpec = p.model
     extra: dict[str, Any] = {"source": p.source, "shard": p.shard}
+    if p.part is not None:
+        owner = _owners(p.part, train, prepare.settings)
+        rows = [r for r in rows if owner[r["id"]] == p.source]
+        extra["part_of"] = p.part.label
     if p.chain_train is not None:  # a later generation: the previous generation's fine-tuned model
         model = model.model_copy(update={"adapter": str(ctx.input_dir(p.chain_train) / "adapter")})
         extra["generation"] = p.generation
@@ -113,7 +123,7 @@ def run_mix(ctx: StageContext) -> None:
     if cond.kind == "human":
         examples = human_examples(train)
     else:
-        owner = _owners(cond, train, prepare.settings["n_shards"])
+        owner = _owners(cond, train, prepare.settings)
         examples = []
         for gen in (s for s in ctx.stage.inputs if s.kind == "generate"):
             part, n_empty = synthetic_examples(
@@ -123,7 +133,7 @@ def run_mix(ctx: StageContext) -> None:
             dropped += n_empty
         order = {r["id"]: i for i, r in enumerate(train)}
         examples.sort(key=lambda e: order[e["id"]])
-        shares = _check_shares(cond, examples, ctx.spec.split.weight_tolerance)
+        shares = _check_shares(cond, examples, ctx.spec.split.weight_tolerance, owner)
     generation = ctx.stage.params.generation
     if generation:
         examples = _next_generation(ctx, examples, train, generation)
@@ -137,23 +147,27 @@ def run_mix(ctx: StageContext) -> None:
     })
 
 
-def _owners(cond, train: list[dict], n_shards: int) -> dict[str, str] | None:
+def _owners(cond, train: list[dict], prepare_settings: dict[str, Any]) -> dict[str, str] | None:
     """For a multi-source condition, the source that answers each train prompt (by example, see
-    :func:`collapselab.corpora.split.assign_examples`); None for a single source."""
-    from collapselab.corpora.split import assign_examples
+    :func:`collapselab.corpora.shares.assign_examples`, with the split's shards and seed as the
+    prepare stage's settings record them); None for a single source."""
+    from collapselab.corpora.shares import assign_examples
 
     if cond.kind != "multi":
         return None
-    assignment = assign_examples({r["id"]: r["shard"] for r in train}, n_shards, cond.normalized_weights)
+    assignment = assign_examples(train, prepare_settings["n_shards"], cond.normalized_weights,
+                                 seed=prepare_settings["split"]["seed"])
     return {prompt_id: cond.sources[i] for prompt_id, i in assignment.items()}
 
 
-def _check_shares(cond, examples: list[dict], tolerance: float) -> dict[str, Any]:
+def _check_shares(cond, examples: list[dict], tolerance: float, owner: dict[str, str] | None) -> dict[str, Any]:
     """The requested and realised shares of a multi-source mix's sources (after empty answers were
-    dropped); a :class:`DataError` when one differs from its weight by more than ``tolerance``."""
-    if cond.kind != "multi":
+    dropped), and the prompts assigned to each; a :class:`DataError` when a realised share differs
+    from its weight by more than ``tolerance``."""
+    if cond.kind != "multi" or owner is None:
         return {}
     counts = Counter(e["origin"] for e in examples)
+    assigned = Counter(owner.values())
     n = max(1, len(examples))
     requested = dict(zip(cond.sources, cond.normalized_weights, strict=True))
     realised = {s: counts.get(s, 0) / n for s in cond.sources}
@@ -166,7 +180,8 @@ def _check_shares(cond, examples: list[dict], tolerance: float) -> dict[str, Any
             + ". Empty answers are dropped: check the sources' outputs, or raise split.weight_tolerance"
         )
     return {"requested_shares": requested, "realised_shares": realised,
-            "realised_counts": {s: counts.get(s, 0) for s in cond.sources}}
+            "realised_counts": {s: counts.get(s, 0) for s in cond.sources},
+            "assigned_counts": {s: assigned.get(s, 0) for s in cond.sources}}
 
 
 def _next_generation(ctx: StageContext, new: list[dict], train: list[dict], generation: int) -> list[dict]:
@@ -192,10 +207,26 @@ def _next_generation(ctx: StageContext, new: list[dict], train: list[dict], gene
 
 
 # -- train -----------------------------------------------------------------------------------------
+def prompt_of(example_id: str) -> str:
+    """The train prompt an example answers: its id without a later generation's ``@gG`` tag."""
+    return re.sub(r"@g\d+$", "", example_id)
+
+
+def train_examples(mix: list[dict], system: str | None, *, by_prompt: bool) -> list[Any]:
+    """A mix's rows as :class:`~collapselab.train.lora.TrainExample`; with ``by_prompt`` (an
+    accumulated generation: one example per prompt and generation, ids ``ID@gG``) each carries its
+    prompt as ``group``, so the validation split keeps a prompt's examples on one side (audit c7).
+    Without it every example is its own group: the split stays the plain one by example id."""
+    from collapselab.train.lora import TrainExample
+
+    return [TrainExample(ChatPrompt(e["id"], e["prompt"], system), e["response"], e["id"],
+                         group=prompt_of(e["id"]) if by_prompt else None) for e in mix]
+
+
 def run_train(ctx: StageContext) -> None:
     """LoRA fine-tuning of one target on one condition's training set with one seed."""
     from collapselab.models.hf import resolve_weights
-    from collapselab.train.lora import TrainExample, train_lora
+    from collapselab.train.lora import train_lora
 
     p = ctx.stage.params
     target: ModelSpec = p.target
@@ -204,15 +235,11 @@ def run_train(ctx: StageContext) -> None:
     ctx.models.close()  # free the sampling model's memory before training
     mix = read_jsonl(ctx.input_dir(ctx.stage.input("mix")) / "train.jsonl")
     system = ctx.stage.input("mix").settings["system_prompt"]
-    # an accumulated generation holds one example per prompt and generation (ids ``ID@gG``): the
-    # validation split keeps each prompt's examples together (audit c7)
-    by_prompt = ctx.stage.settings.get("val_split") == "prompt"
-    examples = [TrainExample(ChatPrompt(e["id"], e["prompt"], system), e["response"], e["id"],
-                             group=re.sub(r"@g\d+$", "", e["id"]) if by_prompt else None) for e in mix]
+    examples = train_examples(mix, system, by_prompt=ctx.stage.settings.get("val_split") == "prompt")
 
     def progress(step: int, total: int, loss: float) -> None:
         ctx.set_total(total)
         ctx.advance(1)
 
-    train_lora(resolve_weights(target), examples, ctx.spec.lora, seed=p.seed, out_dir=ctx.out,
+    train_lora(resolve_weights(target), examples, ctx.spec.lora_for(p.target_name), seed=p.seed, out_dir=ctx.out,
                chat_mode=target.chat, progress=progress)
