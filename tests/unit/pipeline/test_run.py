@@ -139,7 +139,9 @@ def test_collapse_metrics_for_every_set(finished_run):
     assert (primaries == 1).all()
     stats_dir = store.final_dir(next(s for s in build_graph(spec) if s.kind == "stats").ref)
     tests = pd.read_parquet(stats_dir / "tests.parquet")
-    assert set(tests["test"]) == {"kruskal_wallis", "mann_whitney"}
-    assert len(tests[(tests["test"] == "kruskal_wallis") & (tests["metric"] == "output_perplexity")]) == 1
-    # 4 conditions → 6 pairs per metric
-    assert (tests[tests["test"] == "mann_whitney"].groupby("metric").size() == 6).all()
+    # every condition answered the same test prompts: paired tests by item
+    assert set(tests["test"]) == {"friedman", "wilcoxon"} and tests["paired"].all()
+    assert len(tests[(tests["test"] == "friedman") & (tests["metric"] == "output_perplexity")]) == 1
+    # 4 conditions → 6 pairs per metric, each with a difference and its interval
+    pairs = tests[tests["test"] == "wilcoxon"]
+    assert (pairs.groupby("metric").size() == 6).all() and pairs["diff"].notna().any()
