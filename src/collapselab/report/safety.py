@@ -167,11 +167,17 @@ def clustered(row: Mapping[str, Any]) -> bool:
 def _interval(row: Mapping[str, Any], metric: str) -> str:
     """A mean with its bootstrap interval; a rate with its Wilson interval (which, unlike a
     bootstrap, is not degenerate when every answer is harmful or none is) where the items are
-    independent, with the cluster bootstrap interval where they are not (jailbreak items)."""
+    independent, with the cluster bootstrap interval where they are not (jailbreak items), widened
+    to contain the Wilson interval."""
     if metric in MEANS:
         return fmt_ci(row.get("value"), row.get("ci_low"), row.get("ci_high"))
     if clustered(row) and not is_missing(row.get("ci_low")):
-        return rate_ci(row.get("value"), row.get("ci_low"), row.get("ci_high"))
+        low, high = row.get("ci_low"), row.get("ci_high")
+        # a bootstrap is degenerate when every answer is harmful or none is ([1, 1]): never show
+        # less uncertainty than the Wilson interval of independent items
+        if not (is_missing(row.get("wilson_low")) or is_missing(row.get("wilson_high"))):
+            low, high = min(low, row.get("wilson_low")), max(high, row.get("wilson_high"))
+        return rate_ci(row.get("value"), low, high)
     if not (is_missing(row.get("wilson_low")) or is_missing(row.get("wilson_high"))):
         return rate_ci(row.get("value"), row.get("wilson_low"), row.get("wilson_high"))
     return rate_ci(row.get("value"), row.get("ci_low"), row.get("ci_high"))

@@ -202,6 +202,11 @@ def test_metrics_tables_match_a_hand_computation(collected):
             centre = (p + z * z / (2 * n)) / (1 + z * z / n)
             half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
             low, high = centre - half, min(centre + half, 1)
+            if kind == "jailbreak":  # clustered items: the cluster interval, widened to contain Wilson's
+                s = collected.safety.summary
+                cell = s[(s["condition"] == row["condition"]) & (s["prompt_kind"] == kind)
+                         & (s["metric"] == "attack_success_rate") & (s["category"] == "all")].iloc[0]
+                low, high = min(low, cell["ci_low"]), max(high, cell["ci_high"])
             assert row["attack success ↓"] == f"{p:.3f} [{low:.3f},\u00a0{high:.3f}]"
             assert row["refusal rate"].startswith(f"{part['refused'].mean():.3f}")
             assert row["answers"] == str(len(part))
