@@ -122,12 +122,10 @@ def table_line(row: list[str]) -> str:
 
 def record(rows: list[list[str]], path: Path) -> None:
     """Append ``rows`` at the end of the ``## gpu`` table of ``path`` (section made if missing)."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if SECTION not in text.splitlines():
-        text = text.rstrip("\n") + "\n\n" + SECTION_HEADER
-    lines = text.splitlines()
-    start = lines.index(SECTION)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    last_row = max(i for i in range(start, end) if lines[i].startswith("|"))
-    lines[last_row + 1:last_row + 1] = [table_line(r) for r in rows]
-    path.write_text("\n".join(lines) + "\n")
+    import importlib.util
+
+    # by path: the tests import this module without bench/ on sys.path
+    spec = importlib.util.spec_from_file_location("_bench_machine", Path(__file__).with_name("_machine.py"))
+    machine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(machine)
+    machine.append_table_rows(path, SECTION, SECTION_HEADER, [table_line(r) for r in rows])

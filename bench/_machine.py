@@ -15,3 +15,17 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def append_table_rows(path: Path, section: str, section_header: str, lines: list[str]) -> None:
+    """Insert markdown table ``lines`` after the last row of the table under ``section`` (a
+    ``## name`` line) in ``path``, adding the section (``section_header``) at the end if missing."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if section not in text.splitlines():
+        text = text.rstrip("\n") + "\n\n" + section_header
+    rows = text.splitlines()
+    start = rows.index(section)
+    end = next((i for i in range(start + 1, len(rows)) if rows[i].startswith("## ")), len(rows))
+    last_row = max(i for i in range(start, end) if rows[i].startswith("|"))
+    rows[last_row + 1:last_row + 1] = lines
+    path.write_text("\n".join(rows) + "\n")

@@ -41,7 +41,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait 
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _machine import cpu_model  # noqa: E402  bench/ is on sys.path when a script runs
+from _machine import append_table_rows, cpu_model  # noqa: E402  bench/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -113,15 +113,7 @@ def timed_run(spec, run_dir: Path) -> float:  # type: ignore[no-untyped-def]
 
 def record(row: list[str]) -> None:
     """Insert ``row`` at the end of the ray section's table in RESULTS.md (section made if missing)."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if SECTION not in text.splitlines():
-        text = text.rstrip("\n") + "\n\n" + SECTION_HEADER
-    lines = text.splitlines()
-    start = lines.index(SECTION)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    last_row = max(i for i in range(start, end) if lines[i].startswith("|"))
-    lines.insert(last_row + 1, "| " + " | ".join(row) + " |")
-    RESULTS.write_text("\n".join(lines) + "\n")
+    append_table_rows(RESULTS, SECTION, SECTION_HEADER, ["| " + " | ".join(row) + " |"])
 
 
 def main() -> None:
