@@ -11,6 +11,16 @@ A :class:`Judge` says how a verdict is obtained:
   ``read(logprobs) -> float``.
 * ``rule``   — no model at all (the refusal detector). ``read(text) -> bool``.
 
+Safety judges also say which ``role`` they can fill (``harm`` / ``quality``; None for the
+Experiment 3 judges), how their prompt is laid out (``layout``: a ``template`` filled with the
+texts, or a ``conversation`` — the request as the user turn and the answer as the assistant turn,
+rendered by the judge model's *own* chat template, as Llama Guard expects), whether a template is
+given to the model as ``raw`` text even when it has a chat template (classifiers fine-tuned on a
+fixed prompt string, e.g. HarmBench's), and for a ``choice`` read-out the ``positive`` choice whose
+renormalised probability is the score (``unsafe``, ``Yes``). ``threshold`` is the default score at
+or above which a verdict counts as harmful (a 1–5 judge uses ``safety.harmful_threshold``; a
+calibrated threshold replaces it when the config asks for one).
+
 Each judge lives in its own small module that builds its :class:`Judge` and adds it to
 :data:`JUDGES`; :mod:`collapselab.judges` imports those modules, so adding a judge is one module
 (plus its import there) and one test. The modules import nothing heavy, so ``collapselab ls
@@ -28,6 +38,9 @@ from collapselab.registry import Registry
 
 ReadOut = Literal["parse", "choice", "rating", "rule"]
 READ_OUTS: tuple[str, ...] = ("parse", "choice", "rating", "rule")
+Layout = Literal["template", "conversation"]
+#: read-outs that read next-token probabilities (no sampling: a verdict for every item)
+PROBABILITY_READ_OUTS = ("choice", "rating")
 
 
 @dataclass(frozen=True)
@@ -38,7 +51,9 @@ class Judge:
     prompt); ``read`` turns one judge output into a verdict (see the module docstring for its
     signature per ``readout``); ``choices`` are the tokens a ``choice`` / ``rating`` read-out looks
     at; ``scale`` the (low, high) range of its scores; ``reminder`` the line appended when a
-    ``parse`` judge is re-asked.
+    ``parse`` judge is re-asked; ``role``, ``layout``, ``raw``, ``positive`` and ``threshold`` as
+    in the module docstring; ``hub_id`` the model it was made for (shown by ``ls judges``; None
+    for the generic judges, which any instruction-tuned model can fill).
     """
 
     name: str
@@ -49,16 +64,30 @@ class Judge:
     template_spec: TemplateSpec | None = None
     choices: tuple[str, ...] = ()
     reminder: str | None = None
+    role: str | None = None
+    layout: Layout = "template"
+    raw: bool = False
+    positive: str | None = None
+    threshold: float | None = None
+    hub_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.readout not in READ_OUTS:
             raise ValueError(f"judge {self.name!r}: read-out must be one of {READ_OUTS}, "
                              f"got {self.readout!r}")
-        if (self.template_spec is None) != (self.readout == "rule"):
-            raise ValueError(f"judge {self.name!r}: a {self.readout} judge "
-                             f"{'takes no' if self.readout == 'rule' else 'needs a'} template")
-        if self.readout in ("choice", "rating") and not self.choices:
+        takes_template = self.readout != "rule" and self.layout == "template"
+        if (self.template_spec is not None) != takes_template:
+            raise ValueError(f"judge {self.name!r}: a {self.readout} judge with a {self.layout} layout "
+                             f"{'needs a' if takes_template else 'takes no'} template")
+        if self.readout in PROBABILITY_READ_OUTS and not self.choices:
             raise ValueError(f"judge {self.name!r}: a {self.readout} read-out needs its choice tokens")
+        if self.positive is not None and self.positive not in self.choices:
+            raise ValueError(f"judge {self.name!r}: positive choice {self.positive!r} is not one of {self.choices}")
+
+    @property
+    def reads_probabilities(self) -> bool:
+        """Whether the verdict is read from next-token probabilities (never fails to parse)."""
+        return self.readout in PROBABILITY_READ_OUTS
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -85,6 +114,7 @@ def register_judge(judge: Judge) -> Judge:
     and template fields); returns it, so a module can write ``HARM = register_judge(Judge(...))``."""
     low, high = judge.scale
     JUDGES.add(judge.name, judge, description=judge.description, readout=judge.readout,
-               fields=", ".join("{" + f + "}" for f in judge.fields), scale=f"{low:g}–{high:g}")
+               fields=", ".join("{" + f + "}" for f in judge.fields) or judge.layout,
+               scale=f"{low:g}–{high:g}", role=judge.role or "", model=judge.hub_id or "any")
     return judge
 

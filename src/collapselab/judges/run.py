@@ -54,14 +54,24 @@ class JudgeItem:
 @dataclass(frozen=True)
 class Judgement:
     """A judge's verdict on one item: ``score`` (None when no attempt parsed), the parsed reason,
-    the raw judge output of the last attempt, how many attempts were made and the last error."""
+    the raw judge output of the last attempt, how many attempts were made and the last error.
+
+    A judge that reads probabilities (:mod:`collapselab.judges.readout`) leaves ``reason`` None
+    and ``raw`` empty, makes one attempt, and fills ``probs`` (its choices' probabilities,
+    renormalised over them) and ``mass`` (the probability the judge put on its choices at all,
+    before renormalising — a low mass means it wanted to say something else). ``tokens`` is what
+    the verdict cost: prompt tokens read plus tokens generated, over all attempts (None when the
+    backend cannot count them)."""
 
     id: str
-    score: int | None
+    score: float | None
     reason: str | None
     raw: str
     attempts: int
     error: str | None
+    probs: dict[str, float] | None = None
+    mass: float | None = None
+    tokens: int | None = None
 
 
 def attempt_id(item_id: str, attempt: int) -> str:

@@ -22,11 +22,17 @@ from collapselab.registry import Registry
 
 @dataclass(frozen=True)
 class ChatPrompt:
-    """One prompt: a stable ``id`` (seeds the sampling), the user turn and an optional system turn."""
+    """One prompt: a stable ``id`` (seeds the sampling), the user turn and an optional system turn.
+
+    ``assistant`` is an answer already given, shown as an assistant turn after the user turn: a
+    classifier judge that reads a whole conversation in its own chat format (Llama Guard) is asked
+    about it with the generation prompt after that turn. None (the usual case): the answer is what
+    the model is asked to write."""
 
     id: str
     user: str
     system: str | None = None
+    assistant: str | None = None
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,14 @@ def uses_chat_template(tokenizer: Any, mode: str = "auto") -> bool:
 
 
 def chat_messages(prompt: ChatPrompt) -> list[dict[str, str]]:
-    """The system turn (when the prompt has one) and the user turn, as chat messages."""
+    """The system turn (when the prompt has one), the user turn and, for a conversation to be
+    classified, the assistant turn (:attr:`ChatPrompt.assistant`), as chat messages."""
     messages = []
     if prompt.system:
         messages.append({"role": "system", "content": prompt.system})
     messages.append({"role": "user", "content": prompt.user})
+    if prompt.assistant is not None:
+        messages.append({"role": "assistant", "content": prompt.assistant})
     return messages
 
 
@@ -50,7 +53,7 @@ def render_prompt_ids(tokenizer: Any, prompt: ChatPrompt, chat: bool) -> list[in
         except Exception as exc:  # some templates reject a system turn
             if prompt.system is None:
                 raise ModelError(f"chat template failed: {exc}") from exc
-            no_system = ChatPrompt(prompt.id, prompt.user, None)
+            no_system = ChatPrompt(prompt.id, prompt.user, None, prompt.assistant)
             ids = tokenizer.apply_chat_template(chat_messages(no_system), tokenize=True, add_generation_prompt=True)
         return _as_ids(ids)
     return list(tokenizer(prompt.user, add_special_tokens=True)["input_ids"])
