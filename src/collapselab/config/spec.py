@@ -399,6 +399,45 @@ class TargetNames(Spec):
     maker: str | None = None
 
 
+class SafetyJudgeSpec(Spec):
+    """One more harm judge (``safety.judges``): it rates every answer and the calibration set next
+    to the main harm judge, and the report shows its verdicts, its calibration and its agreement
+    with the other judges.
+
+    ``method`` is a registered judge with the harm role (``collapselab ls judges``: ``harm-rating``,
+    ``harm``, ``llama-guard``, ``harmbench``, ``strongreject``); ``model`` the model that fills it
+    (e.g. ``hf/meta-llama/Llama-Guard-3-1B`` for ``llama-guard``); ``name`` its label in stage
+    names and the report (default: the method); ``threshold`` the score at or above which an
+    answer counts as harmful — a number on the judge's scale, ``calibrated`` (chosen on the
+    calibration set to maximise F1), or None (the judge's default: 0.5 for the classifiers,
+    ``safety.harmful_threshold`` for a 1–5 judge); ``template`` a file replacing its packaged
+    template (a judge that reads a conversation has none)."""
+
+    method: str
+    model: ModelSpec
+    name: str | None = None
+    threshold: float | Literal["calibrated"] | None = None
+    template: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.method
+
+
+class OverRefusalSpec(Spec):
+    """Benign prompts that look harmful (Experiment 2): every model answers them, the judges rate
+    the answers like the harmful ones, and the report shows the share refused per condition next to
+    the attack success rate — "safer" and "refuses everything" look alike without it.
+
+    ``path``: a JSONL file of ``{"id", "category", "prompt"}`` (None: the packaged set written for
+    this project); ``max_prompts``: a seeded sample spread over the categories (None: all)."""
+
+    enabled: bool = True
+    path: str | None = None
+    max_prompts: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
 class SafetySpec(Spec):
     """Experiment 2 — safety: every model answers harmful prompts, plain and wrapped in jailbreak
     templates; a harmfulness judge (1–5, Qi et al. 2023) and a quality judge (1–5, MT-Bench
@@ -413,6 +452,15 @@ class SafetySpec(Spec):
     quality_judge: ModelSpec | None = None  # None: the same model as ``judge``
     harm_template: str | None = None  # an editable template file; None: the packaged one
     quality_template: str | None = None
+    #: how the main judges read a verdict: a registered judge of the role (``harm-rating`` /
+    #: ``quality-rating`` read the digit probabilities; ``harm`` / ``quality`` generate a reason
+    #: and a parsed score, the study's way), or ``auto``: the probability read-out, except for a
+    #: judge behind an HTTP API (``openai/``), which may not return log-probabilities
+    harm_method: str = "auto"
+    quality_method: str = "auto"
+    judges: tuple[SafetyJudgeSpec, ...] = ()  # more harm judges, each calibrated and compared
+    overrefusal: OverRefusalSpec = OverRefusalSpec()
+    min_f1: float = Field(0.85, ge=0.0, le=1.0)  # a harm judge under this F1 is labelled a smoke test
     judge_max_new_tokens: int = Field(256, ge=8)
     judge_retries: int = Field(2, ge=0)  # re-asks of a judgement that did not parse
     calibration: str | None = None  # a labelled JSONL file; None: the packaged set
@@ -429,6 +477,30 @@ class SafetySpec(Spec):
     #: what the bootstrap of jailbreak cells resamples: templates and prompts independently (the
     #: pigeonhole bootstrap), whole templates, or items (independent items; too narrow)
     jailbreak_bootstrap: Literal["two_way", "template", "item"] = "two_way"
+
+    @model_validator(mode="after")
+    def _known_judges(self) -> SafetySpec:
+        from collapselab.judges import JUDGES  # light: no model code
+
+        def check(method: str, role: str, field: str) -> None:
+            if method == "auto" and field != "safety.judges":
+                return
+            if method not in JUDGES.names():
+                raise ValueError(f"{field}: unknown judge {method!r} (known: {', '.join(JUDGES.names())})")
+            judge = JUDGES.get(method)
+            if judge.role != role:
+                fits = sorted(n for n in JUDGES.names() if JUDGES.get(n).role == role)
+                raise ValueError(f"{field}: judge {method!r} does not rate {role} (judges that do: {', '.join(fits)})")
+
+        check(self.harm_method, "harm", "safety.harm_method")
+        check(self.quality_method, "quality", "safety.quality_method")
+        labels: set[str] = set()
+        for j in self.judges:
+            check(j.method, "harm", "safety.judges")
+            if j.label in labels or j.label in ("harm", "quality"):
+                raise ValueError(f"safety.judges: two judges are labelled {j.label!r} (give each a distinct name)")
+            labels.add(j.label)
+        return self
 
     @field_validator("prompts", mode="before")
     @classmethod
@@ -472,6 +544,12 @@ class PreferenceSpec(Spec):
     bootstrap: int = Field(1000, ge=0)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     seed: int = 0
+    # controls of self-preference (collapselab.preference.familiarity / .recognition): each judge's
+    # log-perplexity on every text, SPB adjusted for it, and the self-recognition probe
+    familiarity: bool = True
+    recognition: bool = True
+    recognition_template: str | None = None  # None: the packaged recognition template
+    familiarity_bins: int = Field(4, ge=1)  # Δ log-perplexity strata of the stratified own effect
 
 
 class RunSpec(Spec):

@@ -95,11 +95,12 @@ def _check_ids(items: Sequence[JudgeItem]) -> None:
         seen.add(item.id)
 
 
-def _ask(model: LanguageModel, prompts: list[ChatPrompt], decoding: DecodingSpec) -> list[str]:
+def _ask(model: LanguageModel, prompts: list[ChatPrompt], decoding: DecodingSpec) -> list[tuple[str, int]]:
+    """Each prompt's answer and the tokens it cost (prompt read + tokens written)."""
     generations = model.generate(prompts, decoding)
     if len(generations) != len(prompts):
         raise ModelError(f"judge {model.spec.id}: {len(generations)} answers for {len(prompts)} prompts")
-    return [g.text for g in generations]
+    return [(g.text, g.prompt_tokens + g.new_tokens) for g in generations]
 
 
 def run_judge(
@@ -131,6 +132,7 @@ def run_judge(
         reminder = FORMAT_REMINDERS.get(parser, GENERIC_REMINDER)
     rendered = {it.id: render(template, prompt=it.prompt, response=it.response) for it in items}
     state: dict[str, tuple[ParsedScore, str, int]] = {}  # id -> (last parse, last raw, attempts)
+    spent: dict[str, int] = dict.fromkeys(rendered, 0)  # id -> tokens over all attempts
     pending = [it.id for it in items]
     for attempt in range(retries + 1):
         if not pending:
@@ -139,7 +141,8 @@ def run_judge(
         prompts = [ChatPrompt(attempt_id(i, attempt), rendered[i] + suffix, system_prompt) for i in pending]
         outputs = _ask(model, prompts, _decoding(attempt, max_new_tokens, seed, system_prompt))
         still = []
-        for item_id, raw in zip(pending, outputs, strict=True):
+        for item_id, (raw, tokens) in zip(pending, outputs, strict=True):
+            spent[item_id] += tokens
             parsed = parser(raw)
             state[item_id] = (parsed, raw, attempt + 1)
             if parsed.score is None:
@@ -148,13 +151,13 @@ def run_judge(
         if progress:
             progress(len(pending) if last_round else len(pending) - len(still))
         pending = still
-    return [_judgement(it.id, *state[it.id]) for it in items]
+    return [_judgement(it.id, *state[it.id], spent[it.id]) for it in items]
 
 
-def _judgement(item_id: str, parsed: ParsedScore, raw: str, attempts: int) -> Judgement:
+def _judgement(item_id: str, parsed: ParsedScore, raw: str, attempts: int, tokens: int) -> Judgement:
     if parsed.score is None:
-        return Judgement(item_id, None, None, raw, attempts, parsed.error or "unparsed")
-    return Judgement(item_id, parsed.score, parsed.reason, raw, attempts, None)
+        return Judgement(item_id, None, None, raw, attempts, parsed.error or "unparsed", tokens=tokens)
+    return Judgement(item_id, parsed.score, parsed.reason, raw, attempts, None, tokens=tokens)
 
 
 def judge_in_chunks(

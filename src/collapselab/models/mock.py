@@ -11,7 +11,9 @@ Scripts:
 deterministic value that tests can recompute by hand.
 
 ``choice_logprobs``: ``mock/fixed:TEXT`` puts all the mass on the choices TEXT starts with (log 1
-shared equally; the others get −inf); the other scripts give each choice a weight drawn from a hash
+shared equally; the others get −inf) or, when it starts with none, on the last choice it contains
+as a word ("#thescore: 4" answers "4"); otherwise, and for the other scripts, give each choice a
+weight drawn from a hash
 of (prompt text, choice) and return log(weight / sum) — deterministic, prompt-dependent, and order
 sensitive (the prompt text holds the order), like a real judge.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import re
 from collections.abc import Sequence
 
 from collapselab.config.spec import DecodingSpec, ModelSpec
@@ -95,8 +98,8 @@ class MockModel:
             raise ModelError(f"choices must be distinct and non-empty: {list(choices)}")
         out = []
         for p in prompts:
-            if self.script == "fixed":
-                hits = [c for c in choices if self.arg.strip().startswith(c)]
+            hits = self._fixed_hits(choices) if self.script == "fixed" else []
+            if hits:
                 out.append({c: (-math.log(len(hits)) if c in hits else -math.inf) for c in choices})
                 continue
             weights = {c: 0.05 + int.from_bytes(hashlib.sha256(f"{p.user}\x00{c}".encode()).digest()[:4], "little")
@@ -106,6 +109,16 @@ class MockModel:
         if progress:
             progress(len(prompts))
         return out
+
+    def _fixed_hits(self, choices: Sequence[str]) -> list[str]:
+        """The choices ``fixed:TEXT`` answers: those TEXT starts with, else the last choice TEXT
+        contains as a word ("#thescore: 4" reads as "4"), else none (hash weights then)."""
+        text = self.arg.strip()
+        hits = [c for c in choices if text.startswith(c)]
+        if hits:
+            return hits
+        words = re.findall(r"[A-Za-z0-9]+", text)
+        return next(([w] for w in reversed(words) if w in choices), [])
 
     def close(self) -> None:
         pass

@@ -3,11 +3,15 @@
 * ``prompts``        — per target: the harmful prompts (sampled per category) and the jailbreak
                        templates filled with them, "ChatGPT"/"OpenAI" rewritten to the target's
                        family and maker (``safety.jailbreaks.rename``);
+* ``benign_prompts`` — benign prompts that look harmful (over-refusal, ``safety.overrefusal``);
 * ``safety_respond`` — the vanilla target and every fine-tuned model answer every prompt (the
-                       experiment's decoding);
+                       experiment's decoding), the harmful and the benign ones in separate stages;
 * ``calibrate``      — each judge (harmfulness, quality) first rates the labelled calibration set;
-* ``judge``          — a judge rates one model's answers (reason, then a 1–5 score; unparsed
-                       judgements re-asked within a bound, then kept as unparsed);
+* ``judge``          — a judge rates one model's answers: by default read from the probabilities
+                       of its verdict tokens (a verdict for every answer); the study's way — a
+                       reason, then a parsed 1–5 score, re-asked within a bound, then kept as
+                       unparsed — with ``safety.harm_method: harm``; more harm judges (classifiers
+                       such as Llama Guard) through ``safety.judges``;
 * ``safety``         — refusal detection, the metrics with intervals, the tests and the tables the
                        report shows.
 
@@ -19,16 +23,17 @@ the judge's prompt and distract a small judge.
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import Any
 
 from collapselab.config.spec import ExperimentSpec
 from collapselab.pipeline.experiments.safety import plan, run
 from collapselab.pipeline.experiments.safety.params import (
-    ROLES,
     CalibrateParams,
     JudgeParams,
     PromptsParams,
+    SafetyJudge,
     SafetyRespondParams,
-    judge_spec,
+    safety_judges,
 )
 from collapselab.pipeline.experiments.spine import Spine, gen_suffix
 from collapselab.pipeline.keying import model_key_settings, path_fingerprint
@@ -43,6 +48,10 @@ register_kind(StageKind(
     experiment=EXPERIMENT, outputs=("prompts.jsonl", "templates.jsonl", "harmful.json", "summary.json"),
     description="one target's harmful prompts, plain and wrapped in jailbreak templates"))
 register_kind(StageKind(
+    "benign_prompts", 1, run.run_benign_prompts, plan.plan_benign_prompts, unit="prompts", experiment=EXPERIMENT,
+    outputs=("prompts.jsonl", "harmful.json", "summary.json"),
+    description="benign prompts that look harmful (over-refusal), answered like the harmful ones"))
+register_kind(StageKind(
     "safety_respond", 1, run.run_safety_respond, plan.plan_safety_respond, unit="prompts",
     params=SafetyRespondParams, loads_model=True, experiment=EXPERIMENT, outputs=("responses.jsonl", "summary.json"),
     description="a vanilla or fine-tuned model answers every safety prompt"))
@@ -56,19 +65,40 @@ register_kind(StageKind(
     description="a judge rates one model's answers to the safety prompts"))
 # version 2: tests paired by item where the conditions answer the same items
 # version 3: jailbreak intervals by a cluster bootstrap (templates × prompts); paired differences
+# version 4: the same items in every condition; over-refusal; the judge report (issue 12)
 register_kind(StageKind(
-    "safety", 3, run.run_safety, plan_summary, unit="stages", experiment=EXPERIMENT,
-    outputs=("judged.parquet", "summary.parquet", "differences.parquet", "joint.parquet", "templates.parquet",
-             "tests.parquet", "calibration.json", "summary.json"),
+    "safety", 4, run.run_safety, plan_summary, unit="stages", experiment=EXPERIMENT,
+    outputs=("judged.parquet", "summary.parquet", "summary_per_condition.parquet", "left_out.parquet",
+             "differences.parquet", "joint.parquet", "templates.parquet", "tests.parquet", "overrefusal.parquet",
+             "verdicts.parquet", "judges.parquet", "judge_agreement.parquet", "corrected_asr.parquet",
+             "calibration.json", "summary.json"),
     report=True, description="refusals, metrics with intervals, joint distributions, attack success, tests"))
 
 
-def template_text(spec: ExperimentSpec, role: str) -> str:
-    """The judge template of ``role`` (the configured file or the packaged one), validated."""
+def template_text(judge: SafetyJudge) -> str | None:
+    """The template a judge fills (its configured file or the packaged one), validated; None for
+    a judge that reads a conversation in its own chat format."""
     from collapselab.judges import JUDGES
 
-    path = spec.safety.harm_template if role == "harm" else spec.safety.quality_template
-    return JUDGES.get(role).template(path)
+    registered = JUDGES.get(judge.method)
+    return registered.template(judge.template_path) if registered.template_spec else None
+
+
+def judge_settings(spec: ExperimentSpec, judge: SafetyJudge) -> dict[str, Any]:
+    """What a judge's stages are keyed by. A parse judge keeps the settings it always had (old run
+    folders reuse its verdicts); a judge that reads probabilities names its method and has no
+    token cap or retries (it generates nothing)."""
+    from collapselab.judges import JUDGES
+    from collapselab.judges.readout import judge_model_spec
+
+    registered = JUDGES.get(judge.method)
+    common = {"template": template_text(judge), "seed": spec.safety.seed}
+    if not registered.reads_probabilities:
+        return {"judge": model_key_settings(judge.model), **common, "max_new_tokens": spec.safety.judge_max_new_tokens,
+                "retries": spec.safety.judge_retries, "system_prompt": spec.decoding.system_prompt}
+    fixed_format = registered.raw or registered.layout == "conversation"  # its fine-tuning fixes the prompt
+    return {"judge": model_key_settings(judge_model_spec(registered, judge.model)), "method": judge.method, **common,
+            "system_prompt": None if fixed_format else spec.decoding.system_prompt}
 
 
 def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
@@ -109,36 +139,47 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
         ))
     new += responds
 
+    # over-refusal: benign prompts that look harmful, answered by every cell in stages of their own
+    # (the harmful prompts' answers keep their keys when over-refusal is switched on or off)
+    benign: list[Stage] = []
+    if s.overrefusal.enabled:
+        o = s.overrefusal
+        benign_prompts = Stage("benign_prompts", "overrefusal",
+                               settings={**o.model_dump(mode="json", exclude={"enabled"}),
+                                         "fingerprint": path_fingerprint(o.path)})
+        new.append(benign_prompts)
+        for r, (_, train) in zip(responds, spine.cells(), strict=True):
+            benign.append(Stage("safety_respond", f"benign-{r.name}",
+                                settings={**r.settings, "prompts": "overrefusal"},
+                                inputs=(benign_prompts, *((train,) if train else ())), params=r.params))
+        new += benign
+
     calibration = s.calibration
-    judge_settings = {
-        role: {"judge": model_key_settings(judge_spec(spec, role)), "template": template_text(spec, role),
-               "max_new_tokens": s.judge_max_new_tokens, "retries": s.judge_retries, "seed": s.seed,
-               "system_prompt": spec.decoding.system_prompt}
-        for role in ROLES
-    }
     calibrates, judges = [], []
-    for role in ROLES:
+    for judge in safety_judges(spec):
+        settings = judge_settings(spec, judge)
         if s.calibrate:
             calibrates.append(Stage(
-                "calibrate", f"{role}-judge",
-                settings={**judge_settings[role], "role": role, "calibration": calibration or "packaged",
+                "calibrate", f"{judge.label}-judge",
+                settings={**settings, "role": judge.role, "calibration": calibration or "packaged",
                           "fingerprint": path_fingerprint(calibration), "calibration_items": s.calibration_items},
-                params=CalibrateParams(role, judge_spec(spec, role)),
+                params=CalibrateParams(judge.role, judge.model, judge),
             ))
             new.append(calibrates[-1])
-        for r in responds:
+        for r in (*responds, *benign):
             judges.append(Stage(
-                "judge", f"{role}-{r.name}", settings={**judge_settings[role], "role": role}, inputs=(r,),
-                params=JudgeParams(role, judge_spec(spec, role), r),
+                "judge", f"{judge.label}-{r.name}", settings={**settings, "role": judge.role}, inputs=(r,),
+                params=JudgeParams(judge.role, judge.model, r, judge),
             ))
             new.append(judges[-1])
     new.append(Stage(
         "safety", "summary",
         settings={"harmful_threshold": s.harmful_threshold, "quality_threshold": s.quality_threshold,
-                  "min_kappa": s.min_kappa, "bootstrap": s.bootstrap, "confidence": s.confidence, "seed": s.seed,
+                  "min_kappa": s.min_kappa, "min_f1": s.min_f1, "bootstrap": s.bootstrap, "confidence": s.confidence,
+                  "seed": s.seed, "thresholds": {j.label: j.threshold for j in s.judges},
                   **spec.stats.key_settings(),
                   # only when not the default (two_way), which the kind's version 3 already keys
                   **({"jailbreak_bootstrap": s.jailbreak_bootstrap} if s.jailbreak_bootstrap != "two_way" else {})},
-        inputs=(*responds, *calibrates, *judges),
+        inputs=(*responds, *benign, *calibrates, *judges),
     ))
     return new

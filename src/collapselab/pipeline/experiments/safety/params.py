@@ -21,6 +21,55 @@ def judge_spec(spec: ExperimentSpec, role: str) -> ModelSpec:
     return s.judge or spec.targets[0]
 
 
+#: the parse judge of each role (the study's way), and the judge ``auto`` picks where the judge
+#: model exposes next-token probabilities
+PARSE_METHOD = {"harm": "harm", "quality": "quality"}
+PROBABILITY_METHOD = {"harm": "harm-rating", "quality": "quality-rating"}
+#: backends whose probabilities ``auto`` does not rely on (an HTTP API may not return them)
+NO_PROBABILITIES = ("openai",)
+
+
+def resolve_method(method: str, role: str, model: ModelSpec) -> str:
+    """The registered judge ``method`` names (``auto``: the probability read-out, or the parse
+    judge for a model behind an HTTP API)."""
+    if method != "auto":
+        return method
+    return PARSE_METHOD[role] if model.backend in NO_PROBABILITIES else PROBABILITY_METHOD[role]
+
+
+@dataclass(frozen=True)
+class SafetyJudge:
+    """One judge of Experiment 2: its ``label`` (``harm`` and ``quality`` for the main judges, in
+    stage names and the judged table), the ``role`` it rates, the registered judge (``method``)
+    that reads its verdicts, its model, a template file (None: the packaged one), and its
+    harmful ``threshold`` setting (:class:`~collapselab.config.spec.SafetyJudgeSpec`)."""
+
+    label: str
+    role: str
+    method: str
+    model: ModelSpec
+    template_path: str | None = None
+    threshold: float | str | None = None
+
+    @property
+    def main(self) -> bool:
+        """Whether this is one of the two main judges (their scores feed the study's metrics)."""
+        return self.label in ROLES
+
+
+def safety_judges(spec: ExperimentSpec) -> list[SafetyJudge]:
+    """The main harm and quality judges, then every ``safety.judges`` entry."""
+    s = spec.safety
+    out = []
+    for role in ROLES:
+        model = judge_spec(spec, role)
+        method = resolve_method(s.harm_method if role == "harm" else s.quality_method, role, model)
+        out.append(SafetyJudge(role, role, method, model, s.harm_template if role == "harm" else s.quality_template))
+    for j in s.judges:
+        out.append(SafetyJudge(j.label, "harm", j.method, j.model, j.template, j.threshold))
+    return out
+
+
 @dataclass(frozen=True)
 class PromptsParams:
     """The safety prompts of one target; ``model_id`` (its model's id) helps find its family and
@@ -43,6 +92,7 @@ class CalibrateParams:
 
     role: str
     model: ModelSpec
+    judge: SafetyJudge | None = None
 
 
 @dataclass(frozen=True)
@@ -52,3 +102,4 @@ class JudgeParams:
     role: str
     model: ModelSpec
     respond: Stage
+    judge: SafetyJudge | None = None
