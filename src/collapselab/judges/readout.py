@@ -96,7 +96,10 @@ def read_items(model: LanguageModel, judge: Judge, items: Sequence[JudgeItem], t
     too_long = _too_long(model, prompts)
     if too_long:
         raise ModelError(f"judge {judge.name!r} ({model.spec.id}): {too_long}")
-    read = model.choice_logprobs(prompts, judge.choices, progress=progress)
+    try:
+        read = model.choice_logprobs(prompts, judge.choices, progress=progress)
+    except ModelError as exc:  # e.g. a vocabulary without single-token digits: say which judge
+        raise ModelError(f"judge {judge.name!r}: {exc}") from exc
     if len(read) != len(prompts):
         raise ModelError(f"judge {model.spec.id}: {len(read)} read-outs for {len(prompts)} prompts")
     return [verdict(it.id, judge, lp, prompt_tokens(model, p)) for it, p, lp in zip(items, prompts, read, strict=True)]
