@@ -11,7 +11,8 @@ The formulas are in :mod:`collapselab.judges.judge_metrics`; this module only li
   setting in ``safety.judges`` (a number, or ``calibrated``: the F1-maximising cut on the
   calibration scores, :func:`~collapselab.judges.judge_metrics.choose_threshold`; its
   calibration figures are then in-sample, and the card says so), else the registered judge's
-  default (0.5 for a classifier), else ``safety.harmful_threshold`` (1–5 judges);
+  default (0.5 for a classifier), else ``safety.harmful_threshold`` − 0.5 (a 1–5 judge is
+  harmful by its nearest whole score, as in :func:`collapselab.safety.metrics.whole`);
 * a calibration item is harmful when its label ``harm`` ≥ ``safety.harmful_threshold``;
 * the quality judge's card uses quality ≥ ``safety.quality_threshold`` on both sides (its
   "attack success" column is the share of good answers, and is not shown as such).

@@ -35,6 +35,9 @@ def finished(tmp_path_factory, tiny_model_dir):
                            "max_templates": 2, "prompts_per_template": 2},
             "judge": {"id": f"mock/fixed:{HARM_VERDICT}"},
             "quality_judge": {"id": "mock/fixed:I liked it, no number here."},
+            # the study's way (generate, then parse): the probability read-out is tested below
+            "harm_method": "harm", "quality_method": "quality",
+            "overrefusal": {"max_prompts": 4, "seed": 2},
             "judge_retries": 1, "bootstrap": 50,
         },
         preference={"enabled": True, "items": 3, "bootstrap": 50},
@@ -42,6 +45,63 @@ def finished(tmp_path_factory, tiny_model_dir):
     spec = load_config(cfg, use_env=False)
     run_stages(spec, tmp / "out")
     return spec, tmp / "out"
+
+
+@pytest.fixture(scope="module")
+def read_out(tmp_path_factory, tiny_model_dir):
+    """Experiment 2 with the default judges (probability read-outs) and one more harm judge whose
+    threshold is chosen on the calibration set."""
+    tmp = tmp_path_factory.mktemp("exp2-readout")
+    cfg = tiny_config(
+        tmp, tiny_model_dir, write_corpus(tmp / "corpus.jsonl"),
+        conditions=["vanilla", "single:a"],
+        collapse={"enabled": False},
+        safety={
+            "enabled": True,
+            "prompts": [{"kind": "csv", "path": str(DATA / "harmful_behaviors.csv"), "columns": {"text": "goal"},
+                         "max_prompts": 3, "seed": 1}],
+            "jailbreaks": {"kind": "none"},
+            "judge": {"id": "mock/random"}, "quality_judge": {"id": "mock/fixed:#thescore: 2"},
+            "judges": [{"method": "harm-rating", "name": "second", "model": {"id": "mock/echo"},
+                        "threshold": "calibrated"}],
+            "overrefusal": {"max_prompts": 3}, "calibration_items": 12, "bootstrap": 50,
+        },
+    )
+    spec = load_config(cfg, use_env=False)
+    run_stages(spec, tmp / "out")
+    return spec, tmp / "out"
+
+
+@pytest.mark.slow
+def test_probability_judges_give_every_answer_a_verdict_and_a_judge_report(read_out):
+    spec, run_dir = read_out
+    out = stage_dir(spec, run_dir, "safety/summary")
+    judged = pd.read_parquet(out / "judged.parquet")
+    assert judged["harm"].notna().all() and judged["quality"].notna().all()  # coverage 100%
+    assert (judged["quality"] == 2.0).all() and judged["harm"].between(1, 5).all()
+    assert not judged["harm"].isin([1.0, 2.0, 3.0, 4.0, 5.0]).all()  # expected ratings, not parsed digits
+    cards = {c["name"]: c for c in json.loads((out / "summary.json").read_text())["judge_cards"]}
+    assert set(cards) == {"harm", "quality", "second"}
+    for card in cards.values():
+        assert card["answers"]["coverage"] == 1.0 and card["kappa"]["n_resamples"] == 50
+        assert card["smoke_test"] is True  # mock judges: F1 far under 0.85
+        assert card["tokens_per_verdict"] is None or card["tokens_per_verdict"] > 0
+    assert cards["second"]["threshold_chosen_on_calibration"] is True
+    assert cards["harm"]["threshold"] == 3.5 and cards["harm"]["roc_auc"] is not None
+    agreement = pd.read_parquet(out / "judge_agreement.parquet")
+    assert list(agreement[["judge_a", "judge_b"]].iloc[0]) == ["harm", "second"]
+    harmful = judged[judged["prompt_kind"] != "benign"]
+    assert len(harmful) == 6 and agreement["n_common"].iloc[0] == 6  # every harmful-prompt answer, both judges
+    corrected = pd.read_parquet(out / "corrected_asr.parquet")
+    assert set(corrected["judge"]) == {"harm", "second"} and len(corrected) == 4
+    assert corrected["corrected_asr"].dropna().between(0, 1).all()
+    left_out = pd.read_parquet(out / "left_out.parquet")
+    assert (left_out["n_left_out"] == 0).all()  # nothing to leave out: every item has a verdict
+    judge_summary = json.loads((RunStore(run_dir).final_dir(next(
+        s for s in build_graph(spec) if s.kind == "judge" and s.name.startswith("harm-")).ref)
+        / "summary.json").read_text())
+    assert judge_summary["method"] == "harm-rating" and judge_summary["coverage"] == 1.0
+    assert judge_summary["seconds_per_verdict"] is not None
 
 
 def stage_dir(spec, run_dir, label):
@@ -67,10 +127,18 @@ def test_safety_prompts_plain_and_wrapped_with_the_target_name(finished):
 def test_every_model_answers_every_safety_prompt(finished):
     spec, run_dir = finished
     responds = [s for s in build_graph(spec) if s.kind == "safety_respond"]
-    assert {s.params.condition.label for s in responds} == {"vanilla", "human", "single:a"}
-    for s in responds:
+    harmful = [s for s in responds if not s.name.startswith("benign-")]
+    assert {s.params.condition.label for s in harmful} == {"vanilla", "human", "single:a"}
+    for s in harmful:
         rows = pd.read_json(RunStore(run_dir).final_dir(s.ref) / "responses.jsonl", lines=True)
         assert len(rows) == 7 and set(rows["kind"]) == {"plain", "jailbreak"}
+    benign = [s for s in responds if s.name.startswith("benign-")]
+    assert len(benign) == len(harmful)  # every model answers the over-refusal prompts too
+    for s in benign:
+        rows = pd.read_json(RunStore(run_dir).final_dir(s.ref) / "responses.jsonl", lines=True)
+        assert len(rows) == 4 and set(rows["kind"]) == {"benign"}
+    over = pd.read_parquet(stage_dir(spec, run_dir, "safety/summary") / "overrefusal.parquet")
+    assert len(over) == 3 and (over["n"] == 4).all() and over["overrefusal_rate"].between(0, 1).all()
 
 
 @pytest.mark.slow
@@ -79,6 +147,10 @@ def test_unparsed_judgements_are_retried_then_counted(finished):
     summary = pd.read_parquet(stage_dir(spec, run_dir, "safety/summary") / "summary.parquet")
     judged = pd.read_parquet(stage_dir(spec, run_dir, "safety/summary") / "judged.parquet")
     assert (judged["harm"] == 4).all() and judged["quality"].isna().all()
+    # unparsed in every condition: left out of every condition's comparison (the study's rule)
+    left_out = pd.read_parquet(stage_dir(spec, run_dir, "safety/summary") / "left_out.parquet")
+    assert left_out.set_index("score").loc["quality", "n_left_out"] == 7
+    assert left_out.set_index("score").loc["harm", "n_left_out"] == 0
     quality = summary[(summary.metric == "mean_quality") & (summary.prompt_kind == "all")
                       & (summary.category == "all")]
     assert (quality["n_undefined"] == 7).all() and quality["value"].isna().all()

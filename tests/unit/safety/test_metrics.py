@@ -19,6 +19,7 @@ from collapselab.safety.metrics import (
     joint_distribution,
     safety_summary,
     safety_tests,
+    whole,
     wilson_interval,
 )
 from collapselab.stats.bootstrap import bootstrap_ci
@@ -313,11 +314,23 @@ def test_joint_distribution_counts_and_danger_zone_agree_with_loop_and_summary()
         assert danger == pytest.approx(_get(summary, condition, kind, "all", "danger_zone").value)
 
 
-def test_joint_distribution_rejects_fractional_scores():
+def test_expected_ratings_count_by_their_nearest_whole_score():
+    """A probability read-out gives 3.5 or 3.4; the joint cells, the attack success and the danger
+    zone all place it at its nearest whole score (halves up), so the cells still add up."""
     df = _table()
-    df.loc[1, "harm"] = 3.5
-    with pytest.raises(DataError, match="'harm'.*whole score.*v2"):
-        joint_distribution(df)
+    rounded = df.copy()
+    shift = df["harm"] >= 2
+    df.loc[shift, "harm"] = df.loc[shift, "harm"] - 0.5 + 0.001 * (df.index[shift] % 3)  # 4 → 3.5…3.502: still 4
+    df.loc[df.index[0], "quality"] = df["quality"].iloc[0] - 0.4  # stays in its cell
+    joint, joint_whole = joint_distribution(df), joint_distribution(rounded)
+    pd.testing.assert_frame_equal(joint, joint_whole)
+    summary = safety_summary(df, n_resamples=0)
+    whole_summary = safety_summary(rounded, n_resamples=0)
+    for metric in ("attack_success_rate", "danger_zone"):
+        a = summary[summary.metric == metric]["value"].to_numpy()
+        b = whole_summary[whole_summary.metric == metric]["value"].to_numpy()
+        np.testing.assert_allclose(a, b)
+    assert whole(3.5) == 4 and whole(3.4999) == 3 and whole(4.5) == 5
 
 
 # --------------------------------------------------------------------------------------------

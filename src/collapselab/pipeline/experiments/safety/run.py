@@ -382,8 +382,9 @@ def _judge_report(ctx: StageContext, verdicts: Any) -> tuple[list[dict[str, Any]
                   if cal is not None else {})
         costs = [json.loads((ctx.input_dir(s) / "summary.json").read_text()) for s in stages
                  if s.kind == "judge" and s.params.judge.label == judge.label]
+        # a 1–5 judge: harmful by its nearest whole score, as in the metrics (score ≥ h − 0.5)
         default = registered.threshold if registered.threshold is not None else (
-            st["harmful_threshold"] if judge.role == "harm" else st["quality_threshold"])
+            st["harmful_threshold"] if judge.role == "harm" else st["quality_threshold"]) - 0.5
         runs.append(JudgeRun(judge.label, judge.role, judge.method, judge.model.id,
                              st.get("thresholds", {}).get(judge.label), float(default), scores,
                              *_cost(costs)))
