@@ -17,7 +17,10 @@ PINNED = json.loads((ROOT / "tests/data/pinned/stage_keys.json").read_text())
 #: stage kinds added since the keys were pinned (new work for an old run folder, nothing redone)
 NEW_KINDS = {"embedding_map",
              "candidates",  # paper.yaml: the 70B judges compare the medium tier (preference.sources_by_target)
-             "score"}  # the vanilla scoring of the references for output_perplexity_gap, where no vanilla cell has one
+             "score",  # the vanilla scoring of the references for output_perplexity_gap, where no vanilla cell has one
+             # Experiment 3's controls: each judge's familiarity with every text, the self-recognition
+             # probe and the table of both next to SPB (new kinds: no existing key changes)
+             "familiarity", "recognize", "preference_controls"}
 #: metrics whose code version was bumped since the keys were pinned: the evaluate stages of the sets
 #: that use them (and the stats stage reading those) are recomputed on purpose
 BUMPED_METRICS = {
@@ -120,8 +123,20 @@ def _study_recipe(stage) -> bool:
     return stage.kind == "train" and stage.settings["lora"].get("loss") == "full"
 
 
+def _probability_judges(stage) -> bool:
+    """Judges that read their verdict from the digit tokens' probabilities, the default for local
+    judge models since issue 12 (a verdict for every answer); a parse judge keeps its key."""
+    return stage.kind in ("judge", "calibrate") and "method" in stage.settings
+
+
+def _overrefusal(label: str) -> bool:
+    """Stages added for over-refusal (issue 12): the benign prompts, their answers and judgements."""
+    kind, name = label.split("/", 1)
+    return kind == "benign_prompts" or name.startswith("benign-") or "-benign-" in name
+
+
 #: stages whose key changed on purpose, and everything downstream of them
-INTENDED = {"by-example mixes (audit a3)": _by_example_mix, "validation split by prompt (audit c7)": _split_by_prompt,
+INTENDED = {"judges that read probabilities (issue 12)": _probability_judges, "by-example mixes (audit a3)": _by_example_mix, "validation split by prompt (audit c7)": _split_by_prompt,
             "paired tests (audit c4)": _paired_tests, "chunked embeddings (audit c8)": _chunked_embeddings,
             "output perplexity gap in the default suite (audit c3)": _perplexity_gap,
             "jailbreak renaming map": _renaming_map, "the study's training recipe in paper.yaml": _study_recipe}
@@ -147,7 +162,7 @@ def _check(stages, pinned: dict[str, str]) -> None:
     unintended = {s.label for s in roots if not any(rule(s) for rule in INTENDED.values())}
     unintended |= {label for label in changed if label not in keys}  # a pinned stage that is gone
     assert not unintended, f"stage keys changed (old run folders would be recomputed): {sorted(unintended)}"
-    added = {label.split("/")[0] for label in set(keys) - set(pinned)}
+    added = {label.split("/")[0] for label in set(keys) - set(pinned) if not _overrefusal(label)}
     assert added <= NEW_KINDS, f"unexpected new stages: {sorted(set(keys) - set(pinned))}"
 
 
