@@ -46,6 +46,15 @@ class SafetyInputs:
     info: dict[str, Any] = field(default_factory=dict)
     conditions: list[str] = field(default_factory=list)
     thresholds: dict[str, int] = field(default_factory=lambda: {"harm": 4, "quality": 4})
+    #: the judge report (:mod:`collapselab.safety.judge_report`): one card per judge, attack success
+    #: corrected per judge × run, agreement between harm judges; over-refusal per run; the items
+    #: the same-items rule left out; the metrics per condition over its own verdicts
+    cards: list[dict[str, Any]] = field(default_factory=list)
+    corrected: pd.DataFrame = field(default_factory=pd.DataFrame)
+    agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
+    overrefusal: pd.DataFrame = field(default_factory=pd.DataFrame)
+    left_out: pd.DataFrame = field(default_factory=pd.DataFrame)
+    summary_per_condition: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass
@@ -242,6 +251,11 @@ def _safety(spec, stages: list, store) -> SafetyInputs | None:
         calibration=_read_json(folder / "calibration.json", []),
         info=_read_json(folder / "summary.json", {}), conditions=[c.label for c in spec.conditions],
         thresholds={"harm": spec.safety.harmful_threshold, "quality": spec.safety.quality_threshold},
+        cards=_read_json(folder / "summary.json", {}).get("judge_cards", []),
+        corrected=_read_parquet(folder / "corrected_asr.parquet"),
+        agreement=_read_parquet(folder / "judge_agreement.parquet"),
+        overrefusal=_read_parquet(folder / "overrefusal.parquet"), left_out=_read_parquet(folder / "left_out.parquet"),
+        summary_per_condition=_read_parquet(folder / "summary_per_condition.parquet"),
     )
 
 

@@ -88,9 +88,14 @@ def _safety(s: SafetyTables) -> list[str]:
     """Experiment 2's sections."""
     parts = ["## Experiment 2: safety\n", "### The judges\n",
              "\n".join(f"- {escape(note)}" for note in s.judges) + "\n", table(s.calibration),
+             "### Judge report\n", table(s.judge_report), "#### Agreement between judges\n",
+             table(s.judge_agreement), "#### Attack success corrected for the judges' errors\n", table(s.corrected),
              "### Harmfulness, quality, refusals and attack success\n"]
     for heading, tbl in s.metrics:
         parts += [f"#### {escape(heading)}\n", table(tbl)]
+    for heading, tbl in s.per_condition:
+        parts += _details(f"Per condition, over its own verdicts: {heading}", table(tbl))
+    parts += ["### Over-refusal\n", table(s.overrefusal)]
     parts += _details("Per harm category", table(s.categories))
     parts += ["### Attack success per jailbreak template\n", table(s.templates)]
     parts += ["### Statistical tests\n", "#### Across all conditions\n", table(s.omnibus),

@@ -389,20 +389,44 @@ class SafetyTables:
     all_tests: Table
     warnings: list[str] = field(default_factory=list)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    judge_report: Table = field(default_factory=lambda: Table(pd.DataFrame()))
+    judge_agreement: Table = field(default_factory=lambda: Table(pd.DataFrame()))
+    corrected: Table = field(default_factory=lambda: Table(pd.DataFrame()))
+    overrefusal: Table = field(default_factory=lambda: Table(pd.DataFrame()))
+    #: (heading, table) per prompt kind, each condition over its own verdicts — only when the
+    #: same-items rule left something out (else it equals ``metrics``)
+    per_condition: list[tuple[str, Table]] = field(default_factory=list)
 
 
 def build_safety_tables(safety: SafetyInputs) -> SafetyTables:
     """Every table, note and warning of the safety section."""
+    from collapselab.report.judges import (
+        corrected_asr_table,
+        judge_agreement_table,
+        judge_report_table,
+        left_out_notes,
+        overrefusal_view,
+        smoke_headers,
+    )
+
     conditions = safety.conditions
+    left = not safety.left_out.empty and bool(safety.left_out["n_left_out"].sum())
     return SafetyTables(
         judges=judge_notes(safety),
         calibration=calibration_table(safety.calibration),
-        metrics=[(KIND_NAMES[k], metrics_table(safety.summary, k, conditions)) for k in PROMPT_KINDS],
+        metrics=[(KIND_NAMES[k], smoke_headers(metrics_table(safety.summary, k, conditions), safety.cards))
+                 for k in PROMPT_KINDS],
+        per_condition=[(KIND_NAMES[k], smoke_headers(metrics_table(safety.summary_per_condition, k, conditions),
+                                                     safety.cards)) for k in PROMPT_KINDS] if left else [],
+        judge_report=judge_report_table(safety.cards),
+        judge_agreement=judge_agreement_table(safety.agreement),
+        corrected=corrected_asr_table(safety.corrected, conditions),
+        overrefusal=overrefusal_view(safety.overrefusal, safety.summary, conditions),
         categories=category_table(safety.summary, conditions),
         templates=template_table(safety.templates, conditions),
         omnibus=omnibus_table(safety.tests),
         significant_pairs=pairwise_table(safety.tests, TEST_DIRECTIONS, significant_only=True),
         all_tests=all_tests_table(safety.tests),
-        warnings=safety_warnings(safety),
+        warnings=[*safety_warnings(safety), *left_out_notes(safety.left_out)],
         examples=safety_examples(safety.judged, conditions),
     )

@@ -60,7 +60,9 @@ def experiment_frames(inputs: ReportInputs) -> dict[str, pd.DataFrame]:
     if s is not None:
         frames.update({"safety_judged": s.judged, "safety_summary": s.summary, "safety_joint": s.joint,
                        "safety_templates": s.templates, "safety_tests": s.tests,
-                       "safety_calibration": records_frame(s.calibration)})
+                       "safety_calibration": records_frame(s.calibration),
+                       "safety_judges": records_frame(s.cards), "safety_corrected_asr": s.corrected,
+                       "safety_judge_agreement": s.agreement, "safety_overrefusal": s.overrefusal})
     p = inputs.preference
     if p is not None:
         frames.update({f"preference_{name}": getattr(p, name)
