@@ -25,6 +25,7 @@ LAYERS = {
     # tables every experiment shares
     "stat_tests": 3,
     "training": 3,
+    "judges": 3,  # the safety section's judge report tables
     # one module per section
     "collapse": 4,
     "safety": 4,
