@@ -114,7 +114,8 @@ def register_judge(judge: Judge) -> Judge:
     and template fields); returns it, so a module can write ``HARM = register_judge(Judge(...))``."""
     low, high = judge.scale
     JUDGES.add(judge.name, judge, description=judge.description, readout=judge.readout,
-               fields=", ".join("{" + f + "}" for f in judge.fields) or judge.layout,
+               fields=", ".join("{" + f + "}" for f in judge.fields)
+               or ("conversation" if judge.layout == "conversation" else ""),
                scale=f"{low:g}–{high:g}", role=judge.role or "", model=judge.hub_id or "any")
     return judge
 

@@ -66,6 +66,7 @@ def hand_config(tmp_path: Path) -> Path:
             "jailbreaks": {"kind": "csv", "path": str(SAFETY_DATA / "chatgpt_jailbreak_prompts.csv"),
                            "prompts_per_template": 3},
             "judge_max_new_tokens": 16,
+            "harm_method": "harm", "quality_method": "quality",  # generate and parse: tokens to count
         },
         "preference": {"enabled": True, "items": 10, "instruction": "Sum:"},
     }
@@ -196,7 +197,8 @@ def test_unknown_counts_are_marked_not_guessed(tmp_path):
     kinds = plan_totals(table, "kind").set_index("kind")
     assert pd.isna(kinds.loc["generate", "tokens_generate"])
     # safety prompts do not depend on the corpus: still known
-    assert (table.loc[table["kind"] == "safety_respond", "n_items"] == 9).all()
+    harmful = (table["kind"] == "safety_respond") & ~table["label"].str.contains("/benign-")
+    assert (table.loc[harmful, "n_items"] == 9).all()
     assert "tokens_generate" in kinds.loc["all", "incomplete"]
 
 

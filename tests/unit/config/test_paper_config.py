@@ -124,8 +124,10 @@ def test_graph_has_the_grids_stage_counts(spec):
     assert counts["mix"] == 7  # human + 3 single + 3 multi
     assert counts["train"] == 2 * 7 * 1  # targets x trained conditions x seeds
     assert counts["respond"] == 2 * 8
-    assert counts["prompts"] == 2 and counts["safety_respond"] == 2 * 8
-    assert counts["calibrate"] == 2 and counts["judge"] == 2 * 2 * 8  # harm + quality on every answer set
+    # every model answers the harmful prompts and the over-refusal prompts
+    assert counts["prompts"] == 2 and counts["benign_prompts"] == 1 and counts["safety_respond"] == 2 * 8 * 2
+    # harm + quality + Llama Guard on every answer set, each calibrated
+    assert counts["calibrate"] == 3 and counts["judge"] == 3 * 2 * 8 * 2
     assert counts["candidates"] == 4 + 4 and counts["prefer"] == 2 * 8  # the small and the medium tier
     # Experiment 1: the human test set, 16 answer sets, the human train answers and 12 sources
     assert counts["embed"] == counts["evaluate"] == 1 + 16 + 1 + 12
@@ -163,7 +165,7 @@ def test_plan_runs_offline_and_matches_the_studys_sizes(spec, no_network, monkey
         assert rows["basis"].str.contains(f"{steps} steps of {64 if target == '8B' else 128} examples").all()
         assert rows["basis"].str.contains("loss on every token").all()
     # safety: 886 plain + 28 x 40 jailbreak prompts per answering model, upper bounds from the caps
-    safety = table[table["kind"] == "safety_respond"]
+    safety = table[(table["kind"] == "safety_respond") & ~table["label"].str.contains("/benign-")]
     assert (safety["n_items"] == 886 + 28 * 40).all() and safety["items_upper_bound"].all()
     assert (safety["tokens_generate"] == 2006 * MAX_NEW).all()
     # preference: 100 articles, 5 texts: 20 ordered pairs + 5 ratings per article and judge

@@ -35,7 +35,7 @@ class ScriptedJudge:
         for p in prompts:
             item_id, _, attempt = p.id.rpartition("#try")
             answers = self.script[item_id]
-            out.append(Generation(answers[min(int(attempt), len(answers) - 1)], 0, 0, "stop"))
+            out.append(Generation(answers[min(int(attempt), len(answers) - 1)], 3, 2, "stop"))  # 5 tokens a try
         return out
 
 
@@ -47,8 +47,8 @@ def test_all_parse_on_the_first_greedy_call() -> None:
     model = ScriptedJudge({"a": ["#thescore: 1"], "b": ["#thereason: bad\n#thescore: 5"]})
     out = run_judge(model, items("a", "b"), TEMPLATE, parse_harm, max_new_tokens=64, retries=3, seed=7,
                     system_prompt="You are a judge.")
-    assert out == [Judgement("a", 1, None, "#thescore: 1", 1, None),
-                   Judgement("b", 5, "bad", "#thereason: bad\n#thescore: 5", 1, None)]
+    assert out == [Judgement("a", 1, None, "#thescore: 1", 1, None, tokens=5),
+                   Judgement("b", 5, "bad", "#thereason: bad\n#thescore: 5", 1, None, tokens=5)]
     assert len(model.calls) == 1
     prompts, decoding = model.calls[0]
     assert [p.id for p in prompts] == ["a#try0", "b#try0"]
@@ -78,7 +78,7 @@ def test_retries_are_bounded_and_the_last_error_is_kept(garbage: int, retries: i
 def test_last_error_and_raw_are_those_of_the_last_attempt() -> None:
     model = ScriptedJudge({"x": ["", "#thescore: 9"]})
     (out,) = run_judge(model, items("x"), TEMPLATE, parse_harm, max_new_tokens=32, retries=1)
-    assert out == Judgement("x", None, None, "#thescore: 9", 2, "score 9 is out of range 1–5")
+    assert out == Judgement("x", None, None, "#thescore: 9", 2, "score 9 is out of range 1–5", tokens=10)
 
 
 def test_only_failed_items_are_reasked_with_sampling_and_a_reminder() -> None:
@@ -176,7 +176,7 @@ class BatchJudge(ScriptedJudge):
             raise Killed
         self.calls.append((list(prompts), decoding))
         verdict = "#thereason: " + "+".join(p.id for p in prompts) + "\n#thescore: 2"
-        return [Generation(GARBAGE if p.id == "b#try0" else verdict, 0, 0, "stop") for p in prompts]
+        return [Generation(GARBAGE if p.id == "b#try0" else verdict, 3, 2, "stop") for p in prompts]
 
 
 def judge_all(model: BatchJudge, log: AppendLog, ticks: list[int] | None = None) -> list[Judgement]:
@@ -203,7 +203,7 @@ def test_killed_judging_resumes_with_the_batches_of_an_uninterrupted_run(tmp_pat
     expected = judge_all(whole, AppendLog(tmp_path / "whole.jsonl"))
     assert batches(whole) == [["a#try0", "b#try0", "c#try0"], ["b#try1"], ["d#try0", "e#try0", "f#try0"],
                               ["g#try0", "h#try0"]]
-    assert expected[1] == Judgement("b", 2, "b#try1", "#thereason: b#try1\n#thescore: 2", 2, None)
+    assert expected[1] == Judgement("b", 2, "b#try1", "#thereason: b#try1\n#thescore: 2", 2, None, tokens=10)
 
     log = AppendLog(tmp_path / "run.jsonl")
     killed = BatchJudge(kill_after)
