@@ -244,7 +244,7 @@ def _safety(spec, stages: list, store) -> SafetyInputs | None:
     if stage is None:
         return None
     folder = store.final_dir(stage.ref)
-    return SafetyInputs(
+    inputs = SafetyInputs(
         judged=_read_parquet(folder / "judged.parquet"), summary=_read_parquet(folder / "summary.parquet"),
         joint=_read_parquet(folder / "joint.parquet"), templates=_read_parquet(folder / "templates.parquet"),
         tests=_read_parquet(folder / "tests.parquet"),
@@ -257,6 +257,22 @@ def _safety(spec, stages: list, store) -> SafetyInputs | None:
         overrefusal=_read_parquet(folder / "overrefusal.parquet"), left_out=_read_parquet(folder / "left_out.parquet"),
         summary_per_condition=_read_parquet(folder / "summary_per_condition.parquet"),
     )
+    _add_earlier_judges(spec, stages, store, inputs)
+    return inputs
+
+
+def _add_earlier_judges(spec, stages: list, store, inputs: SafetyInputs) -> None:
+    """Append to the judge agreement the judges that rated these answers in an earlier run of the
+    folder (re-judged with another ``safety.judge``): their verdicts are still there."""
+    from collapselab.safety.judge_report import agreement_with_earlier, earlier_judges
+
+    verdicts = _read_parquet(store.final_dir(next(s for s in stages if s.kind == "safety").ref) / "verdicts.parquet")
+    earlier = earlier_judges(store, stages, harmful_threshold=spec.safety.harmful_threshold)
+    if not earlier or verdicts.empty:
+        return
+    extra = agreement_with_earlier(verdicts, inputs.cards, earlier, n_resamples=spec.safety.bootstrap,
+                                   confidence=spec.safety.confidence, seed=spec.safety.seed)
+    inputs.agreement = pd.concat([inputs.agreement, extra], ignore_index=True) if not inputs.agreement.empty else extra
 
 
 def _preference(spec, stages: list, store) -> PreferenceInputs | None:

@@ -129,3 +129,65 @@ def judge_report(verdicts: pd.DataFrame, runs: Sequence[JudgeRun], labels: Mappi
     agreement = pairwise_judge_agreement(harmful_by_judge, **bootstrap) if len(harmful_by_judge) > 1 else []
     return (cards, pd.DataFrame(corrected, columns=CORRECTED_COLUMNS),
             pd.DataFrame(agreement, columns=AGREEMENT_COLUMNS))
+
+
+def _cell_key(cell: Sequence[Any], item_id: str) -> str:
+    return "|".join(str(v) for v in (*cell, item_id))
+
+
+def earlier_judges(store: Any, stages: Sequence[Any], *, harmful_threshold: int) -> dict[str, dict[str, bool | None]]:
+    """Harm verdicts of judges that rated this run's answers before (a run re-judged with another
+    ``safety.judge``: their stages stay in the run folder, outside the current graph), by judge
+    ("earlier: MODEL (METHOD)") → answer key → harmful. A 1–5 judge is harmful at its nearest
+    whole score ≥ ``harmful_threshold``; a classifier at its registered threshold."""
+    import json
+
+    from collapselab.judges import JUDGES
+    from collapselab.store.atomic import read_jsonl
+
+    responds = {s.key: s for s in stages if s.kind == "safety_respond"}
+    current = {s.key for s in stages if s.kind == "judge"}
+    out: dict[str, dict[str, bool | None]] = {}
+    for ref in store.completed():
+        if ref.kind != "judge" or ref.key in current:
+            continue
+        folder = store.final_dir(ref)
+        try:
+            meta = json.loads((folder / "stage.json").read_text())
+        except (OSError, ValueError):
+            continue
+        settings = meta.get("settings", {})
+        respond = next((responds[i["key"]] for i in meta.get("inputs", []) if i.get("key") in responds), None)
+        if respond is None or settings.get("role") != "harm":
+            continue
+        method = settings.get("method", "harm")
+        registered = JUDGES.get(method) if method in JUDGES.names() else None
+        threshold = (registered.threshold if registered is not None and registered.threshold is not None
+                     else harmful_threshold - 0.5)
+        label = f"earlier: {settings.get('judge', {}).get('id', '?')} ({method})"
+        p = respond.params
+        cell = (p.target_name, p.condition.label, p.seed, p.generation)
+        verdicts = out.setdefault(label, {})
+        for r in read_jsonl(folder / "judgements.jsonl"):
+            verdicts[_cell_key(cell, r["id"])] = None if r.get("score") is None else bool(r["score"] >= threshold)
+    return out
+
+
+def agreement_with_earlier(verdicts: pd.DataFrame, cards: Sequence[Mapping[str, Any]],
+                           earlier: Mapping[str, Mapping[str, bool | None]], *, n_resamples: int,
+                           confidence: float, seed: int) -> pd.DataFrame:
+    """Pairwise agreement of every current harm judge (at its card's threshold) with every
+    earlier judge of the run folder, and among the earlier ones (current pairs are in the
+    safety stage's own table)."""
+    if not earlier:
+        return pd.DataFrame(columns=AGREEMENT_COLUMNS)
+    now: dict[str, dict[str, bool | None]] = {}
+    for card in cards:
+        if card.get("role") != "harm" or card.get("threshold") is None:
+            continue
+        mine = _answer_verdicts(verdicts, card["name"])
+        now[card["name"]] = {_cell_key(cell, item): None if np.isnan(score) else bool(score >= card["threshold"])
+                             for *cell, item, score in mine[[*CELL, "item_id", "score"]].itertuples(index=False)}
+    rows = pairwise_judge_agreement({**now, **earlier}, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    return pd.DataFrame([r for r in rows if r["judge_a"] in earlier or r["judge_b"] in earlier],
+                        columns=AGREEMENT_COLUMNS)

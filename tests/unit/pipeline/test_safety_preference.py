@@ -263,3 +263,23 @@ def test_validate_rejects_a_template_with_an_unknown_field(tmp_path, tiny_model_
     spec = _spec(tmp_path, tiny_model_dir, preference={"enabled": True, "pair_template": str(bad)})
     with pytest.raises(ConfigError, match="oops"):
         validate_experiment(spec)
+
+
+@pytest.mark.slow
+def test_a_rejudged_run_shows_the_earlier_judges_agreement(read_out):
+    """Re-judging with another judge reuses every answer; the report then shows how the new
+    judge agrees with the earlier one, whose verdicts are still in the run folder."""
+    from collapselab.report.inputs import collect
+
+    spec, run_dir = read_out
+    again = spec.model_copy(update={"safety": spec.safety.model_copy(update={
+        "judge": spec.safety.judge.model_copy(update={"id": "mock/fixed:5"})})})
+    report = run_stages(again, run_dir)
+    redone = {s.split("/")[0] for s in report.ran} if hasattr(report, "ran") else None
+    if redone is not None:
+        assert redone <= {"judge", "calibrate", "safety", "report"}
+    inputs = collect(again, run_dir)
+    earlier = inputs.safety.agreement[inputs.safety.agreement["judge_b"].str.startswith("earlier: mock/random")]
+    assert not earlier.empty
+    row = earlier[earlier["judge_a"] == "harm"].iloc[0]
+    assert row["n_common"] == 6  # every harmful-prompt answer, judged by both
