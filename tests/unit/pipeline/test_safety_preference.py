@@ -233,7 +233,7 @@ def test_calibration_sample_is_equal_per_kind_and_seeded(tmp_path, tiny_model_di
     spec = _spec(tmp_path, tiny_model_dir, safety={"enabled": True, "calibration_items": 12})
     items = calibration_items(spec)
     assert len(items) == 12
-    assert sorted(pd.Series([i.kind for i in items]).value_counts().tolist()) == [4, 4, 4]
+    assert sorted(pd.Series([i.kind for i in items]).value_counts().tolist()) == [3, 3, 3, 3]
     assert [i.id for i in calibration_items(spec)] == [i.id for i in items]
     other = _spec(tmp_path, tiny_model_dir, safety={"enabled": True, "calibration_items": 12, "seed": 5})
     assert [i.id for i in calibration_items(other)] != [i.id for i in items]

@@ -204,7 +204,7 @@ def on_rating_scale(judge: SafetyJudge) -> bool:
 
 def calibration_items(spec: ExperimentSpec) -> list[Any]:
     """The calibration set, or a seeded sample of ``safety.calibration_items`` spread equally over
-    its kinds (refusal / harmful / benign), in file order."""
+    its kinds (refusal / harmful / boundary / benign), in file order."""
     import random
 
     from collapselab.judges.calibration import load_calibration
