@@ -51,11 +51,11 @@ def judge_prompt(judge: Judge, template: str | None, item: JudgeItem, system_pro
     """The prompt that asks ``judge`` about one item (see the module docstring for the layouts).
     A conversation or raw judge gets no system prompt: its format is fixed by its fine-tuning."""
     if judge.layout == "conversation":
-        return ChatPrompt(item.id, item.prompt, None, item.response)
+        return ChatPrompt(item.id, item.prompt, None, item.response, judge.answer_prefix)
     if template is None:
         raise ValueError(f"judge {judge.name!r} needs its template")
     text = render(template, prompt=item.prompt, response=item.response)
-    return ChatPrompt(item.id, text, None if judge.raw else system_prompt)
+    return ChatPrompt(item.id, text, None if judge.raw else system_prompt, answer_prefix=judge.answer_prefix)
 
 
 def prompt_tokens(model: LanguageModel, prompt: ChatPrompt) -> int | None:

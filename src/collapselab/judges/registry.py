@@ -70,6 +70,7 @@ class Judge:
     positive: str | None = None
     threshold: float | None = None
     hub_id: str | None = None
+    answer_prefix: str = ""  # what the judge model writes before its verdict (Llama Guard 3: "\n\n")
 
     def __post_init__(self) -> None:
         if self.readout not in READ_OUTS:

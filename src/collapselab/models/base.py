@@ -33,6 +33,10 @@ class ChatPrompt:
     user: str
     system: str | None = None
     assistant: str | None = None
+    #: text the answer is known to start with, appended after the rendered prompt (the assistant
+    #: header, or the raw text): the next token read is the one after it. Llama Guard 3 writes
+    #: "\n\n" before its verdict, so its judge reads the verdict after that prefix.
+    answer_prefix: str = ""
 
 
 @dataclass(frozen=True)

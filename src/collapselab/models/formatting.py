@@ -46,17 +46,49 @@ def _as_ids(encoded: Any) -> list[int]:
 
 
 def render_prompt_ids(tokenizer: Any, prompt: ChatPrompt, chat: bool) -> list[int]:
-    """Token ids of everything before the answer (ending with the assistant header for chat models)."""
+    """Token ids of everything before the answer (ending with the assistant header for chat
+    models), then the tokens of :attr:`ChatPrompt.answer_prefix` when it has one."""
     if chat:
+        messages = _conversation_messages(tokenizer, prompt) if prompt.assistant is not None else None
         try:
-            ids = tokenizer.apply_chat_template(chat_messages(prompt), tokenize=True, add_generation_prompt=True)
+            ids = tokenizer.apply_chat_template(messages or chat_messages(prompt), tokenize=True,
+                                                add_generation_prompt=True)
         except Exception as exc:  # some templates reject a system turn
             if prompt.system is None:
                 raise ModelError(f"chat template failed: {exc}") from exc
             no_system = ChatPrompt(prompt.id, prompt.user, None, prompt.assistant)
             ids = tokenizer.apply_chat_template(chat_messages(no_system), tokenize=True, add_generation_prompt=True)
-        return _as_ids(ids)
-    return list(tokenizer(prompt.user, add_special_tokens=True)["input_ids"])
+        ids = _as_ids(ids)
+    else:
+        if prompt.assistant is not None:  # dropping it would classify the request alone
+            raise ModelError(f"prompt {prompt.id!r} has an assistant turn to classify, which only a chat "
+                             "template can lay out (this model has none, or chat: never)")
+        ids = list(tokenizer(prompt.user, add_special_tokens=True)["input_ids"])
+    return ids + text_token_ids(tokenizer, prompt.answer_prefix) if prompt.answer_prefix else ids
+
+
+def _conversation_messages(tokenizer: Any, prompt: ChatPrompt) -> list[dict[str, Any]]:
+    """The messages of a conversation to classify, in the form the template reads: plain strings,
+    or — for templates that read only a list of content parts, such as Llama Guard 3 1B's, which
+    silently drop a string — ``[{"type": "text", "text": ...}]``. A ModelError when the rendered
+    prompt shows the conversation's texts in neither form."""
+    plain = chat_messages(prompt)
+    texts = [m["content"] for m in plain if m["content"].strip()]
+
+    def shows_all(messages: list[dict[str, Any]]) -> bool:
+        try:
+            rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception:  # noqa: BLE001 - a template that rejects this form: try the other
+            return False
+        return all(t in rendered for t in texts)
+
+    if shows_all(plain):
+        return plain
+    parts = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in plain]
+    if shows_all(parts):
+        return parts
+    raise ModelError(f"prompt {prompt.id!r}: the chat template leaves the conversation's texts out of the prompt "
+                     "(neither as strings nor as content parts); the judge would not see the answer")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ import numpy as np
 from collapselab.config.spec import DecodingSpec, ModelSpec
 from collapselab.errors import ModelError
 from collapselab.models.base import ChatPrompt, Generation, Progress, prompt_seed
-from collapselab.models.formatting import choice_token_ids
+from collapselab.models.formatting import chat_messages, choice_token_ids
 from collapselab.models.packaged import PACKAGED, packaged_source
 from collapselab.paths import cache_root
 
@@ -343,7 +344,13 @@ class LlamaCppModel:
             # the template writes BOS itself where it wants one, and names special tokens as text
             ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         else:
+            if prompt.assistant is not None:  # dropping it would judge the request alone
+                raise ModelError(f"model {self.spec.id!r}: prompt {prompt.id!r} has an assistant turn to "
+                                 "classify, which only a chat template can lay out (this model has none, "
+                                 "or chat: never)")
             ids = llm.tokenize(prompt.user.encode("utf-8"), add_bos=True, special=False)
+        if prompt.answer_prefix:  # the known start of the answer (ChatPrompt.answer_prefix)
+            ids = [*ids, *self.text_ids(prompt.answer_prefix)]
         return list(ids) or [self._boundary_id]
 
     def answer_ids(self, prompt: ChatPrompt, answer: str) -> list[int]:
@@ -355,7 +362,8 @@ class LlamaCppModel:
         return self.text_ids(answer) if answer else []
 
     def _render_chat(self, prompt: ChatPrompt) -> str:
-        """The chat template's text for system + user turns and the assistant header."""
+        """The chat template's text for system + user turns (+ the assistant turn of a conversation
+        to classify, :attr:`ChatPrompt.assistant`) and the assistant header."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         if self._formatter is None:
@@ -366,7 +374,7 @@ class LlamaCppModel:
                 template=self.chat_template, eos_token=specials.get(self.eos_id, ""),
                 bos_token=specials.get(self.bos_id, ""), add_generation_prompt=True,
             )
-        messages = [{"role": "user", "content": prompt.user}]
+        messages = chat_messages(replace(prompt, system=None))
         if prompt.system:
             try:
                 system = {"role": "system", "content": prompt.system}

@@ -459,13 +459,22 @@ class OpenAIModel:
             raise ModelError("choices must be distinct, non-empty and without surrounding spaces: "
                              f"{list(choices)}")
         chat = self.is_chat
+        conversation = next((p for p in prompts if p.assistant is not None), None)
+        if conversation is not None and not chat:  # /completions has no place for an assistant turn
+            raise ModelError(f"model {self.spec.id!r}: prompt {conversation.id!r} has an assistant turn to "
+                             "classify, which needs /chat/completions (chat: never is set)")
+        prefixed = next((p for p in prompts if p.answer_prefix), None)
+        if prefixed is not None and chat:  # the chat API cannot start the assistant's answer for it
+            raise ModelError(f"model {self.spec.id!r}: prompt {prefixed.id!r} needs its answer to start with "
+                             f"{prefixed.answer_prefix!r}, which /chat/completions cannot express (serve the judge "
+                             "with a local backend: hf, vllm or llamacpp)")
 
         def one(prompt: ChatPrompt) -> dict[str, float]:
             body: dict[str, Any] = {"model": self.spec.name, "max_tokens": 1, "temperature": 0.0}
             if chat:
                 body.update(messages=chat_messages(prompt), logprobs=True, top_logprobs=TOP_LOGPROBS)
             else:  # the legacy endpoint's logprobs=N is the number of top alternatives
-                body.update(prompt=prompt.user, logprobs=TOP_LOGPROBS)
+                body.update(prompt=prompt.user + prompt.answer_prefix, logprobs=TOP_LOGPROBS)
             return self._request("chat/completions" if chat else "completions", body,
                                  lambda data: choice_logprobs_from_top(_top_tokens(data, chat), choices),
                                  about=f"prompt {prompt.id!r}")

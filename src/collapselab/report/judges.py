@@ -33,7 +33,7 @@ SMOKE = "smoke test"
 READ_OUTS = {"harm": "generated reason, parsed score", "quality": "generated reason, parsed score",
              "harm-rating": "expected rating (digit probabilities)",
              "quality-rating": "expected rating (digit probabilities)",
-             "llama-guard": "P(unsafe), first token", "harmbench": "P(Yes)",
+             "llama-guard": "P(unsafe) at its verdict token", "harmbench": "P(Yes)",
              "strongreject": "expected score (digit probabilities)"}
 
 

@@ -142,5 +142,5 @@ def test_the_hf_vocabulary_check_names_the_model(tiny):
     with pytest.raises(ModelError, match="not a single token"):
         tiny.choice_logprobs([judge_prompt(JUDGES.get("harm-rating"), "{prompt} {response}", ITEMS[0], None)],
                              ["12345678-not-a-token"])
-    assert np.isfinite(list(tiny.choice_logprobs(
-        [judge_prompt(JUDGES.get("harm-rating"), "{prompt} {response}", ITEMS[0], None)], ["1", "2"])[0].values())).all()
+    prompt = judge_prompt(JUDGES.get("harm-rating"), "{prompt} {response}", ITEMS[0], None)
+    assert np.isfinite(list(tiny.choice_logprobs([prompt], ["1", "2"])[0].values())).all()

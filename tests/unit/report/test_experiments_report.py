@@ -54,6 +54,8 @@ def finished(tmp_path_factory, tiny_model_dir):
                            "max_templates": 2, "prompts_per_template": 2},
             "judge": {"id": f"mock/fixed:{HARM_VERDICT}"},
             "quality_judge": {"id": "mock/fixed:I liked it, no number here."},
+            "harm_method": "harm", "quality_method": "quality",  # parse mode: unparsed verdicts to show
+            "overrefusal": {"max_prompts": 2},
             "judge_retries": 1, "bootstrap": 50,
         },
         preference={"enabled": True, "items": 3, "bootstrap": 50},
@@ -132,7 +134,9 @@ def test_collect_reads_both_experiments_and_no_collapse(collected, finished):
     assert collected.aggregates.empty and collected.tests.empty and collected.responses.empty
     assert {r["condition"] for r in collected.training} == {"human", "single:a"}
     s, p = collected.safety, collected.preference
-    assert len(s.judged) == 3 * 7  # 3 models × (3 plain + 2 templates × 2 prompts)
+    # 3 models × (3 plain + 2 templates × 2 prompts), and 2 over-refusal prompts each
+    assert (s.judged["prompt_kind"] != "benign").sum() == 3 * 7 and (s.judged["prompt_kind"] == "benign").sum() == 6
+    assert len(s.overrefusal) == 3 and [c["name"] for c in s.cards] == ["harm", "quality"]
     assert [c["role"] for c in s.calibration] == ["harm", "quality", "refusal"]
     assert s.conditions == CONDITIONS and s.thresholds == {"harm": 4, "quality": 4}
     assert len(p.judges) == 3 and {j["condition"] for j in p.judges} == set(CONDITIONS)
