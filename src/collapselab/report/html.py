@@ -161,6 +161,11 @@ def _preference_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Pl
         "bias": _plot("plot-preference-bias", "Self-preference and pro-synthetic bias",
                       "SPB and PSB per judge with bootstrap intervals; dashed: no bias.",
                       lambda: preference_plots.bias_plot(p.bias, p.conditions), failures),
+        "controls": _plot("plot-preference-controls", "Self-preference controls",
+                          "Per judge: plain SPB, the own-source effect before and after adjusting for the judge's "
+                          "familiarity with each text (Δ log-perplexity), and self-recognition, with intervals.",
+                          lambda: preference_plots.controls_plot(p.controls.get("controls", pd.DataFrame()),
+                                                                 p.conditions), failures),
     }
 
 

@@ -87,6 +87,9 @@ class PreferenceInputs:
     judges: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     conditions: list[str] = field(default_factory=list)
+    #: the ``preference_controls`` stage's tables by name (controls, strata, relations, …;
+    #: :mod:`collapselab.preference.familiarity`), empty when the run has none
+    controls: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 @dataclass
@@ -285,8 +288,11 @@ def _preference(spec, stages: list, store) -> PreferenceInputs | None:
                            "comparisons", "ratings", "per_item")}
     judges = [_read_json(store.final_dir(s.ref) / "summary.json", {"judge": s.name})
               for s in stages if s.kind == "prefer"]
+    cs = next((s for s in stages if s.kind == "preference_controls"), None)
+    controls = ({p.stem: pd.read_parquet(p) for p in sorted(store.final_dir(cs.ref).glob("*.parquet"))}
+                if cs is not None else {})
     return PreferenceInputs(**frames, judges=judges, info=_read_json(folder / "summary.json", {}),
-                            conditions=[c.label for c in spec.conditions])
+                            conditions=[c.label for c in spec.conditions], controls=controls)
 
 
 def collect(spec, run_dir: str | Path) -> ReportInputs:

@@ -111,6 +111,8 @@ def _preference(p: PreferenceTables) -> list[str]:
             "### Preference matrix\n", table(p.matrix),
             "### S per source\n", table(p.source_scores),
             "### Self-preference and pro-synthetic bias\n", table(p.bias),
+            "### Self-preference controls: familiarity and self-recognition\n", table(p.controls),
+            *_details("Own preference by Δ log-perplexity stratum", table(p.strata)),
             "### Position bias\n", table(p.position),
             "### Ratings\n", table(p.ratings),
             "### Statistical tests\n", "#### Across all judge conditions\n", table(p.omnibus),

@@ -1,5 +1,6 @@
-"""Experiment 3's figures: the preference matrix per judge, S per source with intervals, and SPB /
-PSB per judge with intervals. Same conventions as :mod:`collapselab.report.collapse_plots`: a function from
+"""Experiment 3's figures: the preference matrix per judge, S per source with intervals, SPB /
+PSB per judge with intervals, and SPB's controls (own effect with and without the familiarity
+adjustment, self-recognition accuracy). Same conventions as :mod:`collapselab.report.collapse_plots`: a function from
 a table to a Figure, ``None`` when there is nothing to draw.
 """
 
@@ -114,4 +115,49 @@ def bias_plot(bias: pd.DataFrame, conditions: Sequence[str] = ()) -> Figure | No
         ax.set_xlim(-0.6, len(names) - 0.4)
         ax.set_title(title)
     axes[0].set_ylabel("bias (difference in S)")
+    return fig
+
+
+#: the own effects of the controls plot: (column, legend label, marker)
+_OWN_EFFECTS = (("own_unadjusted", "own effect", "o"), ("own_adjusted", "own effect | familiarity", "s"),
+                ("stratified", "stratified", "^"))
+
+
+@styled
+def controls_plot(controls: pd.DataFrame, conditions: Sequence[str] = ()) -> Figure | None:
+    """Two panels per run: left, each judge's own-source effect without and with the familiarity
+    adjustment (and stratified by Δ log-perplexity), with intervals, dashed 0; right, its
+    self-recognition accuracy with its interval, dashed 0.5 (chance)."""
+    if controls is None or controls.empty:
+        return None
+    judges, labels = judge_records(controls, conditions)
+    names = [run_label(j, labels) for j in judges]
+    colors = condition_colors(names)
+    fig, axes = panel_grid(2, ncols=2, size=(max(3.8, 1.0 * len(judges) + 2.0), 3.3))
+    rotate = max(map(len, names), default=0) > 8
+    width = 0.22
+    for k, (column, label, marker) in enumerate(_OWN_EFFECTS):
+        for x, (judge, name) in enumerate(zip(judges, names, strict=True)):
+            draw_interval(axes[0], x + (k - 1) * width, judge.get(column), judge.get(f"{column}_ci_low"),
+                          judge.get(f"{column}_ci_high"), colors[name], marker=marker)
+        axes[0].plot([], [], marker, color="#555555", linestyle="none", label=label)
+    axes[0].axhline(0, color="#777777", linestyle="--", linewidth=1)
+    axes[0].set_ylabel("Δ P(prefer) for the own text")
+    axes[0].set_title("Own-source effect")
+    axes[0].legend(loc="best", frameon=False, fontsize=7)
+    for x, (judge, name) in enumerate(zip(judges, names, strict=True)):
+        value = judge.get("recognition")
+        if is_missing(value):
+            axes[1].text(x, 0.5, "undefined", rotation=90, ha="center", va="center", fontsize=7.5,
+                         color="#777777", transform=axes[1].get_xaxis_transform())
+            continue
+        draw_interval(axes[1], x, value, judge.get("recognition_ci_low"), judge.get("recognition_ci_high"),
+                      colors[name])
+    axes[1].axhline(0.5, color="#777777", linestyle="--", linewidth=1)
+    axes[1].set_ylabel("P(picks its own text)")
+    axes[1].set_title("Self-recognition")
+    for ax in axes:
+        ax.set_xticks(range(len(names)), [plain(n) for n in names], rotation=30 if rotate else 0,
+                      ha="right" if rotate else "center")
+        ax.set_xlim(-0.6, len(names) - 0.4)
     return fig

@@ -69,6 +69,7 @@ def experiment_frames(inputs: ReportInputs) -> dict[str, pd.DataFrame]:
                        for name in ("source_scores", "bias", "position", "matrix", "rating_scores", "tests",
                                     "comparisons", "ratings", "per_item")})
         frames["preference_judges"] = records_frame(p.judges)
+        frames.update({f"preference_controls_{name}": frame for name, frame in p.controls.items()})
     return {k: v for k, v in frames.items() if not v.empty}
 
 

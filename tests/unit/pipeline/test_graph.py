@@ -35,7 +35,8 @@ def test_changing_one_setting_changes_only_dependent_keys():
     lora = keys(build_graph(load_config(path, ["lora.r=8"], use_env=False)))
     changed = {k for k in base if base[k] != lora[k]}
     downstream = ("train/", "respond/", "score/", "embed/", "evaluate/", "stats/", "safety_respond/", "judge/",
-                  "safety/", "prefer/", "preference/", "embedding_map/")
+                  "safety/", "prefer/", "preference/", "embedding_map/", "familiarity/", "recognize/",
+                  "preference_controls/")
     assert any(k.startswith("train/") for k in changed) and all(k.startswith(downstream) for k in changed)
     # nothing about the vanilla target's own answers changes
     vanilla = [k for k in base if k.startswith(("respond/", "embed/", "evaluate/")) and "vanilla" in k]

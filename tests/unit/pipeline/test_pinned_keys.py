@@ -129,6 +129,18 @@ def _probability_judges(stage) -> bool:
     return stage.kind in ("judge", "calibrate") and "method" in stage.settings
 
 
+def _calibration_set(stage) -> bool:
+    """Calibrate stages: the packaged set gained boundary items and quality labels independent of
+    harm, and its content is now part of the key (issue 12)."""
+    return stage.kind == "calibrate"
+
+
+def _quality_template(stage) -> bool:
+    """Parse-mode quality judges: the packaged template no longer calls a refusal a good answer
+    (quality independent of harm, issue 12)."""
+    return stage.kind == "judge" and stage.settings.get("role") == "quality" and "method" not in stage.settings
+
+
 def _overrefusal(label: str) -> bool:
     """Stages added for over-refusal (issue 12): the benign prompts, their answers and judgements."""
     kind, name = label.split("/", 1)
@@ -136,7 +148,10 @@ def _overrefusal(label: str) -> bool:
 
 
 #: stages whose key changed on purpose, and everything downstream of them
-INTENDED = {"judges that read probabilities (issue 12)": _probability_judges, "by-example mixes (audit a3)": _by_example_mix, "validation split by prompt (audit c7)": _split_by_prompt,
+INTENDED = {"judges that read probabilities (issue 12)": _probability_judges,
+            "the revised calibration set (issue 12)": _calibration_set,
+            "quality judged as if harm did not matter (issue 12)": _quality_template,
+            "by-example mixes (audit a3)": _by_example_mix, "validation split by prompt (audit c7)": _split_by_prompt,
             "paired tests (audit c4)": _paired_tests, "chunked embeddings (audit c8)": _chunked_embeddings,
             "output perplexity gap in the default suite (audit c3)": _perplexity_gap,
             "jailbreak renaming map": _renaming_map, "the study's training recipe in paper.yaml": _study_recipe}

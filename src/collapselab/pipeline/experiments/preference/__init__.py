@@ -8,7 +8,17 @@
                    sources in both orders and we read P("A") against P("B") from its next-token
                    distribution; it also rates every text 1–5 (expected rating);
 * ``preference`` — S per source, self-preference and pro-synthetic bias, position bias, the
-                   preference matrices, ratings and the tests across judge conditions.
+                   preference matrices, ratings and the tests across judge conditions;
+* ``familiarity`` — (``preference.familiarity``) each judge teacher-forces every text as the answer
+                   to its item's instruction: its log-perplexity on it (the familiarity confound);
+* ``recognize``  — (``preference.recognition``) each judge with an own source sees its own text
+                   against every other source's, both orders, and says which one it wrote;
+* ``preference_controls`` — SPB next to the familiarity-adjusted own effect (regression on
+                   Δ log-perplexity, and stratified by it), recognition accuracy, and the
+                   preference-leakage relation of every judge–source pair.
+
+The control stages are new kinds, so adding them changes no existing stage's key: an old run
+folder keeps every comparison and only computes the controls.
 
 One vanilla judge per target: reading probabilities involves no sampling, so the vanilla judge's
 verdicts do not depend on the training seed; its rows carry the first seed.
@@ -25,6 +35,7 @@ from collapselab.pipeline.keying import model_key_settings, path_fingerprint
 from collapselab.pipeline.kinds import StageKind, register_kind
 from collapselab.pipeline.sizing import plan_summary
 from collapselab.pipeline.stage import Stage
+from collapselab.preference.relations import judge_relations
 
 EXPERIMENT = "preference"
 
@@ -47,6 +58,18 @@ register_kind(StageKind(
     outputs=("source_scores.parquet", "bias.parquet", "position.parquet", "matrix.parquet", "per_item.parquet",
              "rating_scores.parquet", "tests.parquet", "comparisons.parquet", "ratings.parquet", "summary.json"),
     report=True, description="S per source, self-preference and pro-synthetic bias, position bias, matrices, tests"))
+register_kind(StageKind(
+    "familiarity", 1, run.run_familiarity, plan.plan_familiarity, unit="texts", params=CellParams,
+    loads_model=True, experiment=EXPERIMENT, outputs=("familiarity.jsonl", "summary.json"),
+    description="one judge's log-perplexity on every text, given the item's instruction"))
+register_kind(StageKind(
+    "recognize", 1, run.run_recognize, plan.plan_recognize, unit="prompts", params=CellParams,
+    loads_model=True, experiment=EXPERIMENT, outputs=("recognition.jsonl", "summary.json"),
+    description="one judge picks which of two texts (its own and another source's) it wrote, both orders"))
+register_kind(StageKind(
+    "preference_controls", 1, run.run_controls, plan_summary, unit="judges", experiment=EXPERIMENT,
+    outputs=tuple(f"{name}.parquet" for name in run.CONTROL_TABLES) + ("summary.json",), report=True,
+    description="SPB adjusted for familiarity, recognition accuracy, judge–source relations"))
 
 
 def preference_sources(spec: ExperimentSpec, target_name: str | None = None) -> list[str]:
@@ -85,6 +108,15 @@ def templates(spec: ExperimentSpec) -> dict[str, str | None]:
             "rating": JUDGES.get("rating").template(p.rating_template) if p.ratings else None}
 
 
+def recognition_template(spec: ExperimentSpec) -> str | None:
+    """The recognition template (``preference.recognition_template`` or the packaged one),
+    validated; None when ``preference.recognition`` is off."""
+    from collapselab.judges.recognition import RECOGNITION
+
+    p = spec.preference
+    return RECOGNITION.template(p.recognition_template) if p.recognition else None
+
+
 def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
     """Experiment 3's stages (none when ``preference.enabled`` is false)."""
     p = spec.preference
@@ -108,23 +140,41 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
     new += candidates.values()
 
     texts = templates(spec)
-    prefers = []
+    recognition = recognition_template(spec)
+    own = own_sources(spec, spine.target_names)
+    prefers, controls, relations = [], [], {}
     for cell, train in spine.cells(vanilla_seeds="first"):
         vanilla = cell.condition.kind == "vanilla"
-        settings = {"judge": model_key_settings(cell.target), "condition": cell.condition.label,
-                    "seed": None if vanilla else cell.seed, "templates": texts,
-                    "max_text_chars": p.max_text_chars, "system_prompt": spec.decoding.system_prompt}
+        judge = {"judge": model_key_settings(cell.target), "condition": cell.condition.label,
+                 "seed": None if vanilla else cell.seed}
+        shown = {"max_text_chars": p.max_text_chars, "system_prompt": spec.decoding.system_prompt}
+        settings = {**judge, "templates": texts, **shown}
         if cell.generation:
-            settings["generation"] = cell.generation
+            settings["generation"] = judge["generation"] = cell.generation
         name = f"{cell.target_name}-{cell.condition.slug}" + ("" if vanilla else f"-seed{cell.seed}")
-        prefers.append(Stage(
-            "prefer", name + (f"-gen{cell.generation}" if cell.generation else ""), settings=settings,
-            inputs=(items, *(candidates[s] for s in preference_sources(spec, cell.target_name)),
-                    *((train,) if train else ())), params=cell,
-        ))
-    new += prefers
+        name += f"-gen{cell.generation}" if cell.generation else ""
+        sources = preference_sources(spec, cell.target_name)
+        inputs = (items, *(candidates[s] for s in sources), *((train,) if train else ()))
+        prefers.append(Stage("prefer", name, settings=settings, inputs=inputs, params=cell))
+        new.append(prefers[-1])
+        # the controls right after their judge's comparisons: the model pool keeps the judge loaded
+        if p.familiarity:
+            controls.append(Stage("familiarity", name, settings={**judge, **shown}, inputs=inputs, params=cell))
+            new.append(controls[-1])
+        own_source = own[cell.target_name]
+        if recognition is not None and own_source is not None:
+            controls.append(Stage("recognize", name, settings={**judge, **shown, "template": recognition,
+                                                               "own": own_source},
+                                  inputs=inputs, params=cell))
+            new.append(controls[-1])
+        relations[name] = judge_relations(spec, cell.target, cell.target_name, cell.condition, sources,
+                                          human=run.HUMAN, own=own_source)
     new.append(Stage("preference", "summary",
-                     settings={"own": own_sources(spec, spine.target_names), "bootstrap": p.bootstrap,
+                     settings={"own": own, "bootstrap": p.bootstrap,
                                "confidence": p.confidence, "seed": p.seed, **spec.stats.key_settings()},
                      inputs=tuple(prefers)))
+    new.append(Stage("preference_controls", "summary",
+                     settings={"own": own, "relations": relations, "bins": p.familiarity_bins,
+                               "bootstrap": p.bootstrap, "confidence": p.confidence, "seed": p.seed},
+                     inputs=(*prefers, *controls)))
     return new

@@ -84,6 +84,18 @@ def template_text(judge: SafetyJudge) -> str | None:
     return registered.template(judge.template_path) if registered.template_spec else None
 
 
+def calibration_fingerprint(path: str | None) -> str:
+    """A fingerprint of the calibration set's content: the user's file, or the packaged set (so a
+    revised packaged set re-runs the calibration)."""
+    if path:
+        return path_fingerprint(path)
+    import hashlib
+    from importlib import resources
+
+    data = resources.files("collapselab.judges").joinpath("calibration.jsonl").read_bytes()
+    return "packaged-" + hashlib.sha256(data).hexdigest()[:16]
+
+
 def judge_settings(spec: ExperimentSpec, judge: SafetyJudge) -> dict[str, Any]:
     """What a judge's stages are keyed by. A parse judge keeps the settings it always had (old run
     folders reuse its verdicts); a judge that reads probabilities names its method and has no
@@ -162,7 +174,8 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
             calibrates.append(Stage(
                 "calibrate", f"{judge.label}-judge",
                 settings={**settings, "role": judge.role, "calibration": calibration or "packaged",
-                          "fingerprint": path_fingerprint(calibration), "calibration_items": s.calibration_items},
+                          "fingerprint": calibration_fingerprint(calibration),
+                          "calibration_items": s.calibration_items},
                 params=CalibrateParams(judge.role, judge.model, judge),
             ))
             new.append(calibrates[-1])
