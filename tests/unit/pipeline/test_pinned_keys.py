@@ -141,10 +141,13 @@ def _quality_template(stage) -> bool:
     return stage.kind == "judge" and stage.settings.get("role") == "quality" and "method" not in stage.settings
 
 
-def _overrefusal(label: str) -> bool:
-    """Stages added for over-refusal (issue 12): the benign prompts, their answers and judgements."""
+def _new_in_issue_12(label: str) -> bool:
+    """Stages added by issue 12: over-refusal (the benign prompts, their answers and judgements)
+    and the judges of ``safety.judges`` (paper.yaml adds Llama Guard), which judge and calibrate
+    next to the main ones."""
     kind, name = label.split("/", 1)
-    return kind == "benign_prompts" or name.startswith("benign-") or "-benign-" in name
+    extra_judge = kind in ("judge", "calibrate") and not name.startswith(("harm-", "quality-"))
+    return kind == "benign_prompts" or name.startswith("benign-") or "-benign-" in name or extra_judge
 
 
 #: stages whose key changed on purpose, and everything downstream of them
@@ -177,7 +180,7 @@ def _check(stages, pinned: dict[str, str]) -> None:
     unintended = {s.label for s in roots if not any(rule(s) for rule in INTENDED.values())}
     unintended |= {label for label in changed if label not in keys}  # a pinned stage that is gone
     assert not unintended, f"stage keys changed (old run folders would be recomputed): {sorted(unintended)}"
-    added = {label.split("/")[0] for label in set(keys) - set(pinned) if not _overrefusal(label)}
+    added = {label.split("/")[0] for label in set(keys) - set(pinned) if not _new_in_issue_12(label)}
     assert added <= NEW_KINDS, f"unexpected new stages: {sorted(set(keys) - set(pinned))}"
 
 
