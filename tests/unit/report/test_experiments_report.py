@@ -273,7 +273,8 @@ def _parsed_quality(inputs):
     unparsed), and the joint table recomputed by the pipeline's function."""
     from collapselab.safety.metrics import joint_distribution
 
-    judged = inputs.safety.judged.copy()
+    judged = inputs.safety.judged
+    judged = judged[judged["prompt_kind"] != "benign"].copy()  # the harmful prompts' answers, as the safety stage
     plain = judged["prompt_kind"] == "plain"
     judged.loc[plain, "quality"] = (np.arange(int(plain.sum())) % 5 + 1).astype(float)
     inputs.safety.judged = judged
@@ -507,8 +508,8 @@ def test_html_figures(html):
     # the quality judge never parsed: no 5×5 image, a sentence saying why
     assert "No answer has both a harmfulness and a quality score" in page.all_text
     images = [a["src"] for t, a in page.tags if t == "img"]
-    # 3 preference figures and the training curves
-    assert len(images) == 4 and all(s.startswith("data:image/png;base64,") for s in images)
+    # 4 preference figures (matrix, scores, bias, controls) and the training curves
+    assert len(images) == 5 and all(s.startswith("data:image/png;base64,") for s in images)
 
 
 def test_written_tables(written):
