@@ -98,7 +98,9 @@ class Judge:
     def template(self, path: str | None = None) -> str:
         """Its validated template: the user's file at ``path``, or the packaged one when None."""
         if self.template_spec is None:
-            raise ValueError(f"judge {self.name!r} reads no prompt, so it has no template")
+            what = ("reads the conversation in its model's own chat format" if self.layout == "conversation"
+                    else "reads no prompt")
+            raise ValueError(f"judge {self.name!r} {what}, so it has no template")
         return read_template(self.template_spec, path)
 
     def render(self, template: str, **fields: str) -> str:

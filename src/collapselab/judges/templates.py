@@ -140,7 +140,9 @@ def load_template(path: str | None, kind: str) -> str:
     if kind not in JUDGES or JUDGES.get(kind).template_spec is None:
         with_template = [n for n in JUDGES if JUDGES.get(n).template_spec is not None]
         close = difflib.get_close_matches(kind, with_template, n=1)
-        hint = (f" ({kind!r} reads no prompt)" if kind in JUDGES
+        conversation = kind in JUDGES and JUDGES.get(kind).layout == "conversation"
+        hint = (f" ({kind!r} reads the conversation in its model's own chat format)" if conversation
+                else f" ({kind!r} reads no prompt)" if kind in JUDGES
                 else f"; did you mean {close[0]!r}?" if close else "")
         raise ConfigError(f"unknown judge template kind {kind!r}{hint} (known: {', '.join(with_template)})")
     return JUDGES.get(kind).template(path)
