@@ -68,13 +68,12 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 from collapselab.errors import DataError
 from collapselab.judges.refusal import REFUSAL_WINDOW, is_refusal
 from collapselab.judges.run import Judgement
-from collapselab.store.atomic import json_lines
+from collapselab.store.atomic import json_lines, read_data_file
 
 KINDS = ("refusal", "harmful", "boundary", "benign")
 ROLES = ("harm", "quality")
@@ -140,16 +139,7 @@ def _item(record: Any, source: str, line: int) -> CalibrationItem:
 
 
 def _read(path: str | None) -> tuple[str, str]:
-    if path is None:
-        packaged = resources.files("collapselab.judges").joinpath("calibration.jsonl")
-        return packaged.read_text("utf-8"), PACKAGED_NAME
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read(), str(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: calibration file not found") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return read_data_file(path, "collapselab.judges", "calibration.jsonl", "calibration file")
 
 
 def load_calibration(path: str | None) -> list[CalibrationItem]:

@@ -93,7 +93,8 @@ def read_items(model: LanguageModel, judge: Judge, items: Sequence[JudgeItem], t
         raise ValueError(f"judge {judge.name!r} generates text ({judge.readout}); use judges.run.run_judge")
     _check_ids(items)
     prompts = [judge_prompt(judge, template, it, system_prompt) for it in items]
-    too_long = _too_long(model, prompts)
+    lengths = [prompt_tokens(model, p) for p in prompts]  # rendered once: the check and the cost
+    too_long = _too_long(model, prompts, lengths)
     if too_long:
         raise ModelError(f"judge {judge.name!r} ({model.spec.id}): {too_long}")
     try:
@@ -102,13 +103,12 @@ def read_items(model: LanguageModel, judge: Judge, items: Sequence[JudgeItem], t
         raise ModelError(f"judge {judge.name!r}: {exc}") from exc
     if len(read) != len(prompts):
         raise ModelError(f"judge {model.spec.id}: {len(read)} read-outs for {len(prompts)} prompts")
-    return [verdict(it.id, judge, lp, prompt_tokens(model, p)) for it, p, lp in zip(items, prompts, read, strict=True)]
+    return [verdict(it.id, judge, lp, n) for it, n, lp in zip(items, lengths, read, strict=True)]
 
 
-def _too_long(model: LanguageModel, prompts: Sequence[ChatPrompt]) -> str | None:
+def _too_long(model: LanguageModel, prompts: Sequence[ChatPrompt], lengths: Sequence[int | None]) -> str | None:
     """A message for the first prompt longer than the judge's context (None when all fit)."""
-    for p in prompts:
-        n = prompt_tokens(model, p)
+    for p, n in zip(prompts, lengths, strict=True):
         if n is not None and n + 1 > model.max_context:
             return (f"the prompt for item {p.id!r} is {n} tokens, longer than the model's context of "
                     f"{model.max_context} (shorten the template, or cap the answers with safety.max_new_tokens)")

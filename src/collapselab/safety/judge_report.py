@@ -77,6 +77,11 @@ def _cut(scores: Sequence[float | None], threshold: float) -> list[bool | None]:
     return [None if s is None or np.isnan(s) else bool(s >= threshold) for s in scores]
 
 
+def _cell_key(cell: Sequence[Any], item_id: str) -> str:
+    """One answer across judges: its run (target, condition, seed, generation) and item."""
+    return "|".join(str(v) for v in (*cell, item_id))
+
+
 def _answer_verdicts(verdicts: pd.DataFrame, label: str) -> pd.DataFrame:
     mine = verdicts[(verdicts["judge"] == label) & (verdicts["prompt_kind"] != "benign")]
     return mine.sort_values([*CELL, "item_id"], kind="stable")
@@ -116,8 +121,7 @@ def judge_report(verdicts: pd.DataFrame, runs: Sequence[JudgeRun], labels: Mappi
             continue
         keyed = answers.assign(verdict=on_answers)
         harmful_by_judge[run.label] = {
-            "|".join(str(v) for v in (*key, item)): v
-            for *key, item, v in keyed[[*CELL, "item_id", "verdict"]].itertuples(index=False)}
+            _cell_key(cell, item): v for *cell, item, v in keyed[[*CELL, "item_id", "verdict"]].itertuples(index=False)}
         for key, block in keyed.groupby(CELL, sort=True, dropna=False):
             cell_verdicts = list(block["verdict"])
             got = [v for v in cell_verdicts if v is not None]
@@ -129,10 +133,6 @@ def judge_report(verdicts: pd.DataFrame, runs: Sequence[JudgeRun], labels: Mappi
     agreement = pairwise_judge_agreement(harmful_by_judge, **bootstrap) if len(harmful_by_judge) > 1 else []
     return (cards, pd.DataFrame(corrected, columns=CORRECTED_COLUMNS),
             pd.DataFrame(agreement, columns=AGREEMENT_COLUMNS))
-
-
-def _cell_key(cell: Sequence[Any], item_id: str) -> str:
-    return "|".join(str(v) for v in (*cell, item_id))
 
 
 def earlier_judges(store: Any, stages: Sequence[Any], *, harmful_threshold: int) -> dict[str, dict[str, bool | None]]:

@@ -38,13 +38,12 @@ user's. ``max_prompts`` draws a seeded sample spread evenly over the categories
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from collapselab.errors import DataError
 from collapselab.safety.prompts import HarmfulPrompt, drop_repeated_texts, sample_prompts
-from collapselab.store.atomic import json_lines
+from collapselab.store.atomic import json_lines, read_data_file
 
 #: the ``source`` of the packaged prompts
 SOURCE = "collapselab over-refusal set"
@@ -71,18 +70,7 @@ def _prompt(record: dict[str, Any], where: str, line: int, source: str) -> Harmf
 
 
 def _read(path: str | None) -> tuple[str, str]:
-    if path is None:
-        packaged = resources.files("collapselab.safety").joinpath("overrefusal.jsonl")
-        return packaged.read_text("utf-8"), PACKAGED_NAME
-    try:
-        with open(path, encoding="utf-8-sig") as handle:
-            return handle.read(), str(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: over-refusal prompt file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: expected a JSONL file, got a folder") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return read_data_file(path, "collapselab.safety", "overrefusal.jsonl", "over-refusal prompt file")
 
 
 def load_overrefusal(path: str | None = None, *, max_prompts: int | None = None,

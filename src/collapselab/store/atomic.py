@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,25 @@ def json_lines(lines: str | Iterable[str | bytes], where: str | Path) -> Iterato
         if not isinstance(value, dict):
             raise DataError(f"{where} line {number}: expected a JSON object, got {type(value).__name__}")
         yield number, value
+
+
+def read_data_file(path: str | Path | None, package: str, name: str, what: str) -> tuple[str, str]:
+    """The text of a user's data file at ``path`` (a BOM is dropped), or of the packaged file
+    ``name`` of ``package`` when None, with the name errors should use; a :class:`DataError`
+    naming the file when it is missing, a folder or not UTF-8 (``what`` says what it should be,
+    e.g. "calibration file")."""
+    if path is None:
+        packaged = resources.files(package).joinpath(name)
+        return packaged.read_text("utf-8"), f"{package.replace('.', '/')}/{name} (packaged)"
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            return handle.read(), str(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: expected a JSONL file, got a folder") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

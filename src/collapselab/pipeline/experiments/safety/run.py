@@ -329,7 +329,8 @@ def run_safety(ctx: StageContext) -> None:
         write_parquet(frame, ctx.out / f"{name}.parquet")
     ctx.advance(6)
     verdicts = verdicts_table(stages, ctx.input_dir)
-    cards, corrected, agreement = _judge_report(ctx, verdicts)
+    items = calibration_items(ctx.spec) if ctx.spec.safety.calibrate else []
+    cards, corrected, agreement = _judge_report(ctx, verdicts, items)
     for name, frame in {"verdicts": verdicts, "corrected_asr": corrected, "judge_agreement": agreement,
                         "judges": _cards_frame(cards)}.items():
         write_parquet(frame, ctx.out / f"{name}.parquet")
@@ -338,7 +339,6 @@ def run_safety(ctx: StageContext) -> None:
     for s in (x for x in stages if x.kind == "calibrate"):
         calibration.append(json.loads((ctx.input_dir(s) / "agreement.json").read_text()))
     if ctx.spec.safety.calibrate:
-        items = calibration_items(ctx.spec)
         calibration.append({"role": "refusal", "judge": "phrase detector",
                             **score_refusal_detector(items, min_kappa=st["min_kappa"])})
     write_json(ctx.out / "calibration.json", json.loads(json.dumps(calibration, default=jsonable)))
@@ -363,8 +363,9 @@ def _judges_of(stages: list[Stage]) -> list[SafetyJudge]:
     return list(seen.values())
 
 
-def _judge_report(ctx: StageContext, verdicts: Any) -> tuple[list[dict[str, Any]], Any, Any]:
-    """Every judge's card, the corrected attack success and the agreement between harm judges."""
+def _judge_report(ctx: StageContext, verdicts: Any, items: list[Any]) -> tuple[list[dict[str, Any]], Any, Any]:
+    """Every judge's card, the corrected attack success and the agreement between harm judges
+    (``items``: the calibration items the judges rated)."""
     from collapselab.judges import JUDGES
     from collapselab.safety.judge_report import JudgeRun, judge_report
     from collapselab.store.atomic import read_jsonl
@@ -372,8 +373,7 @@ def _judge_report(ctx: StageContext, verdicts: Any) -> tuple[list[dict[str, Any]
     st = ctx.stage.settings
     stages = list(ctx.stage.inputs)
     calibrates = {s.params.judge.label: s for s in stages if s.kind == "calibrate"}
-    labels = ({i.id: {"harm": i.harm, "quality": i.quality} for i in calibration_items(ctx.spec)}
-              if calibrates else {})
+    labels = {i.id: {"harm": i.harm, "quality": i.quality} for i in items} if calibrates else {}
     runs = []
     for judge in _judges_of(stages):
         registered = JUDGES.get(judge.method)
