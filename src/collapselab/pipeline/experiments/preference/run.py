@@ -65,6 +65,22 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit].rstrip() + " …"
 
 
+def _read_pairs(model: Any, judge: Any, template: str, chunk: list[Any], instruction: dict[str, str],
+                texts: dict[str, dict[str, str]], limit: int,
+                system: str | None) -> list[tuple[Any, dict, float, float]]:
+    """A choice judge (pairwise or recognition) on each comparison's pair of texts, "Text A" the
+    first: per comparison, its A/B log-probabilities, p_A renormalised over A and B, and their mass."""
+    from collapselab.judges.pairwise import renormalised
+    from collapselab.models.base import ChatPrompt
+
+    prompts = [ChatPrompt(c.id, judge.render(template, instruction=instruction[c.item_id],
+                                             text_a=_cut(texts[c.first][c.item_id], limit),
+                                             text_b=_cut(texts[c.second][c.item_id], limit)), system)
+               for c in chunk]
+    read = model.choice_logprobs(prompts, judge.choices)
+    return [(c, lp, *renormalised(lp, *judge.choices)) for c, lp in zip(chunk, read, strict=True)]
+
+
 def _judge_inputs(ctx: StageContext) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]], list[str]]:
     """A judge stage's items, the texts per source and item (the human one included) and its
     sources in plan order (the candidates' order, then the human text)."""
@@ -114,7 +130,6 @@ def _checkpointed(ctx: StageContext, name: str, items: list[Any], work, item_id)
 def run_prefer(ctx: StageContext) -> None:
     """One judge: every pair of sources in both orders per item, and a rating per text."""
     from collapselab.judges import JUDGES
-    from collapselab.judges.pairwise import renormalised
     from collapselab.judges.rating import choice_mass
     from collapselab.models.base import ChatPrompt
     from collapselab.preference.prompts import Comparison, comparison_plan
@@ -132,16 +147,9 @@ def run_prefer(ctx: StageContext) -> None:
     get_model = _judge_model(ctx)
 
     def compare(chunk: list[Comparison]) -> list[dict[str, Any]]:
-        prompts = [ChatPrompt(c.id, pairwise.render(st["templates"]["pairwise"],
-                                                    instruction=instruction[c.item_id],
-                                                    text_a=_cut(texts[c.first][c.item_id], limit),
-                                                    text_b=_cut(texts[c.second][c.item_id], limit)), system)
-                   for c in chunk]
-        out = []
-        for c, lp in zip(chunk, get_model().choice_logprobs(prompts, pairwise.choices), strict=True):
-            p_a, mass = renormalised(lp, *pairwise.choices)
-            out.append({"id": c.id, "logp_a": lp["A"], "logp_b": lp["B"], "p_a": p_a, "choice_mass": mass})
-        return out
+        return [{"id": c.id, "logp_a": lp["A"], "logp_b": lp["B"], "p_a": p_a, "choice_mass": mass}
+                for c, lp, p_a, mass in _read_pairs(get_model(), pairwise, st["templates"]["pairwise"], chunk,
+                                                    instruction, texts, limit, system)]
 
     def rate(ids: list[str]) -> list[dict[str, Any]]:
         prompts = []
@@ -294,9 +302,7 @@ def run_familiarity(ctx: StageContext) -> None:
 def run_recognize(ctx: StageContext) -> None:
     """One judge, shown its own source's text against every other source's (both orders, per
     item), says which one it wrote: p_A from its next-token distribution, as for preference."""
-    from collapselab.judges.pairwise import renormalised
     from collapselab.judges.recognition import RECOGNITION
-    from collapselab.models.base import ChatPrompt
     from collapselab.preference.prompts import Comparison
     from collapselab.preference.recognition import recognition_plan, recognition_record
     from collapselab.store.atomic import write_json, write_jsonl
@@ -310,15 +316,9 @@ def run_recognize(ctx: StageContext) -> None:
     get_model = _judge_model(ctx)
 
     def ask(chunk: list[Comparison]) -> list[dict[str, Any]]:
-        prompts = [ChatPrompt(c.id, RECOGNITION.render(st["template"], instruction=instruction[c.item_id],
-                                                       text_a=_cut(texts[c.first][c.item_id], limit),
-                                                       text_b=_cut(texts[c.second][c.item_id], limit)), system)
-                   for c in chunk]
-        out = []
-        for c, lp in zip(chunk, get_model().choice_logprobs(prompts, RECOGNITION.choices), strict=True):
-            p_a, mass = renormalised(lp, *RECOGNITION.choices)
-            out.append({"id": c.id, **recognition_record(c, own, p_a, lp["A"], lp["B"], mass)})
-        return out
+        return [{"id": c.id, **recognition_record(c, own, p_a, lp["A"], lp["B"], mass)}
+                for c, lp, p_a, mass in _read_pairs(get_model(), RECOGNITION, st["template"], chunk, instruction,
+                                                    texts, limit, system)]
 
     asked = _checkpointed(ctx, "recognition", plan, ask, lambda c: c.id)
     labels = _labels(ctx)
