@@ -98,7 +98,8 @@ def build_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Any]:
                      lambda: collapse_plots.training_curves(inputs.training), failures)
     return {"main": main, "heatmaps": heatmaps, "sources": sources, "training": training,
             "safety": _safety_plots(inputs, failures), "preference": _preference_plots(inputs, failures),
-            "generations": _generation_plots(inputs, failures), "more": _registered_plots(inputs, failures)}
+            "generations": _generation_plots(inputs, failures), "more": _registered_plots(inputs, failures),
+            "sections": _section_plots(inputs, failures)}
 
 
 def _registered_plots(inputs: ReportInputs, failures: list[str]) -> list[Plot]:
@@ -109,6 +110,13 @@ def _registered_plots(inputs: ReportInputs, failures: list[str]) -> list[Plot]:
         out.append(_plot(f"plot-{name}", plot.title, plot.caption, lambda plot=plot: plot.draw(inputs), failures,
                          plot.empty))
     return out
+
+
+def _section_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, list[Plot]]:
+    """The figures of the collapse-loop sections (:mod:`collapselab.report.sections`), by section."""
+    return {section.key: [_plot(f"plot-{section.key}-{f.key}", f.title, f.caption, f.draw, failures)
+                          for f in section.figures]
+            for section in getattr(inputs, "sections", [])}
 
 
 def _generation_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Plot]:
@@ -223,7 +231,8 @@ def render_html(inputs: ReportInputs) -> str:
         stage_counts=inputs.stage_counts,
         experiments=experiments(inputs),
         conditions=conditions,
-        warnings=[*tables.warnings, *failures],
+        warnings=[*tables.warnings, *getattr(inputs, "section_failures", []),
+                  *(w for section in getattr(inputs, "sections", []) for w in section.warnings), *failures],
         t=tables,
         figures=figures,
         collapse=inputs.collapse,
@@ -233,4 +242,5 @@ def render_html(inputs: ReportInputs) -> str:
         has_factorial=not tables.factorial.empty,
         has_seed_spread=not tables.seed_spread.empty,
         generations=generations.generation_sections(inputs),
+        sections=getattr(inputs, "sections", []),
     )

@@ -144,6 +144,10 @@ class ReportInputs:
     # stats.primary resolved (experiment -> metric names) and stats.correction: the primary-endpoint family
     primary: dict[str, tuple[str, ...]] = field(default_factory=dict)
     primary_correction: str = "holm"
+    #: the collapse-loop sections and any plug-in's (:mod:`collapselab.report.sections`), built from
+    #: the run's finished stages; ``section_failures``: one warning per builder that failed
+    sections: list[Any] = field(default_factory=list)
+    section_failures: list[str] = field(default_factory=list)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -313,7 +317,7 @@ def collect(spec, run_dir: str | Path) -> ReportInputs:
     parts = _collapse_parts(stages, store)
     safety, preference = _safety(spec, stages, store), _preference(spec, stages, store)
     _mark_endpoints(spec, parts, safety, preference)
-    return ReportInputs(
+    inputs = ReportInputs(
         title=spec.name, config_yaml=spec_to_yaml(spec), **parts,
         embedding_map=_embedding_map(stages, store) if collapse else pd.DataFrame(),
         # without Experiment 1 the answers to the test prompts are shown nowhere
@@ -322,6 +326,10 @@ def collect(spec, run_dir: str | Path) -> ReportInputs:
         safety=safety, preference=preference, conditions=[c.label for c in spec.conditions],
         primary=spec.stats.primary_endpoints, primary_correction=spec.stats.correction,
     )
+    from collapselab.report.sections import SectionContext, build_sections
+
+    inputs.sections, inputs.section_failures = build_sections(SectionContext(spec, stages, store, inputs))
+    return inputs
 
 
 def _mark_endpoints(spec, parts: dict[str, Any], safety: SafetyInputs | None,

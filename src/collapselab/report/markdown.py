@@ -128,6 +128,18 @@ def _generations(sections: list[GenerationSection]) -> list[str]:
     return parts
 
 
+def _loop_sections(sections: list) -> list[str]:
+    """The collapse-loop sections (:mod:`collapselab.report.sections`): intro and tables."""
+    parts = ["## The collapse loop\n"]
+    for section in sections:
+        parts.append(f"### {escape(section.title)}\n")
+        if section.intro:
+            parts.append(escape(section.intro) + "\n")
+        for t in section.tables:
+            parts.append(table(t))
+    return parts
+
+
 def render_markdown(inputs: ReportInputs) -> str:
     """The report's tables — every experiment's summary, tests and the rest — as one Markdown
     document."""
@@ -139,9 +151,11 @@ def render_markdown(inputs: ReportInputs) -> str:
     if inputs.stage_counts:
         meta.append("stages: " + ", ".join(f"{n} {escape(k)}" for k, n in inputs.stage_counts.items()))
     parts.append(" · ".join(meta) + "\n")
-    if t.warnings:
+    sections = getattr(inputs, "sections", [])
+    warnings = [*t.warnings, *getattr(inputs, "section_failures", []), *(w for s in sections for w in s.warnings)]
+    if warnings:
         parts.append("## Read before the numbers\n")
-        parts.append("\n".join(f"- {escape(w)}" for w in t.warnings) + "\n")
+        parts.append("\n".join(f"- {escape(w)}" for w in warnings) + "\n")
     if t.primary is not None:
         parts += ["## Primary endpoints\n", table(t.primary)]
     if inputs.collapse:
@@ -150,9 +164,11 @@ def render_markdown(inputs: ReportInputs) -> str:
         parts += _safety(t.safety)
     if t.preference is not None:
         parts += _preference(t.preference)
-    sections = generation_sections(inputs)
-    if sections:  # one generation: nothing the tables above do not already show
-        parts += _generations(sections)
+    generation_parts = generation_sections(inputs)
+    if generation_parts:  # one generation: nothing the tables above do not already show
+        parts += _generations(generation_parts)
+    if sections:
+        parts += _loop_sections(sections)
     parts += ["## Training\n", table(t.training)]
     if inputs.config_yaml:
         parts += ["## Resolved config\n", _fence(inputs.config_yaml)]

@@ -21,6 +21,7 @@ LAYERS = {
     "labels": 1,
     "figures": 1,
     "plot_registry": 1,
+    "sections": 1,  # the registry of the collapse-loop sections (they register into it, at layer 4)
     "inputs": 2,
     # tables every experiment shares
     "stat_tests": 3,
