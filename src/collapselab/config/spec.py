@@ -11,7 +11,16 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from collapselab.naming import slug
 
@@ -75,13 +84,29 @@ class SplitSpec(Spec):
 
 
 class DecodingSpec(Spec):
-    """Sampling settings for every generation (the study's defaults)."""
+    """Sampling settings for every generation (the study's defaults).
+
+    ``num_beams`` > 1: beam search (the hf backend only; temperature 0 gives plain beam search,
+    above 0 beam-sample). It is left out of every dump at its default 1, so the keys of stages
+    made before it existed stay."""
 
     temperature: float = Field(0.7, ge=0.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     max_new_tokens: int = Field(1024, ge=1)
     system_prompt: str | None = STUDY_SYSTEM_PROMPT
     seed: int = 42
+    num_beams: int = Field(1, ge=1)
+
+    @model_serializer(mode="wrap")
+    def _drop_default_beams(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("num_beams") == 1:
+            data.pop("num_beams")
+        return data
+
+
+#: the decoding fields a ``decodings`` entry may override (the prompt and the seed stay the run's)
+DECODING_FACTORS = ("temperature", "top_p", "num_beams", "max_new_tokens")
 
 
 class ModelSpec(Spec):
@@ -192,14 +217,31 @@ class LoraSpec(Spec):
 
 class Condition(Spec):
     """A training condition: ``vanilla`` (no fine-tuning), ``human``, ``single`` (one source)
-    or ``multi`` (several sources with weights; equal shares when none are given)."""
+    or ``multi`` (several sources with weights; equal shares when none are given).
+
+    A synthetic condition may carry two decorations (issue 13): ``decoding`` names an entry of
+    the experiment's ``decodings`` (how its training data is sampled: a grid factor) and
+    ``curation`` an entry of ``curation`` (a filter or reweighting between generate and mix).
+    They are written after the sources: ``single:a|decoding=hot|curate=low-ppl``."""
 
     kind: Literal["vanilla", "human", "single", "multi"]
     sources: tuple[str, ...] = ()
     weights: tuple[float, ...] = ()
+    decoding: str | None = None
+    curation: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_no_decorations(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in ("decoding", "curation"):
+                if data.get(name) is None:
+                    data.pop(name, None)
+        return data
 
     @property
-    def label(self) -> str:
+    def base_label(self) -> str:
+        """The label without decorations (``single:a`` for ``single:a|curate=x``)."""
         if self.kind in ("vanilla", "human"):
             return self.kind
         if self.kind == "single":
@@ -207,6 +249,20 @@ class Condition(Spec):
         parts = [f"{s}={w:g}" for s, w in zip(self.sources, self.normalized_weights, strict=True)]
         equal = len(set(self.normalized_weights)) == 1
         return "multi:" + ",".join(self.sources if equal else parts)
+
+    @property
+    def label(self) -> str:
+        return self.base_label + self.decorations
+
+    @property
+    def decorations(self) -> str:
+        """``|decoding=NAME`` and ``|curate=NAME`` as the label writes them ("" for none)."""
+        return ((f"|decoding={self.decoding}" if self.decoding else "")
+                + (f"|curate={self.curation}" if self.curation else ""))
+
+    def undecorated(self, *, keep_decoding: bool = False) -> Condition:
+        """The same condition without its curation (and without its decoding unless kept)."""
+        return self.model_copy(update={"curation": None, **({} if keep_decoding else {"decoding": None})})
 
     @property
     def normalized_weights(self) -> tuple[float, ...]:
@@ -242,13 +298,36 @@ class Condition(Spec):
                 raise ValueError("only 'multi' conditions take weights")
             if len(self.weights) != len(self.sources) or any(w <= 0 for w in self.weights):
                 raise ValueError("weights must be positive, one per source")
+        if (self.decoding or self.curation) and self.kind not in ("single", "multi"):
+            raise ValueError(f"condition {self.kind!r}: only synthetic conditions (single, multi) take "
+                             "'decoding=' or 'curate=': they change how the synthetic training data is made")
+        for name in (self.decoding, self.curation):
+            if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+                raise ValueError(f"condition decoration {name!r}: use letters, digits, '_', '-', '.'")
         return self
 
     @classmethod
     def parse(cls, text: str, tiers: dict[str, tuple[str, ...]] | None = None) -> Condition:
         """Parse ``vanilla``, ``human``, ``single:SRC``, ``multi:A,B`` / ``multi:A=0.7,B=0.3``
-        or ``multi:tier=NAME`` (all sources of a tier)."""
-        kind, _, rest = text.strip().partition(":")
+        or ``multi:tier=NAME`` (all sources of a tier), each optionally followed by decorations
+        ``|decoding=NAME`` and ``|curate=NAME``."""
+        head, *decorations = text.split("|")
+        extra: dict[str, str] = {}
+        for part in decorations:
+            name, eq, value = part.strip().partition("=")
+            field = {"decoding": "decoding", "curate": "curation"}.get(name.strip())
+            if not eq or field is None or not value.strip():
+                raise ValueError(f"condition {text!r}: after '|' expected 'decoding=NAME' or 'curate=NAME', "
+                                 f"not {part.strip()!r}")
+            if field in extra:
+                raise ValueError(f"condition {text!r}: {name.strip()!r} given twice")
+            extra[field] = value.strip()
+        base = cls._parse_base(head, tiers, text)
+        return cls(**{**base.model_dump(), **extra}) if extra else base
+
+    @classmethod
+    def _parse_base(cls, head: str, tiers: dict[str, tuple[str, ...]] | None, text: str) -> Condition:
+        kind, _, rest = head.strip().partition(":")
         kind = kind.strip()
         if kind in ("vanilla", "human"):
             if rest:
@@ -282,6 +361,42 @@ class MetricSpec(Spec):
     settings: dict[str, Any] = {}
 
 
+class SamplesSpec(Spec):
+    """k answers per test prompt (issue 13): each fine-tuned (and vanilla) model answers the
+    first ``prompts`` test prompts (None: all) ``k`` times, and the within-prompt metrics
+    (``metrics``; None: distinct@k and the mean pairwise distance) measure diversity *within* each
+    prompt — per-prompt mode collapse is invisible in cross-prompt diversity (NoveltyBench)."""
+
+    k: int
+    prompts: int | None = Field(None, ge=1)
+    metrics: tuple[MetricSpec, ...] | None = None
+
+    @field_validator("k")
+    @classmethod
+    def _several(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError(f"collapse.samples.k: {value} answers per prompt cannot show diversity within a "
+                             "prompt; give k ≥ 2 (or leave collapse.samples out)")
+        return value
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metric_shorthand(cls, value):  # type: ignore[no-untyped-def]
+        if value is None or not isinstance(value, (list, tuple)):
+            return value
+        return [{"name": item} if isinstance(item, str) else item for item in value]
+
+
+class HomogeneitySpec(Spec):
+    """How alike the sources really are (issue 13): for the train prompts every source answers,
+    cross-source embedding similarity, cluster overlap and shared n-gram rate, per source pair and
+    tier (needs ``collapse.training_data`` and two or more sources)."""
+
+    enabled: bool = True
+    ngram: int = Field(3, ge=1)
+    clusters: int = Field(8, ge=2)
+
+
 class CollapseSpec(Spec):
     """Experiment 1 — distribution collapse: the metric suite on every condition's responses and
     on each source's synthetic training data, its statistics and the report."""
@@ -300,6 +415,8 @@ class CollapseSpec(Spec):
     jackknife_groups: int = Field(20, ge=0)  # delete-a-group jackknife for corpus-level metrics (0: none)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     seed: int = 0
+    samples: SamplesSpec | None = None  # k answers per test prompt and the within-prompt metrics
+    homogeneity: HomogeneitySpec = HomogeneitySpec()
 
     @field_validator("metrics", mode="before")
     @classmethod
@@ -577,9 +694,43 @@ class GenerationsSpec(Spec):
     """
 
     count: int = Field(1, ge=1)
-    mode: Literal["replace", "accumulate"] = "replace"
+    #: ``accumulate-subsample`` (Kazdan et al. 2025): every generation trains on a fixed-size
+    #: seeded sample (``subsample`` examples; None: generation 0's training-set size) of all data
+    #: so far
+    mode: Literal["replace", "accumulate", "accumulate-subsample"] = "replace"
+    subsample: int | None = Field(None, ge=1)
     human_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    #: the cardinality of fresh human data: exactly this many of each new generation's examples are
+    #: human answers (instead of a share, ``human_fraction``; give one of the two)
+    human_count: int | None = Field(None, ge=0)
+    #: how a multi-source chain makes its later generations: ``chains`` (each source's share comes
+    #: from that source's single-source chain: the mixture-trained model never writes data) or
+    #: ``closed`` (the multi-source condition's own fine-tuned model writes all of its next
+    #: generation's data: a mixture-trained model consuming its own outputs)
+    multi_loop: Literal["chains", "closed"] = "chains"
     seed: int = 0
+
+    @model_serializer(mode="wrap")
+    def _drop_new_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name, default in (("subsample", None), ("human_count", None), ("multi_loop", "chains")):
+                if data.get(name, default) == default:
+                    data.pop(name, None)
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GenerationsSpec:
+        if self.subsample is not None and self.mode != "accumulate-subsample":
+            raise ValueError(f"generations.subsample: only mode 'accumulate-subsample' draws a subsample "
+                             f"(mode is {self.mode!r})")
+        if self.human_count is not None and self.human_fraction > 0:
+            raise ValueError("generations.human_count: give the fresh human data as a share (human_fraction) "
+                             "or as a count (human_count), not both")
+        if self.multi_loop == "closed" and self.count < 2:
+            raise ValueError("generations.multi_loop: 'closed' needs generations.count ≥ 2 (generation 0 has "
+                             "no loop to close)")
+        return self
 
 
 #: The study's headline outcomes, the default primary endpoints: Experiment 1's five metrics, mean
@@ -655,6 +806,68 @@ def _metric_names() -> list[str]:
     return METRICS.names()
 
 
+class CurationSpec(Spec):
+    """A curation step between generate and mix (issue 13, the mitigation arm): every synthetic
+    example of a condition that names it (``single:a|curate=NAME``) gets a score, and a rule keeps
+    or reweights them. The mix keeps what was dropped and why.
+
+    * ``score``: ``perplexity`` (of the answer given the prompt under ``model``; default the first
+      target), ``judge`` (the expected 1–5 quality rating of a rating judge, ``model``, read from
+      its probabilities; ``template`` overrides the packaged quality-rating prompt), ``length``
+      (whitespace words) or ``detector`` (P(human-written) from a machine-text detector: an ``hf/``
+      sequence classifier given by hub id or folder; ``human_label`` names its human class, else it
+      is found in the model's labels);
+    * ``rule``: ``keep_rate`` (keep that share of the examples, best scores first), ``threshold``
+      (keep those at or beyond it), ``resample`` (importance resampling, Drayson et al. 2025: as
+      many examples as the pool, drawn with replacement with weights P(human) / P(machine); the
+      detector only);
+    * ``keep``: which end is kept, ``low`` or ``high`` (default: low perplexity, high rating, high
+      P(human); ``length`` has no natural direction and needs it).
+    """
+
+    name: str
+    score: Literal["perplexity", "judge", "length", "detector"]
+    model: ModelSpec | None = None
+    rule: Literal["keep_rate", "threshold", "resample"] = "keep_rate"
+    keep_rate: float = 0.5
+    threshold: float | None = None
+    keep: Literal["low", "high"] | None = None
+    template: str | None = None
+    human_label: str | None = None
+    seed: int = 0
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_shorthand(cls, value):  # type: ignore[no-untyped-def]
+        return {"id": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> CurationSpec:
+        where = f"curation.{self.name}"
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+            raise ValueError(f"{where}.name: use letters, digits, '_', '-', '.'")
+        if not 0.0 < self.keep_rate <= 1.0:
+            raise ValueError(f"{where}.keep_rate: {self.keep_rate:g} is outside (0, 1]: the share of examples kept")
+        if self.rule == "threshold" and self.threshold is None:
+            raise ValueError(f"{where}.threshold: rule 'threshold' needs a threshold")
+        if self.rule == "resample" and self.score != "detector":
+            raise ValueError(f"{where}.rule: 'resample' weighs by P(human)/P(machine), which only score "
+                             "'detector' gives")
+        if self.score in ("judge", "detector") and self.model is None:
+            raise ValueError(f"{where}.model: score {self.score!r} needs a model")
+        if self.score == "length" and self.keep is None:
+            raise ValueError(f"{where}.keep: length has no better end; say 'low' or 'high'")
+        if self.score == "detector" and self.model is not None and self.model.backend != "hf":
+            raise ValueError(f"{where}.model: a detector is an hf sequence classifier ('hf/ORG/NAME' or "
+                             f"'hf/./folder'), not {self.model.id!r}")
+        return self
+
+    @property
+    def kept_end(self) -> str:
+        """The end of the score that is kept."""
+        return self.keep or {"perplexity": "low", "judge": "high", "detector": "high"}.get(self.score, "low")
+
+
 class ExperimentSpec(Spec):
     """A whole experiment: human corpus → sources → conditions → targets → responses."""
 
@@ -677,6 +890,11 @@ class ExperimentSpec(Spec):
     # own draw of the data)
     seed_scope: Literal["training", "data"] = "training"
     generations: GenerationsSpec = GenerationsSpec()
+    #: named decoding variants a condition may use for its training data (``single:a|decoding=NAME``):
+    #: each overrides some of temperature, top_p, num_beams, max_new_tokens of ``decoding``
+    decodings: dict[str, dict[str, Any]] = {}
+    #: named curation steps a condition may use (``single:a|curate=NAME``), see :class:`CurationSpec`
+    curation: tuple[CurationSpec, ...] = ()
     collapse: CollapseSpec = CollapseSpec()
     safety: SafetySpec = SafetySpec()
     preference: PreferenceSpec = PreferenceSpec()
@@ -735,17 +953,70 @@ class ExperimentSpec(Spec):
             if src not in names:
                 raise ValueError(f"preference.own.{target}: unknown source {src!r} (sources: {names})")
         self._check_per_target(names)
-        if self.generations.count > 1:
-            singles = {c.sources[0] for c in self.conditions if c.kind == "single"}
+        self._check_decorations()
+        if self.generations.count > 1 and self.generations.multi_loop == "chains":
+            labels_set = set(labels)
             for cond in self.conditions:
-                missing = [src for src in cond.sources if cond.kind == "multi" and src not in singles]
+                if cond.kind != "multi":
+                    continue
+                missing = [self.chain_of(cond, src) for src in cond.sources]
+                missing = [m for m in missing if m not in labels_set]
                 if missing:
                     raise ValueError(f"generations: {cond.label!r} draws later generations from each source's "
-                                     f"single-source chain; add the conditions "
-                                     f"{', '.join('single:' + m for m in missing)}")
+                                     f"single-source chain (generations.multi_loop 'chains'); add the conditions "
+                                     f"{', '.join(missing)}, or set generations.multi_loop: closed")
+        if self.generations.multi_loop == "closed" and not any(c.kind == "multi" for c in self.conditions):
+            raise ValueError("generations.multi_loop: 'closed' closes the loop of multi-source conditions, and "
+                             "the conditions have none")
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
             raise ValueError("seeds: give at least one seed, no repeats")
         return self
+
+    def _check_decorations(self) -> None:
+        """``decodings`` override known decoding fields; every decoration names an entry; curation
+        names are unique."""
+        for name, override in self.decodings.items():
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+                raise ValueError(f"decodings.{name}: use letters, digits, '_', '-', '.' in the name")
+            unknown = sorted(set(override) - set(DECODING_FACTORS))
+            if unknown:
+                raise ValueError(f"decodings.{name}: {', '.join(unknown)} cannot vary by condition (a decoding "
+                                 f"variant sets {', '.join(DECODING_FACTORS)})")
+            try:
+                DecodingSpec.model_validate({**self.decoding.model_dump(), **override})
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"decodings.{name}: {problems}") from None
+        curations = [c.name for c in self.curation]
+        if len(set(curations)) != len(curations):
+            raise ValueError(f"curation: a name is used twice: {curations}")
+        for cond in self.conditions:
+            if cond.decoding is not None and cond.decoding not in self.decodings:
+                raise ValueError(f"conditions: {cond.label!r} uses decoding {cond.decoding!r}, which decodings "
+                                 f"does not define (decodings: {sorted(self.decodings)})")
+            if cond.curation is not None and cond.curation not in curations:
+                raise ValueError(f"conditions: {cond.label!r} uses curation {cond.curation!r}, which curation "
+                                 f"does not define (curation: {curations})")
+
+    def data_decoding(self, cond: Condition, base: DecodingSpec) -> DecodingSpec:
+        """The decoding a condition's training data is sampled with: ``base`` (a source's or the
+        experiment's decoding) with the condition's ``decodings`` entry applied."""
+        if cond.decoding is None:
+            return base
+        return DecodingSpec.model_validate({**base.model_dump(), **self.decodings[cond.decoding]})
+
+    def curation_step(self, name: str) -> CurationSpec:
+        """The ``curation`` entry called ``name``."""
+        return next(c for c in self.curation if c.name == name)
+
+    def chain_of(self, cond: Condition, source: str) -> str:
+        """The label of the chain whose model writes ``source``'s share of a synthetic condition's
+        later generations: a single-source condition's own; for a multi-source condition its own
+        with ``generations.multi_loop`` 'closed', else the single-source chain of that source with
+        the same decoding (``single:SRC`` or ``single:SRC|decoding=NAME``)."""
+        if cond.kind == "single" or self.generations.multi_loop == "closed":
+            return cond.label
+        return Condition(kind="single", sources=(source,), decoding=cond.decoding).label
 
     def _check_per_target(self, names: list[str]) -> None:
         """``lora_overrides`` and ``preference.sources_by_target``: known targets, valid LoRA fields,

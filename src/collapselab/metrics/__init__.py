@@ -8,5 +8,7 @@ __all__ = ["METRICS", "Metric", "MetricResult", "TextSet", "build_metric"]
 from collapselab.metrics import (
     catalog_embedding,  # noqa: E402,F401
     catalog_lexical,  # noqa: E402,F401
+    catalog_memorization,  # noqa: E402,F401
     catalog_perplexity,  # noqa: E402,F401
+    catalog_within_prompt,  # noqa: E402,F401
 )

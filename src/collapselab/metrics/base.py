@@ -17,7 +17,8 @@ import numpy as np
 
 from collapselab.registry import Registry
 
-Need = Literal["sentences", "embeddings", "sentence_embeddings", "logprobs", "human_logprobs", "human"]
+Need = Literal["sentences", "embeddings", "sentence_embeddings", "logprobs", "human_logprobs", "human",
+               "samples", "sample_embeddings", "training_texts"]
 
 
 @dataclass
@@ -47,6 +48,13 @@ class TextSet:
     human_logprobs: list[np.ndarray] | None = None
     human: TextSet | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: a set of k answers per prompt (``collapse.samples``): item i is a prompt, ``samples[i]`` its
+    #: k answers and ``sample_embeddings[i]`` their embeddings (k × d); ``texts[i]`` is the first
+    samples: list[list[str]] | None = None
+    sample_embeddings: list[np.ndarray] | None = None
+    #: the texts the set's model was fine-tuned on (its mix's answers), for the memorization
+    #: metrics; None where there are none (vanilla, sources, human references)
+    training_texts: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -190,4 +198,8 @@ def subset(texts: TextSet, indices: np.ndarray) -> TextSet:
         human_logprobs=texts.human_logprobs,
         human=texts.human,
         meta=texts.meta,
+        samples=[texts.samples[i] for i in indices] if texts.samples is not None else None,
+        sample_embeddings=([texts.sample_embeddings[i] for i in indices]
+                           if texts.sample_embeddings is not None else None),
+        training_texts=texts.training_texts,
     )

@@ -97,6 +97,9 @@ def missing_inputs(metric: Metric, texts: TextSet) -> str | None:
         "embeddings": texts.embeddings is None,
         "sentence_embeddings": texts.sentence_embeddings is None,
         "sentences": texts.sentences is None,
+        "samples": texts.samples is None,
+        "sample_embeddings": texts.sample_embeddings is None,
+        "training_texts": texts.training_texts is None,
     }
     missing = [n for n in needs if checks.get(n)]
     return f"needs {', '.join(sorted(missing))}, which this set does not have" if missing else None

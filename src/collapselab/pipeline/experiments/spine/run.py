@@ -230,8 +230,9 @@ def run_train(ctx: StageContext) -> None:
 
     p = ctx.stage.params
     target: ModelSpec = p.target
-    if target.backend != "hf":
-        raise DataError(f"target {target.id}: only 'hf' targets can be fine-tuned")
+    if target.backend not in ("hf", "toy"):
+        raise DataError(f"target {target.id}: only 'hf' targets (and 'toy' ones, refitted by counting) can be "
+                        "fine-tuned")
     ctx.models.close()  # free the sampling model's memory before training
     mix = read_jsonl(ctx.input_dir(ctx.stage.input("mix")) / "train.jsonl")
     system = ctx.stage.input("mix").settings["system_prompt"]
@@ -240,6 +241,12 @@ def run_train(ctx: StageContext) -> None:
     def progress(step: int, total: int, loss: float) -> None:
         ctx.set_total(total)
         ctx.advance(1)
+
+    if target.backend == "toy":  # the ground-truth loop: a categorical model refitted by counting
+        from collapselab.train.toy import train_toy
+
+        train_toy(target, examples, out_dir=ctx.out, seed=p.seed, progress=progress)
+        return
 
     train_lora(resolve_weights(target), examples, ctx.spec.lora_for(p.target_name), seed=p.seed, out_dir=ctx.out,
                chat_mode=target.chat, progress=progress)
