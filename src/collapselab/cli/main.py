@@ -85,6 +85,21 @@ def plan(
     plan_command(config, overrides, totals, csv)
 
 
+@app.command("sweep-human-data")
+def sweep_human_data(
+    config: Path = typer.Argument(..., help="Experiment YAML with recursive generations."),
+    out_dir: Path = typer.Argument(..., help="Folder for the configs (one per point) and sweep.json."),
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
+    proportion: str = typer.Option("", "--proportion", help="Shares of fresh human data, e.g. 0.1,0.25,0.5."),
+    count: str = typer.Option("", "--count", help="Counts of fresh human examples per generation, e.g. 4,8,16."),
+) -> None:
+    """Write one config per fresh-human-data setting: as a proportion (human_fraction) vs as a cardinality
+    (human_count), the rest of CONFIG unchanged."""
+    from collapselab.cli.sweep import sweep_human_data_command
+
+    sweep_human_data_command(config, out_dir, overrides, proportion, count)
+
+
 @app.command()
 def lineage(
     run_dir: Path = typer.Argument(..., help="A run folder."),

@@ -489,10 +489,11 @@ class HFModel:
         filler = max(0, _MIN_ROWS - n_real)
         ids, mask = (t.to(self.device) for t in _left_pad(prompt_ids + prompt_ids[:1] * filler, self.pad_id))
         seeds = seeds + seeds[:1] * filler
-        config = GenerationConfig(max_new_tokens=decoding.max_new_tokens, do_sample=False, num_beams=1,
-                                  eos_token_id=self.stop_ids, pad_token_id=self.pad_id)
+        # beam search (decoding.num_beams > 1) is deterministic: temperature and top-p do not apply
+        config = GenerationConfig(max_new_tokens=decoding.max_new_tokens, do_sample=False,
+                                  num_beams=decoding.num_beams, eos_token_id=self.stop_ids, pad_token_id=self.pad_id)
         processors = LogitsProcessorList()
-        if decoding.temperature > 0:
+        if decoding.temperature > 0 and decoding.num_beams == 1:
             processors.append(_row_sampler(seeds, decoding.temperature, decoding.top_p))
         with torch.inference_mode():
             out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config,

@@ -229,6 +229,9 @@ class LlamaCppModel:
         prompt's text does not depend on which prompts came before it. The end token llama.cpp
         stops at is not in the text but counts as generated, as in the hf backend.
         """
+        from collapselab.models.beams import refuse_beams
+
+        refuse_beams(self.spec, decoding)
         if not prompts:
             return []
         rows = [self.prompt_ids(p) for p in prompts]

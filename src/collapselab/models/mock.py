@@ -71,6 +71,9 @@ class MockModel:
 
     def generate(self, prompts: Sequence[ChatPrompt], decoding: DecodingSpec, *,
                  progress: Progress | None = None) -> list[Generation]:
+        from collapselab.models.beams import refuse_beams
+
+        refuse_beams(self.spec, decoding)
         self.calls += 1
         out = []
         for p in prompts:

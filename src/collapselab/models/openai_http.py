@@ -397,6 +397,9 @@ class OpenAIModel:
         prompt_seed(decoding.seed, prompt.id)`` makes seeded servers reproducible. Token counts
         come from the response's ``usage``.
         """
+        from collapselab.models.beams import refuse_beams
+
+        refuse_beams(self.spec, decoding)
         chat = self.is_chat
 
         def one(prompt: ChatPrompt) -> Generation:

@@ -221,6 +221,9 @@ class VLLMModel:
         token; ``finish_reason`` is "stop" when one was emitted, else vLLM's reason ("length" when
         ``max_tokens`` ran out; a stop vLLM found by itself, e.g. a model-config EOS, is "stop").
         """
+        from collapselab.models.beams import refuse_beams
+
+        refuse_beams(self.spec, decoding)
         from vllm import SamplingParams
 
         self._require_open()

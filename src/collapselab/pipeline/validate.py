@@ -56,10 +56,16 @@ def validate_experiment(spec: ExperimentSpec) -> list[Stage]:
                 raise ConfigError(f"collapse.metrics.{i}.settings: {exc}") from None
             except ValueError as exc:
                 raise ConfigError(f"collapse.metrics.{i}.settings: {exc}") from None
+        samples = spec.collapse.samples
+        for i, m in enumerate(samples.metrics or () if samples is not None else ()):
+            if m.name not in METRICS:
+                raise ConfigError(f"collapse.samples.metrics.{i}.name: {METRICS.unknown_message(m.name)}")
     if spec.trained_conditions:
         for i, t in enumerate(spec.targets):
-            if t.backend != "hf":
-                raise ConfigError(f"targets.{i}.id: {t.id!r} cannot be fine-tuned (only 'hf' targets can)")
+            if t.backend not in ("hf", "toy"):
+                raise ConfigError(f"targets.{i}.id: {t.id!r} cannot be fine-tuned (only 'hf' targets can, and "
+                                  "'toy' ones, refitted by counting)")
+    _check_loop(spec)
     for label, shares in mix_shares(spec).items():
         if shares is None:
             continue
@@ -104,6 +110,28 @@ def mix_shares(spec: ExperimentSpec) -> dict[str, dict[str, dict[str, float]] | 
         out[cond.label] = {s: {"count": c, "share": c / n, "requested": w}
                            for s, c, w in zip(cond.sources, counts, cond.normalized_weights, strict=True)}
     return out
+
+
+def _check_loop(spec: ExperimentSpec) -> None:
+    """The collapse-loop settings that need more than one field to judge (issue 13)."""
+    for name, override in spec.decodings.items():
+        if override.get("num_beams", 1) > 1:
+            users = [c for c in spec.conditions if c.decoding == name]
+            models = [spec.source(s).model for c in users for s in c.sources]
+            if spec.generations.count > 1:
+                models += list(spec.targets)
+            other = sorted({m.id for m in models if m.backend != "hf"})
+            if other:
+                raise ConfigError(f"decodings.{name}.num_beams: beam search is offered by the hf backend only; "
+                                  f"{', '.join(other)} would sample with it")
+    for i, step in enumerate(spec.curation):
+        if not any(c.curation == step.name for c in spec.conditions):
+            raise ConfigError(f"curation.{i}: {step.name!r} is used by no condition (add e.g. "
+                              f"'single:SRC|curate={step.name}' to conditions, or remove it)")
+    g = spec.generations
+    if g.subsample is not None and spec.split.train_size is not None and g.subsample > 2 * spec.split.train_size:
+        raise ConfigError(f"generations.subsample: {g.subsample} examples, but generation 1's pool of all data "
+                          f"holds at most {2 * spec.split.train_size} (twice split.train_size)")
 
 
 def _exists(field: str, path: str | None, required: bool = False) -> None:

@@ -87,7 +87,7 @@ def _load_builtin() -> None:
 
 
 #: the modules of the built-in sections, imported when sections are built
-BUILTIN_MODULES: tuple[str, ...] = ()
+BUILTIN_MODULES: tuple[str, ...] = ("collapselab.report.decoding",)
 
 
 def build_sections(ctx: SectionContext) -> tuple[list[ReportSection], list[str]]:

@@ -19,12 +19,14 @@ def human_examples(train: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def synthetic_examples(synthetic: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-    """Synthetic answers as training examples; returns (examples, number of empty answers dropped)."""
-    out, dropped = [], 0
+def synthetic_examples(synthetic: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Synthetic answers as training examples; returns (examples, the empty answers dropped, each
+    as a ``dropped.jsonl`` row: prompt_id, source, reason)."""
+    out, dropped = [], []
     for r in synthetic:
         if not r["response"].strip():
-            dropped += 1
+            dropped.append({"prompt_id": r["prompt_id"], "source": r["source"], "shard": r["shard"],
+                            "reason": "empty answer"})
             continue
         out.append({
             "id": r["prompt_id"], "prompt": r["prompt"], "response": r["response"], "category": r["category"],

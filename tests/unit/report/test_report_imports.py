@@ -32,6 +32,8 @@ LAYERS = {
     "safety": 4,
     "preference": 4,
     "generations": 4,
+    # the collapse-loop sections (registered in report.sections)
+    "decoding": 4,
     # each section's figures (they may read their own section's helpers)
     "collapse_plots": 5,
     "safety_plots": 5,

@@ -41,6 +41,10 @@ register_kind(StageKind(
     experiment=EXPERIMENT, outputs=("logprobs.jsonl", "summary.json"),
     description="per-token log-probabilities of a set's texts under one model (teacher-forced)"))
 register_kind(StageKind(
+    "sample", 1, run.run_sample, plan.plan_sample, unit="answers", params=CellParams, loads_model=True,
+    experiment=EXPERIMENT, outputs=("samples.jsonl", "summary.json"),
+    description="k answers per test prompt from one model (collapse.samples: diversity within a prompt)"))
+register_kind(StageKind(
     "evaluate", 1, run.run_evaluate, plan.plan_evaluate, unit="texts", params=SetParams, experiment=EXPERIMENT,
     outputs=("aggregates.parquet", "per_item.parquet", "details.json", "set.json"),
     report=True, description="the metric suite on one text set, with intervals"))
@@ -81,9 +85,29 @@ DEFAULT_METRICS: tuple[MetricSpec, ...] = tuple(
 )
 
 
+#: The within-prompt suite of the k-answers sets (``collapse.samples``; NoveltyBench's distinct@k
+#: and the mean pairwise distance among a prompt's answers).
+DEFAULT_SAMPLE_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(name="distinct_at_k"), MetricSpec(name="within_prompt_distance"),
+)
+
+
 def metric_specs(spec: ExperimentSpec) -> tuple[MetricSpec, ...]:
     """The configured metric suite, or :data:`DEFAULT_METRICS`."""
     return spec.collapse.metrics if spec.collapse.metrics is not None else DEFAULT_METRICS
+
+
+def sample_metric_specs(spec: ExperimentSpec) -> tuple[MetricSpec, ...]:
+    """The within-prompt suite of the k-answers sets: ``collapse.samples.metrics`` or the default."""
+    samples = spec.collapse.samples
+    return samples.metrics if samples is not None and samples.metrics is not None else DEFAULT_SAMPLE_METRICS
+
+
+def _reads_training_data(metric: dict[str, Any]) -> bool:
+    """Whether a metric reads the set's model's training texts (the memorization family)."""
+    from collapselab.metrics import METRICS
+
+    return metric["name"] in METRICS and METRICS.info(metric["name"]).get("family") == "memorization"
 
 
 def _metric_key(metric: MetricSpec) -> dict[str, Any]:
@@ -115,6 +139,14 @@ def text_sets(spec: ExperimentSpec, spine: Spine) -> list[SetInfo]:
             {"condition": p.condition.label, "target": p.target_name, "seed": p.seed, "diversity": p.condition.kind,
              "tier": tiers.pop() if len(tiers) == 1 else None, "generation": p.generation},
         ))
+    if spec.collapse.samples is not None:  # k answers per prompt, from every cell's model
+        for r in spine.responds:
+            p = r.params
+            sample = Stage("sample", r.name, settings={**r.settings, "samples": spec.collapse.samples.model_dump(
+                mode="json", exclude={"metrics"})}, inputs=r.inputs, params=p)
+            labels = next(x.labels for x in sets if x.producers == (r,))
+            sets.append(SetInfo(response_set_name(p) + "/samples", "condition", (sample,), "samples.jsonl",
+                                {**labels, "samples": spec.collapse.samples.k}))
     if spec.collapse.training_data:
         sets.append(SetInfo("source:human", "source", (spine.prepare,), "train.jsonl", {"source": "human"}))
         for source in spec.sources:
@@ -146,6 +178,9 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
 
     vanilla = dict(zip(spine.target_names, spec.targets, strict=True))
     metrics = [_metric_key(m) for m in metric_specs(spec)]
+    sample_metrics = [_metric_key(m) for m in sample_metric_specs(spec)]
+    wants_training = any(_reads_training_data(m) for m in metrics)
+    new += list(dict.fromkeys(s for info in sets if info.file == "samples.jsonl" for s in info.producers))
     wants_ppl = any(m["name"].endswith("perplexity") for m in metrics)
     # output_perplexity_gap compares a condition with the references under the vanilla target:
     # a fine-tuned condition's evaluate then reads that scoring pass too
@@ -155,6 +190,15 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
     batch = spec.collapse.score_batch_size
     for info in sets:
         scores: list[Stage] = []
+        if info.file == "samples.jsonl":  # the within-prompt suite only: no scoring
+            evaluates.append(Stage(
+                "evaluate", slug(info.name),
+                settings={"set": info.name, "metrics": sample_metrics, "bootstrap": spec.collapse.bootstrap,
+                          "jackknife_groups": spec.collapse.jackknife_groups,
+                          "confidence": spec.collapse.confidence, "seed": spec.collapse.seed},
+                inputs=tuple(dict.fromkeys((*info.producers, embeds[info.name], embeds["human:test"]))),
+                params=SetParams(info)))
+            continue
         if wants_ppl and info.kind in ("condition", "human"):
             tname = info.labels.get("target") or first_target
             scorer = vanilla[tname]
@@ -184,6 +228,11 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
                     ))
         new += scores
         inputs = (*info.producers, embeds[info.name], embeds["human:test"], *scores)
+        if wants_training and info.kind == "condition":
+            train = spine.train(info.labels.get("target") or first_target, info.labels["condition"],
+                                info.labels["seed"], info.labels.get("generation", 0))
+            if train is not None:  # the training data the memorization metrics compare with
+                inputs = (*inputs, train.inputs[0])
         evaluates.append(Stage(
             "evaluate", slug(info.name),
             settings={"set": info.name, "metrics": metrics, "bootstrap": spec.collapse.bootstrap,
@@ -194,7 +243,7 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
     new += evaluates
     new = list({s.label: s for s in new}.values())  # shared stages appear once
     # all scoring by the vanilla target first, so the model pool loads it once
-    new.sort(key=lambda s: (("embed", "score", "evaluate").index(s.kind),
+    new.sort(key=lambda s: (("sample", "embed", "score", "evaluate").index(s.kind),
                             any(i.kind == "train" for i in s.inputs) if s.kind == "score" else 0))
     new.append(Stage("stats", "collapse", settings={"confidence": spec.collapse.confidence,
                                                     "seed": spec.collapse.seed, **spec.stats.key_settings()},

@@ -14,8 +14,18 @@ from collapselab.pipeline.sizing import (
 from collapselab.pipeline.stage import Stage
 
 
+def _samples_count(ctx: PlanContext) -> int | None:
+    """How many answers a sample stage draws: k per prompt for the first ``prompts`` test prompts."""
+    samples = ctx.spec.collapse.samples
+    if ctx.corpus.test is None or samples is None:
+        return None
+    return min(ctx.corpus.test, samples.prompts or ctx.corpus.test) * samples.k
+
+
 def _set_size(info: Any, ctx: PlanContext) -> int | None:
     """The number of texts in one collapse text set."""
+    if info.file == "samples.jsonl":
+        return _samples_count(ctx)
     if info.kind in ("condition", "human"):
         return ctx.corpus.test
     if info.name == "source:human":
@@ -23,6 +33,21 @@ def _set_size(info: Any, ctx: PlanContext) -> int | None:
     if ctx.corpus.shards is None:
         return None
     return sum(ctx.corpus.shards[g.params.shard] for g in info.producers)
+
+
+def plan_sample(stage: Stage, ctx: PlanContext) -> Estimate:
+    decoding = ctx.spec.decoding
+    samples = ctx.spec.collapse.samples
+    n = _samples_count(ctx)
+    est = Estimate(stage.params.target.id, n, times(n, decoding.max_new_tokens),
+                   notes=[f"{samples.k} answers per prompt" if samples else "",
+                          f"≤ {decoding.max_new_tokens:,} new tokens per answer"])
+    if stage.params.condition.kind != "vanilla":
+        est.notes.append("with the LoRA adapter of its train stage")
+    test_prefill(est, ctx, decoding.system_prompt)
+    if est.tokens_prefill is not None and samples is not None and ctx.corpus.test:
+        est.tokens_prefill = est.tokens_prefill * (n or 0) // ctx.corpus.test
+    return est
 
 
 def plan_embed(stage: Stage, ctx: PlanContext) -> Estimate:

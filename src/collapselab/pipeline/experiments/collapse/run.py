@@ -29,6 +29,27 @@ def read_set_rows(ctx, info: SetInfo) -> list[dict[str, Any]]:
     return rows
 
 
+def run_sample(ctx) -> None:
+    """k answers per test prompt (``collapse.samples``): the cell's model answers each of the first
+    ``prompts`` test prompts k times; answer j of prompt P has the id ``P#j``, which seeds its
+    sampling, so every answer is its own draw and a resumed stage redraws exactly the same text."""
+    from collapselab.pipeline.experiments.spine.run import answer_rows
+    from collapselab.store.atomic import read_jsonl
+
+    p = ctx.stage.params
+    samples = ctx.spec.collapse.samples
+    test = read_jsonl(ctx.input_dir(ctx.stage.input("prepare")) / "test.jsonl")[:samples.prompts]
+    rows = [{**r, "id": f"{r['id']}#{j}", "item": r["id"], "sample": j} for r in test for j in range(samples.k)]
+    target = p.target
+    if p.condition.kind != "vanilla":
+        adapter = ctx.input_dir(ctx.stage.input("train")) / "adapter"
+        target = target.model_copy(update={"adapter": str(adapter)})
+    decoding = ctx.spec.decoding.model_copy(update={"seed": p.seed})
+    extra = {"target": p.target_name, "condition": p.condition.label}
+    answer_rows(ctx, target, rows, decoding, extra, "samples.jsonl",
+                row_fields=lambda r: {"item": r["item"], "sample": r["sample"]})
+
+
 def run_embed(ctx) -> None:
     """Sentences and embeddings of one text set."""
     import pandas as pd
@@ -137,6 +158,8 @@ def load_textset(ctx, stage: Stage) -> Any:
     rows = read_set_rows(ctx, info)
     human_stage = next(s for s in stage.inputs if s.kind == "embed" and s.settings["set"] == "human:test")
     human_rows = read_set_rows(ctx, human_stage.params.text_set)
+    if info.file == "samples.jsonl":  # k answers per prompt: one item per prompt
+        return _samples_textset(ctx, stage, info, rows, embedded("human:test", "human", human_rows))
     texts = embedded(info.name, info.kind, rows)
     texts.human = texts if info.name == "human:test" else embedded("human:test", "human", human_rows)
     for score in (s for s in stage.inputs if s.kind == "score"):
@@ -151,6 +174,32 @@ def load_textset(ctx, stage: Stage) -> Any:
             # the references under this set's own model: the fine-tuned one where there is one
             if not by_vanilla or texts.human_logprobs is None:
                 texts.human_logprobs = references
+    mixes = [s for s in stage.inputs if s.kind == "mix"]
+    if mixes:  # the training data of the set's model (the memorization metrics)
+        texts.training_texts = [e["response"] for e in read_jsonl(ctx.input_dir(mixes[0]) / "train.jsonl")]
+    texts.meta = {"labels": info.labels}
+    return texts
+
+
+def _samples_textset(ctx, stage: Stage, info: SetInfo, rows: list[dict], human: Any) -> Any:
+    """The TextSet of a set of k answers per prompt: item i is a prompt (its id), ``samples[i]``
+    its answers in sample order and ``sample_embeddings[i]`` their embeddings; ``texts[i]`` the
+    first answer."""
+    from collapselab.metrics.base import TextSet
+    from collapselab.store.atomic import read_jsonl
+
+    emb_stage = next(s for s in stage.inputs if s.kind == "embed" and s.settings["set"] == info.name)
+    vectors = load_npy(ctx.input_dir(emb_stage) / "embeddings.npy")
+    records = [r for producer in info.producers for r in read_jsonl(ctx.input_dir(producer) / info.file)]
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(r["item"], []).append(i)
+    ids = list(groups)
+    order = {item: sorted(idx, key=lambda i: records[i]["sample"]) for item, idx in groups.items()}
+    samples = [[records[i]["response"] for i in order[item]] for item in ids]
+    texts = TextSet(info.name, info.kind, ids, [s[0] for s in samples], samples=samples,
+                    sample_embeddings=[vectors[order[item]] for item in ids])
+    texts.human = human
     texts.meta = {"labels": info.labels}
     return texts
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from collapselab.config.spec import Condition, ExperimentSpec, ModelSpec
 from collapselab.config.spec import target_names as spec_target_names
+from collapselab.naming import slug
 from collapselab.pipeline.experiments.spine import plan, run
 from collapselab.pipeline.experiments.spine.params import CellParams, GenerateParams, MixParams
 from collapselab.pipeline.keying import model_key_settings, path_fingerprint
@@ -162,17 +163,22 @@ def build_spine(spec: ExperimentSpec) -> Spine:
     generate: dict[tuple[str, int, int | None, str | None], Stage] = {}
 
     def generate_stage(label: str, source: str, shard: int, data_seed: int | None) -> Stage:
-        part = conditions[label] if (source, shard) in parts else None
-        key = (source, shard, data_seed, None if part is None else part.label)
+        cond = conditions[label]
+        # a curated condition answers with the same stages as its uncurated twin; a decoding
+        # variant samples its own
+        part = cond.undecorated(keep_decoding=True) if (source, shard) in parts and cond.kind == "multi" else None
+        key = (source, shard, data_seed, None if part is None else part.label, cond.decoding)
         if key not in generate:
             src = spec.source(source)
-            decoding = spec.source_decoding(source)
+            decoding = spec.data_decoding(cond, spec.source_decoding(source))
             settings: dict[str, Any] = {"source": source, "model": model_key_settings(src.model),
                                         "decoding": decoding.model_dump(mode="json"), "shard": shard}
             name = f"{source}-shard{shard}"
             if part is not None:  # only the prompts this condition assigns to the source
                 settings["part"] = {"sources": list(part.sources), "weights": list(part.normalized_weights)}
                 name += f"-for-{part.slug}"
+            elif cond.decoding is not None:
+                name += f"-decoding-{slug(cond.decoding)}"
             if data_seed is not None:
                 decoding = decoding.model_copy(update={"seed": data_seed})
                 settings["decoding"] = decoding.model_dump(mode="json")
@@ -190,6 +196,7 @@ def build_spine(spec: ExperimentSpec) -> Spine:
                                                        s.name))
 
     mixes: dict[tuple[str, int | None], Stage] = {}
+    curates: list[Stage] = []
     for cond in spec.trained_conditions:
         for data_seed in ([None] if cond.kind == "human" else data_seeds):
             if cond.kind == "human":
@@ -200,11 +207,16 @@ def build_spine(spec: ExperimentSpec) -> Spine:
                 inputs = (prepare, *(generate_stage(cond.label, *u, data_seed) for u in used))
                 settings = {"condition": cond.label, "assignment": [[s, sh] for s, sh in used],
                             **_apportioned(spec, cond)}
+                suffix = f"-seed{data_seed}" if data_seed is not None else ""
+                curate = curate_stage(spec, cond, inputs, cond.slug + suffix, data_seed=data_seed)
+                if curate is not None:
+                    curates.append(curate)
+                    inputs = (*inputs, curate)
             settings["system_prompt"] = spec.decoding.system_prompt
             name = cond.slug + (f"-seed{data_seed}" if data_seed is not None else "")
             mixes[(cond.label, data_seed)] = Stage("mix", name, settings=settings, inputs=inputs,
                                                    params=MixParams(cond, data_seed))
-    stages += list(mixes.values())
+    stages += curates + list(mixes.values())
 
     for target, tname in zip(spec.targets, spine.target_names, strict=True):
         for cond in spec.trained_conditions:
@@ -254,59 +266,113 @@ def _train_stage(spec: ExperimentSpec, cell: CellParams, mix: Stage) -> Stage:
                                 "lora": spec.lora_for(cell.target_name).key_settings(), "seed": cell.seed}
     if cell.generation:
         settings["generation"] = cell.generation
-        if spec.generations.mode == "accumulate":  # a prompt has several examples: split by prompt
+        if spec.generations.mode != "replace":  # a prompt has several examples: split by prompt
             settings["val_split"] = "prompt"
+    if _repeats_examples(spec, cell.condition) and "val_split" not in settings:
+        settings["val_split"] = "prompt"  # resampled copies of one example stay on one side
     return Stage(
         "train", f"{cell.target_name}-{cell.condition.slug}-seed{cell.seed}{gen_suffix(cell.generation)}",
         settings=settings, inputs=(mix,), params=cell,
     )
 
 
+def _repeats_examples(spec: ExperimentSpec, cond: Condition) -> bool:
+    """Whether a condition's mix can hold copies of one example (importance resampling)."""
+    return cond.curation is not None and spec.curation_step(cond.curation).rule == "resample"
+
+
+def curate_stage(spec: ExperimentSpec, cond: Condition, inputs: tuple[Stage, ...], name: str, *,
+                 data_seed: int | None = None, generation: int = 0) -> Stage | None:
+    """The curation stage of a curated condition's new synthetic data (None when uncurated): it
+    scores the examples of the generate stages among ``inputs`` and says which the mix keeps."""
+    if cond.curation is None:
+        return None
+    from collapselab.synth.curation import CurateParams
+
+    step = spec.curation_step(cond.curation)
+    scorer = step.model or spec.targets[0]
+    settings: dict[str, Any] = {"condition": cond.label, "curation": step.model_dump(mode="json", exclude={"model"}),
+                                "scorer": model_key_settings(scorer) if step.score != "length" else None,
+                                "system_prompt": spec.decoding.system_prompt}
+    if generation:
+        settings["generation"] = generation
+    return Stage("curate", name, settings=settings, inputs=inputs,
+                 params=CurateParams(cond, step, generation=generation, data_seed=data_seed))
+
+
+def _chain_name(tname: str, chain: str, source: str) -> str:
+    """The generate stages of a chain: ``TARGET-single-SRC`` for a plain single-source chain (the
+    names, and so the keys' labels, of earlier versions), else ``TARGET-<chain slug>``."""
+    cond = Condition.parse(chain)
+    return f"{tname}-single-{source}" if chain == f"single:{source}" else f"{tname}-{cond.slug}"
+
+
 def _generation_stages(spine: Spine, generation: int, shards: dict[str, list[tuple[str, list[int]]]],
                        mixes: dict[tuple[str, int | None], Stage]) -> list[Stage]:
     """Generation ``generation`` ≥ 1 of every synthetic chain: the previous generation's models
-    answer the train prompts (generate), their answers form the new training sets (mix, replace or
-    accumulate, with optional fresh human data), and fresh LoRA adapters are trained on them (train,
-    added to ``spine.trains``). Returns the generate and mix stages."""
+    answer the train prompts (generate), their answers form the new training sets (mix: replace,
+    accumulate or accumulate-subsample, with optional fresh human data, after an optional
+    curation), and fresh LoRA adapters are trained on them (train, added to ``spine.trains``).
+
+    Which model answers a condition's prompts is :meth:`ExperimentSpec.chain_of`: a single-source
+    condition's own; for a multi-source condition each source's single-source chain
+    (``generations.multi_loop`` 'chains') or its own model for every prompt ('closed').
+    Returns the generate, curate and mix stages."""
     spec = spine.spec
     g = spec.generations
-    # a fresh draw of sampling noise per generation: the same prompts are answered again
-    decoding = spec.decoding.model_copy(update={"seed": spec.decoding.seed + generation})
     out: list[Stage] = []
     generate: dict[tuple[str, str, int, int], Stage] = {}
+    curates: list[Stage] = []
     for target, tname in zip(spec.targets, spine.target_names, strict=True):
         for seed in spec.seeds:
             for cond in (c for c in spec.trained_conditions if c.kind in ("single", "multi")):
+                closed = cond.kind == "multi" and g.multi_loop == "closed"
+                # a fresh draw of sampling noise per generation: the same prompts are answered again
+                base = spec.decoding.model_copy(update={"seed": spec.decoding.seed + generation})
+                assignments = ([(cond.label, list(range(spec.n_shards)))] if closed else shards[cond.label])
                 used = []
-                for source, source_shards in shards[cond.label]:
-                    chain = f"single:{source}"  # each source's lineage is its single-source chain
+                for source, source_shards in assignments:
+                    chain = cond.label if closed else spec.chain_of(cond, source)
                     model_train = spine.trains[(tname, chain, seed, generation - 1)]
+                    decoding = spec.data_decoding(cond, base)
                     for shard in source_shards:
                         key = (tname, chain, seed, shard)
                         if key not in generate:
+                            settings = {"source": source, "model": model_key_settings(target), "chain": chain,
+                                        "decoding": decoding.model_dump(mode="json"), "shard": shard,
+                                        "generation": generation, "seed": seed}
                             generate[key] = Stage(
-                                "generate", f"{tname}-single-{source}-seed{seed}{gen_suffix(generation)}-shard{shard}",
-                                settings={"source": source, "model": model_key_settings(target), "chain": chain,
-                                          "decoding": decoding.model_dump(mode="json"), "shard": shard,
-                                          "generation": generation, "seed": seed},
-                                inputs=(spine.prepare, model_train),
+                                "generate", f"{_chain_name(tname, chain, source)}-seed{seed}{gen_suffix(generation)}"
+                                            f"-shard{shard}",
+                                settings=settings, inputs=(spine.prepare, model_train),
                                 params=GenerateParams(source, shard, target, decoding, generation=generation,
                                                       chain_train=model_train),
                             )
                         used.append((source, shard, generate[key]))
                 previous = (mix_of(mixes, cond, seed) if generation == 1
                             else spine.trains[(tname, cond.label, seed, generation - 1)].inputs[0])
-                inputs = (spine.prepare, *(s for _, _, s in used)) + ((previous,) if g.mode == "accumulate" else ())
-                mix = Stage(
-                    "mix", f"{tname}-{cond.slug}-seed{seed}{gen_suffix(generation)}",
-                    settings={"condition": cond.label, "assignment": [[src, sh] for src, sh, _ in used],
-                              "system_prompt": spec.decoding.system_prompt, "generation": generation,
-                              "mode": g.mode, "human_fraction": g.human_fraction, "mix_seed": g.seed,
-                              **_apportioned(spec, cond)},
-                    inputs=inputs, params=MixParams(cond, generation=generation),
-                )
+                inputs = (spine.prepare, *dict.fromkeys(s for _, _, s in used))
+                suffix = f"-seed{seed}{gen_suffix(generation)}"
+                curate = curate_stage(spec, cond, inputs, f"{tname}-{cond.slug}{suffix}", generation=generation)
+                if curate is not None:
+                    curates.append(curate)
+                    inputs = (*inputs, curate)
+                if g.mode != "replace":
+                    inputs = (*inputs, previous)
+                settings = {"condition": cond.label, "assignment": [[src, sh] for src, sh, _ in used],
+                            "system_prompt": spec.decoding.system_prompt, "generation": generation,
+                            "mode": g.mode, "human_fraction": g.human_fraction, "mix_seed": g.seed,
+                            **_apportioned(spec, cond)}
+                if g.mode == "accumulate-subsample":
+                    settings["subsample"] = g.subsample
+                if g.human_count is not None:
+                    settings["human_count"] = g.human_count
+                if closed:
+                    settings["multi_loop"] = "closed"
+                mix = Stage("mix", f"{tname}-{cond.slug}{suffix}", settings=settings, inputs=inputs,
+                            params=MixParams(cond, generation=generation))
                 out.append(mix)
                 cell = CellParams(target, tname, cond, seed, generation)
                 spine.trains[cell.cell] = _train_stage(spec, cell, mix)
     gens = sorted(generate.values(), key=lambda s: s.name)
-    return gens + out
+    return gens + curates + out

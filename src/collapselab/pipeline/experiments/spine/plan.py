@@ -40,7 +40,10 @@ def plan_generate(stage: Stage, ctx: PlanContext) -> Estimate:
     shard = p.shard
     n = None if ctx.corpus.shards is None else ctx.corpus.shards[shard]
     rows = rows_of_shard(ctx, shard)
-    notes = [f"≤ {p.decoding.max_new_tokens:,} new tokens per answer"]
+    d = p.decoding
+    notes = [f"≤ {d.max_new_tokens:,} new tokens per answer; "
+             + (f"beam search ({d.num_beams} beams)" if d.num_beams > 1
+                else "greedy" if d.temperature == 0 else f"temperature {d.temperature:g}, top-p {d.top_p:g}")]
     if p.part is not None:
         whole, n = n, _part_count(stage, ctx)
         counted = "" if n is None or whole is None else f" ({n:,} of {whole:,})"

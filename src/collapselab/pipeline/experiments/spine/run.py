@@ -88,7 +88,7 @@ def run_generate(ctx: StageContext) -> None:
     model: ModelSpec = p.model
     extra: dict[str, Any] = {"source": p.source, "shard": p.shard}
     if p.part is not None:
-        owner = _owners(p.part, train, prepare.settings)
+        owner = condition_owners(p.part, train, prepare.settings)
         rows = [r for r in rows if owner[r["id"]] == p.source]
         extra["part_of"] = p.part.label
     if p.chain_train is not None:  # a later generation: the previous generation's fine-tuned model
@@ -120,34 +120,61 @@ def run_mix(ctx: StageContext) -> None:
     train = read_jsonl(ctx.input_dir(prepare) / "train.jsonl")
     dropped = 0
     shares: dict[str, Any] = {}
+    removed: list[dict[str, Any]] = []  # what was left out, and why (dropped.jsonl)
+    curation: dict[str, Any] = {}
+    generation = ctx.stage.params.generation
     if cond.kind == "human":
         examples = human_examples(train)
     else:
-        owner = _owners(cond, train, prepare.settings)
+        # a closed multi-source loop's later generations are written by its own model alone
+        closed = generation > 0 and ctx.stage.settings.get("multi_loop") == "closed"
+        owner = None if closed else condition_owners(cond, train, prepare.settings)
         examples = []
         for gen in (s for s in ctx.stage.inputs if s.kind == "generate"):
-            part, n_empty = synthetic_examples(
+            part, empty = synthetic_examples(
                 r for r in read_jsonl(ctx.input_dir(gen) / "synthetic.jsonl")
-                if owner is None or owner[r["prompt_id"]] == gen.params.source)
+                 if owner is None or owner[r["prompt_id"]] == gen.params.source)
             examples += part
-            dropped += n_empty
+            dropped += len(empty)
+            removed += empty
         order = {r["id"]: i for i, r in enumerate(train)}
         examples.sort(key=lambda e: order[e["id"]])
+        # the shares are those of the generated pool, before any curation changes them
         shares = _check_shares(cond, examples, ctx.spec.split.weight_tolerance, owner)
-    generation = ctx.stage.params.generation
+        curates = [s for s in ctx.stage.inputs if s.kind == "curate"]
+        if curates:
+            examples, cut, curation = _curate(ctx, curates[0], examples)
+            removed += cut
     if generation:
         examples = _next_generation(ctx, examples, train, generation)
     if not examples:
-        raise DataError(f"condition {cond.label}: no training examples left (dropped {dropped} empty answers)")
+        raise DataError(f"condition {cond.label}: no training examples left (dropped {dropped} empty answers"
+                        + (f", curation dropped {curation.get('dropped', 0)}" if curation else "") + ")")
+    if generation and ctx.stage.settings["mode"] == "accumulate-subsample":
+        pool = examples  # all data so far; the generation trains on a fixed-size sample of it
+        write_jsonl(ctx.out / "pool.jsonl", pool)
+        examples = _subsample(ctx, pool, generation)
+    write_jsonl(ctx.out / "dropped.jsonl", removed)
     write_jsonl(ctx.out / "train.jsonl", examples)
     write_json(ctx.out / "summary.json", {
         "condition": cond.label, "examples": len(examples), "dropped_empty": dropped,
-        "by_origin": dict(Counter(e["origin"] for e in examples)), **shares,
+        "by_origin": dict(Counter(e["origin"] for e in examples)), **shares, **curation,
         "system_prompt": ctx.stage.settings["system_prompt"],
     })
 
 
-def _owners(cond, train: list[dict], prepare_settings: dict[str, Any]) -> dict[str, str] | None:
+def _curate(ctx: StageContext, curate, examples: list[dict]) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    """A curated condition's examples as its curate stage chose them (kept ones, repeated where
+    resampled), the ones it dropped with their reasons, and the summary's curation entries."""
+    from collapselab.synth.curation import apply_curation
+
+    rows = read_jsonl(ctx.input_dir(curate) / "curation.jsonl")
+    kept, cut = apply_curation(examples, rows)
+    return kept, cut, {"curation": curate.settings["curation"]["name"], "curated_from": len(examples),
+                       "curation_kept": len(kept), "curation_dropped": len(cut)}
+
+
+def condition_owners(cond, train: list[dict], prepare_settings: dict[str, Any]) -> dict[str, str] | None:
     """For a multi-source condition, the source that answers each train prompt (by example, see
     :func:`collapselab.corpora.shares.assign_examples`, with the split's shards and seed as the
     prepare stage's settings record them); None for a single source."""
@@ -185,31 +212,58 @@ def _check_shares(cond, examples: list[dict], tolerance: float, owner: dict[str,
 
 
 def _next_generation(ctx: StageContext, new: list[dict], train: list[dict], generation: int) -> list[dict]:
-    """A later generation's training set: ``human_fraction`` of the new examples answered by the
-    human reference instead (chosen per prompt by a seeded hash, so the choice does not depend on the
-    order), ids tagged with the generation, and in ``accumulate`` mode every earlier example too."""
+    """A later generation's training set: some new examples answered by the human reference
+    instead — a share (``human_fraction``, chosen per prompt by a seeded hash, so the choice does
+    not depend on the order) or a count (``human_count``: the examples with the smallest hashes) —
+    ids tagged with the generation, and in ``accumulate`` / ``accumulate-subsample`` mode every
+    earlier example too (the latter's pool: the caller draws the training sample from it)."""
     import hashlib
 
     settings = ctx.stage.settings
     human = {r["id"]: r["response"] for r in train}
+
+    def rank(e: dict) -> float:
+        digest = hashlib.sha256(f"{settings['mix_seed']}\x00{generation}\x00{e['id']}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") / 2**64
+
+    count = settings.get("human_count")
+    chosen = ({id(e) for e in sorted(new, key=rank)[:count]} if count is not None
+              else {id(e) for e in new if rank(e) < settings["human_fraction"]})
     out = []
     for e in new:
-        digest = hashlib.sha256(f"{settings['mix_seed']}\x00{generation}\x00{e['id']}".encode()).digest()
-        fresh = int.from_bytes(digest[:8], "little") / 2**64 < settings["human_fraction"]
-        if fresh:
-            e = {"id": e["id"], "prompt": e["prompt"], "response": human[e["id"]], "category": e["category"],
+        if id(e) in chosen:
+            prompt = prompt_of(e["id"])
+            e = {"id": e["id"], "prompt": e["prompt"], "response": human[prompt], "category": e["category"],
                  "origin": "human", "shard": e["shard"]}
         out.append({**e, "id": f"{e['id']}@g{generation}", "generation": generation})
-    if settings["mode"] == "accumulate":
+    if settings["mode"] in ("accumulate", "accumulate-subsample"):
         previous = next(s for s in ctx.stage.inputs if s.kind == "mix")
-        out = read_jsonl(ctx.input_dir(previous) / "train.jsonl") + out
+        folder = ctx.input_dir(previous)
+        # accumulate-subsample: the previous generation's pool of all data, not the sample it trained on
+        pool = folder / "pool.jsonl"
+        out = read_jsonl(pool if pool.exists() else folder / "train.jsonl") + out
     return out
+
+
+def _subsample(ctx: StageContext, pool: list[dict], generation: int) -> list[dict]:
+    """accumulate-subsample (Kazdan et al. 2025): a seeded sample without replacement of
+    ``subsample`` examples (None: as many as generation 0 had) from all data so far, in pool order."""
+    import numpy as np
+
+    size = ctx.stage.settings.get("subsample") or sum(1 for e in pool if not e.get("generation"))
+    if size > len(pool):
+        raise DataError(f"generations.subsample: {size} examples requested in generation {generation}, but the "
+                        f"pool of all data so far holds {len(pool)}; lower generations.subsample")
+    rng = np.random.default_rng([ctx.stage.settings["mix_seed"], generation])
+    keep = np.sort(rng.choice(len(pool), size=size, replace=False))
+    return [pool[i] for i in keep]
 
 
 # -- train -----------------------------------------------------------------------------------------
 def prompt_of(example_id: str) -> str:
-    """The train prompt an example answers: its id without a later generation's ``@gG`` tag."""
-    return re.sub(r"@g\d+$", "", example_id)
+    """The train prompt an example answers: its id without a later generation's ``@gG`` tags and
+    without a resampled copy's ``~K`` (curation by importance resampling)."""
+    return re.sub(r"(~\d+)?(@g\d+)*$", "", example_id)
 
 
 def train_examples(mix: list[dict], system: str | None, *, by_prompt: bool) -> list[Any]:
