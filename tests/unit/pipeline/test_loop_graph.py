@@ -168,6 +168,7 @@ def test_k_answers_per_prompt_add_a_sample_stage_and_a_within_prompt_set_per_cel
     evaluates = {s.settings["set"]: s for s in stages if s.kind == "evaluate"}
     within = evaluates["unigram/single:a/seed42/samples"]
     assert [m["name"] for m in within.settings["metrics"]] == ["distinct_at_k", "within_prompt_distance"]
-    assert [s.label for s in stages if s.kind == "stats"] and within in next(s for s in stages if s.kind == "stats").inputs
+    [stats] = [s for s in stages if s.kind == "stats"]
+    assert within in stats.inputs
     with pytest.raises(ConfigError, match=r"collapse.samples.k: 1 answers per prompt cannot show diversity"):
         load(tmp_path, collapse={"samples": {"k": 1}})
