@@ -148,6 +148,9 @@ class ReportInputs:
     #: the run's finished stages; ``section_failures``: one warning per builder that failed
     sections: list[Any] = field(default_factory=list)
     section_failures: list[str] = field(default_factory=list)
+    #: condition label → a note shown with it everywhere in the report (a multi-source condition:
+    #: how alike its sources answer the same prompts, from the homogeneity stage)
+    condition_notes: dict[str, str] = field(default_factory=dict)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

@@ -55,12 +55,17 @@ def realised_share_labels(training: Iterable[Mapping[str, Any]]) -> dict[str, st
 
 
 @contextmanager
-def showing_realised_shares(training: Iterable[Mapping[str, Any]]) -> Iterator[None]:
+def showing_realised_shares(training: Iterable[Mapping[str, Any]],
+                            notes: Mapping[str, str] | None = None) -> Iterator[None]:
     """Within the block, :func:`condition_text` (and so :func:`set_labels` and :func:`run_label`)
-    names each multi-source condition with its realised shares (:func:`realised_share_labels`).
-    The report's renderers run inside it; the CSV/Parquet tables keep the plain labels (they are
-    identifiers)."""
-    token = _SHOWN.set(realised_share_labels(training))
+    names each multi-source condition with its realised shares (:func:`realised_share_labels`)
+    and its ``notes`` (condition label → a note, e.g. how alike its sources answer). The report's
+    renderers run inside it; the CSV/Parquet tables keep the plain labels (they are identifiers)."""
+    shown = realised_share_labels(training)
+    for label, note in (notes or {}).items():
+        text = shown.get(label, label)
+        shown[label] = f"{text[:-1]}; {note})" if text.endswith(")") and text != label else f"{text} ({note})"
+    token = _SHOWN.set(shown)
     try:
         yield
     finally:

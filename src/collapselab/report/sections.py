@@ -87,7 +87,9 @@ def _load_builtin() -> None:
 
 
 #: the modules of the built-in sections, imported when sections are built
-BUILTIN_MODULES: tuple[str, ...] = ("collapselab.report.decoding",)
+BUILTIN_MODULES: tuple[str, ...] = ("collapselab.report.loop_trajectory", "collapselab.report.homogeneity",
+                                     "collapselab.report.decoding",
+                                     "collapselab.report.curation", "collapselab.report.perplexity_tails")
 
 
 def build_sections(ctx: SectionContext) -> tuple[list[ReportSection], list[str]]:

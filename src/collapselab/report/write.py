@@ -103,7 +103,8 @@ def write_report(inputs: ReportInputs, out_dir: Path) -> dict[str, Path]:
     # tables first, the renderings last: report.html appearing means the folder is complete
     for stem, frame in result_frames(inputs).items():
         _write_frame(frame, out_dir, stem, paths)
-    with showing_realised_shares(inputs.training):  # multi-source labels give their realised shares
+    # multi-source labels give their realised shares and how alike their sources answer
+    with showing_realised_shares(inputs.training, getattr(inputs, "condition_notes", None)):
         paths["report.md"] = write_text(out_dir / "report.md", render_markdown(inputs))
         paths["report.html"] = write_text(out_dir / "report.html", render_html(inputs))
     return paths

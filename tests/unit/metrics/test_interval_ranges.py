@@ -29,14 +29,24 @@ def text_set(name: str, n: int, rng: np.random.Generator, kind: str = "condition
     sent = rng.normal(size=(sum(map(len, sentences)), dim))
     emb = rng.normal(size=(n, dim))
     logprobs = [-rng.exponential(1.0, size=rng.integers(5, 20)) for _ in range(n)]
-    return TextSet(name, kind, ids or [f"p{i}" for i in range(n)], texts, sentences, emb, sent,
-                   np.repeat(np.arange(n), [len(s) for s in sentences]), logprobs, logprobs, human)
+    out = TextSet(name, kind, ids or [f"p{i}" for i in range(n)], texts, sentences, emb, sent,
+                  np.repeat(np.arange(n), [len(s) for s in sentences]), logprobs, logprobs, human)
+    # the inputs of the within-prompt and memorization families: 3 answers per prompt (the first
+    # one the text itself), and training texts that share half of the set's texts
+    # (from a generator of their own, so the other inputs stay the draws the other tests expect)
+    extra = np.random.default_rng(n)
+    out.samples = [[t, *(" ".join(extra.choice(WORDS, 15)) for _ in range(2))] for t in texts]
+    vectors = extra.normal(size=(n, 3, dim))
+    out.sample_embeddings = list(vectors / np.linalg.norm(vectors, axis=2, keepdims=True))
+    out.training_texts = texts[::2] + [" ".join(extra.choice(WORDS, 30)) for _ in range(n // 2)]
+    return out
 
 
 def copy_of(texts: TextSet, human: TextSet) -> TextSet:
     """A set identical to the references: distances sit on their bound (MAUVE 1, JS 0, Fréchet 0)."""
     return TextSet("same", "condition", list(texts.ids), list(texts.texts), texts.sentences, texts.embeddings,
-                   texts.sentence_embeddings, texts.sentence_owner, texts.logprobs, texts.human_logprobs, human)
+                   texts.sentence_embeddings, texts.sentence_owner, texts.logprobs, texts.human_logprobs, human,
+                   samples=texts.samples, sample_embeddings=texts.sample_embeddings, training_texts=texts.texts)
 
 
 def test_every_registered_metric_declares_a_range():
@@ -64,7 +74,10 @@ def test_intervals_of_every_metric_stay_in_range_and_contain_the_estimate(case):
     labels = {"set_name": case, "set_kind": "condition", "condition": "c", "target": "m", "seed": 1, "source": None,
               "generation": 0}
     aggregates, _, details = evaluate_textset(texts, specs, labels, bootstrap=200, jackknife_groups=10)
-    assert set(aggregates.metric.str.split("[").str[0]) | set(details["skipped"]) >= set(METRICS) - {"heaps"}
+    skipped = {name.split("[")[0] for name in details["skipped"]}
+    assert set(aggregates.metric.str.split("[").str[0]) | skipped >= set(METRICS) - {"heaps"}
+    # every family has its inputs here: nothing but heaps (undefined on small sets) is skipped
+    assert skipped <= {"heaps"}, details["skipped"]
     for row in aggregates.itertuples():
         lo, hi = statistic_range(row.metric.split("[")[0], row.statistic)
         # the declared range is right: the value itself lies in it (a count declared a share would not)

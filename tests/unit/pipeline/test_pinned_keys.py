@@ -20,7 +20,9 @@ NEW_KINDS = {"embedding_map",
              "score",  # the vanilla scoring of the references for output_perplexity_gap, where no vanilla cell has one
              # Experiment 3's controls: each judge's familiarity with every text, the self-recognition
              # probe and the table of both next to SPB (new kinds: no existing key changes)
-             "familiarity", "recognize", "preference_controls"}
+             "familiarity", "recognize", "preference_controls",
+             # issue 13: how alike the sources answer (one stage), the loop's trajectory (with generations)
+             "homogeneity", "trajectory"}
 #: metrics whose code version was bumped since the keys were pinned: the evaluate stages of the sets
 #: that use them (and the stats stage reading those) are recomputed on purpose
 BUMPED_METRICS = {
@@ -150,8 +152,19 @@ def _new_in_issue_12(label: str) -> bool:
     return kind == "benign_prompts" or name.startswith("benign-") or "-benign-" in name or extra_judge
 
 
+#: metrics added to the default suite by issue 13 (near-duplicates, memorization, perplexity tails)
+LOOP_METRICS = {"nearest_neighbor_distance", "verbatim_ngrams", "longest_copy", "human_perplexity_tail"}
+
+
+def _loop_metrics(stage) -> bool:
+    """Issue 13's metrics in the default suite: every evaluate stage measures them (a condition's
+    also reads its model's training set, for the memorization metrics)."""
+    return stage.kind == "evaluate" and any(m["name"] in LOOP_METRICS for m in stage.settings["metrics"])
+
+
 #: stages whose key changed on purpose, and everything downstream of them
-INTENDED = {"judges that read probabilities (issue 12)": _probability_judges,
+INTENDED = {"the collapse loop's metrics in the default suite (issue 13)": _loop_metrics,
+            "judges that read probabilities (issue 12)": _probability_judges,
             "the revised calibration set (issue 12)": _calibration_set,
             "quality judged as if harm did not matter (issue 12)": _quality_template,
             "by-example mixes (audit a3)": _by_example_mix, "validation split by prompt (audit c7)": _split_by_prompt,

@@ -34,6 +34,10 @@ LAYERS = {
     "generations": 4,
     # the collapse-loop sections (registered in report.sections)
     "decoding": 4,
+    "loop_trajectory": 4,
+    "homogeneity": 4,
+    "curation": 4,
+    "perplexity_tails": 4,
     # each section's figures (they may read their own section's helpers)
     "collapse_plots": 5,
     "safety_plots": 5,

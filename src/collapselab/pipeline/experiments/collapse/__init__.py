@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from collapselab.config.spec import ExperimentSpec, MetricSpec
+from collapselab.loop.homogeneity import homogeneity_stages
 from collapselab.naming import slug
 from collapselab.pipeline.experiments.collapse import plan, run
 from collapselab.pipeline.experiments.collapse.params import ScoreParams, SetInfo, SetParams
@@ -74,6 +75,7 @@ DEFAULT_METRICS: tuple[MetricSpec, ...] = tuple(
         ("mattr", {}),
         ("semantic_diversity", {}),
         ("vendi", {}),
+        ("nearest_neighbor_distance", {}),
         ("heaps", {}),
         ("vocabulary_size", {}),
         ("rare_tail_coverage", {}),
@@ -81,6 +83,9 @@ DEFAULT_METRICS: tuple[MetricSpec, ...] = tuple(
         ("js_divergence", {"n": 1}), ("js_divergence", {"n": 2}),
         ("frechet", {}),
         ("length", {}),
+        ("human_perplexity_tail", {}),
+        ("verbatim_ngrams", {"n": 8}), ("verbatim_ngrams", {"n": 13}),
+        ("longest_copy", {}),
     ]
 )
 
@@ -250,4 +255,5 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
                      inputs=tuple(evaluates)))
     new.append(Stage("embedding_map", "collapse", settings={"method": "pca", "dims": 2},
                      inputs=tuple(embeds.values())))
+    new += homogeneity_stages(spec, embeds)  # how alike the sources answer the same prompts
     return new

@@ -20,6 +20,7 @@ from collapselab.pipeline.experiments.spine.params import CellParams, GeneratePa
 from collapselab.pipeline.keying import model_key_settings, path_fingerprint
 from collapselab.pipeline.kinds import StageKind, register_kind
 from collapselab.pipeline.stage import Stage
+from collapselab.synth import curation as _curation  # noqa: F401  # registers the "curate" stage kind
 
 EXPERIMENT = "spine"
 

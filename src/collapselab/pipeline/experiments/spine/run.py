@@ -149,7 +149,7 @@ def run_mix(ctx: StageContext) -> None:
         examples = _next_generation(ctx, examples, train, generation)
     if not examples:
         raise DataError(f"condition {cond.label}: no training examples left (dropped {dropped} empty answers"
-                        + (f", curation dropped {curation.get('dropped', 0)}" if curation else "") + ")")
+                        + (f", curation dropped {curation.get('curation_dropped', 0)}" if curation else "") + ")")
     if generation and ctx.stage.settings["mode"] == "accumulate-subsample":
         pool = examples  # all data so far; the generation trains on a fixed-size sample of it
         write_jsonl(ctx.out / "pool.jsonl", pool)
