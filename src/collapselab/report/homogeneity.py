@@ -180,9 +180,11 @@ def build(ctx: SectionContext) -> ReportSection | None:
                              "Mean cosine between two sources' answers to the same train prompt; the human "
                              "training references, when shown, are the yardstick.",
                              lambda: similarity_heatmap(matrix))]
+    # every multi-source result names how alike its sources answer (the claim rests on it)
+    notes = {label: f"sources' paired similarity {value:.2f}" for label, value in homogeneity_by_condition(ctx).items()}
     return ReportSection(KIND, "How different are the sources?", intro,
                          [pair_table(pairs, summary), tier_table(t["tiers"], summary),
-                          condition_table(t["conditions"], summary)], figures, warnings)
+                          condition_table(t["conditions"], summary)], figures, warnings, condition_notes=notes)
 
 
 register_section(KIND, "How different are the sources?", build)

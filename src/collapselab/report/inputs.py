@@ -332,6 +332,8 @@ def collect(spec, run_dir: str | Path) -> ReportInputs:
     from collapselab.report.sections import SectionContext, build_sections
 
     inputs.sections, inputs.section_failures = build_sections(SectionContext(spec, stages, store, inputs))
+    inputs.condition_notes = {label: note for section in inputs.sections
+                              for label, note in section.condition_notes.items()}
     return inputs
 
 

@@ -44,6 +44,8 @@ class ReportSection:
     tables: list[Table] = field(default_factory=list)
     figures: list[SectionFigure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: condition label → a short note the whole report shows next to that condition's label
+    condition_notes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
