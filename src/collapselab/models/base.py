@@ -108,6 +108,8 @@ BACKENDS.add("vllm", "collapselab.models.vllm_backend:load_vllm_model",
              description="vLLM on a CUDA GPU: the hf backend's names, tokens and scores; optional LoRA adapter")
 BACKENDS.add("llamacpp", "collapselab.models.llamacpp_backend:load_llamacpp_model",
              description="llama.cpp on the CPU: packaged models' GGUF files or any .gguf file, kept quantized")
+BACKENDS.add("toy", "collapselab.models.toy:ToyModel",
+             description="categorical unigram model refitted by counting: the collapse loop's ground truth")
 
 BACKEND_CHECKS: Registry = Registry("model backend")
 BACKEND_CHECKS.add("hf", "collapselab.models.hf:check_hf_spec")
@@ -115,6 +117,7 @@ BACKEND_CHECKS.add("mock", "collapselab.models.mock:check_mock_spec")
 BACKEND_CHECKS.add("openai", "collapselab.models.openai_http:check_openai_spec")
 BACKEND_CHECKS.add("vllm", "collapselab.models.vllm_backend:check_vllm_spec")
 BACKEND_CHECKS.add("llamacpp", "collapselab.models.llamacpp_backend:check_llamacpp_spec")
+BACKEND_CHECKS.add("toy", "collapselab.models.toy:check_toy_spec")
 
 
 def load_model(spec: ModelSpec) -> LanguageModel:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 from collapselab.config.spec import ExperimentSpec
+from collapselab.loop.trajectory import trajectory_stages
 from collapselab.pipeline.experiments import EXPERIMENTS
 from collapselab.pipeline.experiments.spine import build_spine
 from collapselab.pipeline.kinds import STAGE_KINDS, StageKind, stage_kind
@@ -36,7 +37,7 @@ def build_graph(spec: ExperimentSpec) -> list[Stage]:
     """All stages of an experiment in an order where every stage follows its inputs."""
     load_plugins()
     spine = build_spine(spec)
-    stages = list(spine.stages)
+    stages = list(spine.stages) + trajectory_stages(spec, spine)  # the loop's trajectory (with generations)
     for name in EXPERIMENTS.in_order():
         stages += EXPERIMENTS.get(name)(spec, spine)
     if spec.run.gpus:  # a scheduling request only (not part of any key)
