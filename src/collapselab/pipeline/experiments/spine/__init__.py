@@ -295,6 +295,8 @@ def curate_stage(spec: ExperimentSpec, cond: Condition, inputs: tuple[Stage, ...
     settings: dict[str, Any] = {"condition": cond.label, "curation": step.model_dump(mode="json", exclude={"model"}),
                                 "scorer": model_key_settings(scorer) if step.score != "length" else None,
                                 "system_prompt": spec.decoding.system_prompt}
+    if step.template:  # the judge's prompt file: an edit re-scores
+        settings["template_fingerprint"] = path_fingerprint(step.template)
     if generation:
         settings["generation"] = generation
     return Stage("curate", name, settings=settings, inputs=inputs,
