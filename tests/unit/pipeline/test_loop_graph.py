@@ -172,3 +172,13 @@ def test_k_answers_per_prompt_add_a_sample_stage_and_a_within_prompt_set_per_cel
     assert within in stats.inputs
     with pytest.raises(ConfigError, match=r"collapse.samples.k: 1 answers per prompt cannot show diversity"):
         load(tmp_path, collapse={"samples": {"k": 1}})
+
+
+def test_a_sources_training_data_set_leaves_out_the_decoding_variants_answers(tmp_path):
+    stages = graph(tmp_path, conditions=["vanilla", "single:a", "single:a|decoding=hot"],
+                   decodings={"hot": {"temperature": 1.3}}, generations={"count": 1},
+                   collapse={"metrics": ["distinct"]})
+    [embed] = [s for s in stages if s.kind == "embed" and s.settings["set"] == "source:a"]
+    producers = [i for i in embed.inputs if i.kind == "generate"]
+    assert producers and all("decoding" not in i.name for i in producers)
+    assert {i.params.decoding.temperature for i in producers} == {0.7}

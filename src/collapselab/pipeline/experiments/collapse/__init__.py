@@ -156,8 +156,11 @@ def text_sets(spec: ExperimentSpec, spine: Spine) -> list[SetInfo]:
         sets.append(SetInfo("source:human", "source", (spine.prepare,), "train.jsonl", {"source": "human"}))
         for source in spec.sources:
             # the sources' own data (generation 0; with seed_scope "data", the first seed's draw)
+            # (at the source's own decoding: a condition's decoding variant samples its own stages)
+            base = spec.source_decoding(source.name).model_dump(exclude={"seed"})
             gens = tuple(s for s in spine.of_kind("generate") if s.params.source == source.name
-                         and not s.params.generation and s.params.data_seed in (None, spec.seeds[0]))
+                         and not s.params.generation and s.params.data_seed in (None, spec.seeds[0])
+                         and s.params.decoding.model_dump(exclude={"seed"}) == base)
             if gens:
                 sets.append(SetInfo(f"source:{source.name}", "source", gens, "synthetic.jsonl",
                                     {"source": source.name, "tier": tier_of.get(source.name)}))
