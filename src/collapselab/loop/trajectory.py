@@ -137,7 +137,9 @@ def _distribution(counts: Counter[str]) -> dict[str, float]:
 def _tv(q: dict[str, float], r: dict[str, float]) -> float:
     if not q or not r:
         return math.nan
-    return 0.5 * sum(abs(q.get(t, 0.0) - r.get(t, 0.0)) for t in q.keys() | r.keys())
+    # summed in sorted order: a set's order changes with the process's hash seed, and with it the
+    # last bits of a float sum (a resumed run must write the same file)
+    return 0.5 * math.fsum(abs(q.get(t, 0.0) - r.get(t, 0.0)) for t in sorted(q.keys() | r.keys()))
 
 
 def run_trajectory(ctx: StageContext) -> None:
@@ -176,7 +178,7 @@ def run_trajectory(ctx: StageContext) -> None:
         row: dict[str, Any] = {
             "target": c.target_name, "condition": c.condition.label, "seed": c.seed, "generation": c.generation,
             "examples": len(examples), "tokens": sum(counts.values()), "types": len(types),
-            "gini_simpson": 1.0 - sum(v * v for v in q.values()) if q else math.nan,
+            "gini_simpson": 1.0 - math.fsum(v * v for v in q.values()) if q else math.nan,
             "rare_tail_coverage": len(tail & types) / len(tail) if tail else math.nan,
             "tv_from_generation0": _tv(q, q0),
             "human_share": sum(e.get("origin") == "human" for e in examples) / len(examples) if examples else math.nan,
@@ -187,7 +189,8 @@ def run_trajectory(ctx: StageContext) -> None:
         if model is not None and n0:
             p = zipf_probabilities(model["types"], model["zipf"])
             truth = {f"w{i}": float(v) for i, v in enumerate(p)}
-            row["sq_error"] = sum((q.get(t, 0.0) - truth.get(t, 0.0)) ** 2 for t in q.keys() | truth.keys())
+            row["sq_error"] = math.fsum((q.get(t, 0.0) - truth.get(t, 0.0)) ** 2
+                                        for t in sorted(q.keys() | truth.keys()))
             key = (f"{c.target_name}|{c.condition.label}", n0, lengths[chain])
             if key not in expected:
                 mode, n_gen = model["mode"], lengths[chain]

@@ -93,7 +93,9 @@ def collapse_statistics(aggregates: pd.DataFrame, per_item: pd.DataFrame, labels
 
     # 4. seed spread
     if cond_aggs["seed"].nunique() > 1:
-        spread = seed_spread(cond_aggs, value="value", seed="seed", by=["target", "condition", "metric"])
+        # a chain's generations are different models: their seeds spread separately
+        by = ["target", "condition", "metric"] + (["generation"] if cond_aggs["generation"].nunique() > 1 else [])
+        spread = seed_spread(cond_aggs, value="value", seed="seed", by=by)
     else:
         spread = pd.DataFrame()
         notes.append("one seed per condition: no between-seed spread")
