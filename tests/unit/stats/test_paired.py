@@ -145,9 +145,10 @@ def test_wilcoxon_zero_differences_are_dropped_and_counted():
     df.loc[same, "value"] = df.loc[(df.condition == "vanilla") & df.item_id.isin([f"q{i}" for i in range(5)]),
                                    "value"].to_numpy()
     row = compare_conditions(df).query("group_a == 'vanilla' and group_b == 'human'").iloc[0]
-    ref = stats.wilcoxon(matrix(df)["vanilla"], matrix(df)["human"], zero_method="wilcox")
-    assert row.p == pytest.approx(ref.pvalue) and "5 zero differences dropped" in row.note
     d = (matrix(df)["vanilla"] - matrix(df)["human"]).to_numpy()
+    # the exact test on the non-zero differences (scipy's own "auto" would draw random sign patterns)
+    ref = stats.wilcoxon(d[d != 0], method="exact")
+    assert row.p == pytest.approx(ref.pvalue) and "5 zero differences dropped" in row.note
     assert row.effect == pytest.approx(matched_rank_biserial(d))
 
 
@@ -165,3 +166,46 @@ def test_pooled_interval_resamples_whole_items_against_a_plain_loop():
         reps.append(chosen["d"].mean())
     assert (row.diff_low, row.diff_high) == pytest.approx(tuple(np.percentile(reps, [2.5, 97.5])))
     assert "resamples whole items" in row.note
+
+
+def _sign_flip_p(d):
+    """The exact two-sided sign-flip p-value of T+ by enumerating every sign pattern (slow)."""
+    import itertools
+
+    d = np.asarray(d, float)
+    d = d[d != 0]
+    ranks = stats.rankdata(np.abs(d))
+    t, centre = ranks[d > 0].sum(), ranks.sum() / 2
+    hits = sum(abs(sum(r for r, s in zip(ranks, signs, strict=True) if s) - centre) >= abs(t - centre) - 1e-9
+               for signs in itertools.product((0, 1), repeat=d.size))
+    return hits / 2 ** d.size
+
+
+def test_signed_rank_test_is_the_exact_sign_flip_test_with_ties_and_zeros():
+    from collapselab.stats.paired import signed_rank_test
+
+    sps = stats
+
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        d = rng.integers(-3, 4, size=rng.integers(3, 14)).astype(float)
+        if not (d != 0).any():
+            continue
+        statistic, p = signed_rank_test(d)
+        assert p == pytest.approx(_sign_flip_p(d), abs=1e-12)
+        # scipy enumerates every pattern too at these sizes: the same test
+        ref = sps.wilcoxon(d, zero_method="wilcox", method=sps.PermutationMethod(n_resamples=10**5))
+        assert statistic == ref.statistic and p == pytest.approx(ref.pvalue, abs=1e-12)
+
+
+def test_signed_rank_test_keeps_scipy_where_scipy_is_exact_or_approximate():
+    from collapselab.stats.paired import signed_rank_test
+
+    sps = stats
+
+    rng = np.random.default_rng(4)
+    no_ties = rng.permutation(np.arange(1, 21)) * rng.choice([-1.0, 1.0], 20)
+    large = rng.integers(-5, 6, size=80).astype(float)
+    for d in (no_ties, large):
+        ref = sps.wilcoxon(d, zero_method="wilcox")
+        assert signed_rank_test(d) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue))
