@@ -361,6 +361,14 @@ class MetricSpec(Spec):
     settings: dict[str, Any] = {}
 
 
+def metric_shorthand(value: Any) -> Any:
+    """Allow ``metrics: [heaps, {name: distinct, settings: {n: 2}}]``: a bare name is a metric
+    with its default settings."""
+    if value is None or not isinstance(value, (list, tuple)):
+        return value
+    return [{"name": item} if isinstance(item, str) else item for item in value]
+
+
 class SamplesSpec(Spec):
     """k answers per test prompt (issue 13): each fine-tuned (and vanilla) model answers the
     first ``prompts`` test prompts (None: all) ``k`` times, and the within-prompt metrics
@@ -382,9 +390,7 @@ class SamplesSpec(Spec):
     @field_validator("metrics", mode="before")
     @classmethod
     def _metric_shorthand(cls, value):  # type: ignore[no-untyped-def]
-        if value is None or not isinstance(value, (list, tuple)):
-            return value
-        return [{"name": item} if isinstance(item, str) else item for item in value]
+        return metric_shorthand(value)
 
 
 class HomogeneitySpec(Spec):
@@ -421,10 +427,7 @@ class CollapseSpec(Spec):
     @field_validator("metrics", mode="before")
     @classmethod
     def _metric_shorthand(cls, value):  # type: ignore[no-untyped-def]
-        """Allow ``metrics: [heaps, {name: distinct, settings: {n: 2}}]``."""
-        if value is None or not isinstance(value, (list, tuple)):
-            return value
-        return [{"name": item} if isinstance(item, str) else item for item in value]
+        return metric_shorthand(value)
 
 
 class PromptSetSpec(Spec):
