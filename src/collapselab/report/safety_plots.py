@@ -92,7 +92,8 @@ def joint_heatmaps(joint: pd.DataFrame, conditions: Sequence[str] = (),
     for j in range(len(runs), blocks * ncols):  # unused cells of the last block
         for k in range(len(kinds)):
             grid[(blocks - 1) * len(kinds) + k, j % ncols].remove()
-    fig.colorbar(image, ax=grid.ravel().tolist(), shrink=0.6, label="share of answers")
+    # the colour bar spans the panels left (a removed cell belongs to no figure any more)
+    fig.colorbar(image, ax=[ax for ax in grid.ravel() if ax.figure is fig], shrink=0.6, label="share of answers")
     return fig
 
 

@@ -8,8 +8,8 @@ Mann–Whitney) ignores the pairing: item difficulty then counts as noise.
 * **Friedman** (1937) across conditions on complete blocks (items with a value in every condition):
   ``scipy.stats.friedmanchisquare``; effect size Kendall's W = χ²_F / (n (k − 1)).
 * **Wilcoxon signed-rank** for each pair on the items both have (:func:`signed_rank_test`: scipy's
-  test, two-sided, ``zero_method="wilcox"``: zero differences are dropped, and counted; with ties
-  among at most 50 differences an exact sign-flip p-value where scipy draws 9,999 random ones). Effect size: the
+  ``scipy.stats.wilcoxon``, two-sided, ``zero_method="wilcox"``: zero differences are dropped, and
+  counted; its slow exact case, few differences with ties, counted faster to the same p-value). Effect size: the
   **matched-pairs rank-biserial correlation** r = (W₊ − W₋) / (W₊ + W₋) (Kerby 2014), the signed
   rank sums over the non-zero differences d = a − b; r > 0 means a tends larger.
 * **Paired bootstrap interval of the difference of means**, mean(a) − mean(b) over the items both
@@ -143,22 +143,22 @@ def friedman(matrix: pd.DataFrame, missing: Mapping[str, int], n_blocks: int) ->
 
 def signed_rank_test(d: np.ndarray) -> tuple[float, float]:
     """Two-sided Wilcoxon signed-rank test of paired differences ``d`` (zeros dropped, as
-    ``zero_method="wilcox"``): the statistic min(T+, T−) and its p-value, as
-    ``scipy.stats.wilcoxon`` reports them.
+    ``zero_method="wilcox"``): the statistic min(T+, T−) and the p-value of
+    ``scipy.stats.wilcoxon(d, zero_method="wilcox")`` — the same numbers, faster.
 
-    Where scipy's ``method="auto"`` computes an exact p-value — at most 50 differences — the
-    p-value here is exact too: without ties scipy's own exact distribution; with ties, the exact
-    sign-flip distribution of T+ given the mid-ranks, counted by dynamic programming over the
-    doubled (integer) ranks: P(|T+ − E| ≥ |t − E|) over all 2^n sign patterns. scipy answers that
-    case with a permutation test of 9,999 random sign patterns (its statistic is not vectorized:
-    about 0.7 s per test, which made the stats stage of a grid with generations take minutes);
-    the two agree within the permutation's Monte-Carlo error and equal for n ≤ 13, where scipy
-    enumerates every pattern. Above 50 differences: scipy's normal approximation (its default)."""
+    scipy's ``method="auto"`` answers at most 13 differences with ties or zeros by enumerating
+    all 2^n sign patterns through its generic permutation test, one pattern at a time (its
+    statistic is not vectorized): about 0.7 s per test, which made the stats stage of a grid with
+    a few test prompts and many metrics take minutes. Here that case is counted by dynamic
+    programming instead: the number of sign patterns giving each T+ over the doubled (integer)
+    mid-ranks, p = P(|T+ − E| ≥ |t − E|) — the same exact p-value. Every other case (no ties and
+    no zeros: scipy's exact distribution; more than 13 differences with ties: its normal
+    approximation) is scipy's own call."""
     d = np.asarray(d, dtype=float)
-    d = d[d != 0]
-    n = d.size
-    ranks = stats.rankdata(np.abs(d))
-    if n > 50 or len(np.unique(ranks)) == n:
+    nonzero = d[d != 0]
+    ranks = stats.rankdata(np.abs(nonzero))
+    tied = len(np.unique(ranks)) < nonzero.size or nonzero.size < d.size
+    if d.size > 13 or not tied:
         res = stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided")
         return float(res.statistic), float(res.pvalue)
     doubled = np.rint(2 * ranks).astype(np.int64)  # mid-ranks are multiples of 1/2
@@ -169,7 +169,7 @@ def signed_rank_test(d: np.ndarray) -> tuple[float, float]:
         shifted = np.zeros_like(counts)
         shifted[r:] = counts[:total + 1 - r]
         counts = counts + shifted
-    t_plus = int(doubled[d > 0].sum())
+    t_plus = int(doubled[nonzero > 0].sum())
     centre = total / 2
     far = np.abs(np.arange(total + 1) - centre) >= abs(t_plus - centre) - 1e-9
     p = float(counts[far].sum() / counts.sum())

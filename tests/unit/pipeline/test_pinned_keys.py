@@ -163,14 +163,7 @@ def _loop_metrics(stage) -> bool:
 
 
 #: stages whose key changed on purpose, and everything downstream of them
-def _exact_signed_rank(stage) -> bool:
-    """The stages whose tests now give exact sign-flip p-values for Wilcoxon with ties (issue 13:
-    scipy's random permutation test made a grid's stats stage take minutes)."""
-    return stage.kind in ("stats", "safety")
-
-
 INTENDED = {"the collapse loop's metrics in the default suite (issue 13)": _loop_metrics,
-            "exact Wilcoxon p-values with ties (issue 13)": _exact_signed_rank,
             "judges that read probabilities (issue 12)": _probability_judges,
             "the revised calibration set (issue 12)": _calibration_set,
             "quality judged as if harm did not matter (issue 12)": _quality_template,

@@ -300,6 +300,22 @@ def test_joint_matrix_equals_a_crosstab(inputs):
         assert counts.sum() == 0 and n_parsed == 0 and n_unparsed == 4
 
 
+def test_joint_heatmap_with_a_partly_empty_last_row(inputs):
+    """5 runs on rows of 4: the last row's unused cells are removed and the colour bar spans the
+    panels left (it failed on the demo's five conditions)."""
+    from collapselab.report.safety_plots import joint_heatmaps
+
+    joint = _parsed_quality(inputs).safety.joint
+    extra = []
+    for condition in ("single:x", "single:y"):
+        part = joint[joint["condition"] == joint["condition"].iloc[0]].copy()
+        part["condition"] = condition
+        extra.append(part)
+    five = pd.concat([joint, *extra], ignore_index=True)
+    fig = joint_heatmaps(five)
+    assert len(fig.axes) == 5 * 2 + 1
+
+
 def test_joint_heatmap_is_embedded_when_scores_parse(inputs):
     from matplotlib.figure import Figure
 

@@ -52,9 +52,8 @@ register_kind(StageKind(
 # version 2: tests paired by item where the conditions answer the same items
 # version 3: mixed-model family (run as random effect) with several seeds; unit column; the reason for
 # paired/unpaired in each note; whole items resampled in pooled paired intervals
-# version 4: exact sign-flip p-values for Wilcoxon with ties (scipy drew 9,999 random sign patterns)
 register_kind(StageKind(
-    "stats", 4, run.run_stats, plan_summary, unit="sets", experiment=EXPERIMENT,
+    "stats", 3, run.run_stats, plan_summary, unit="sets", experiment=EXPERIMENT,
     outputs=("tests.parquet", "concordance.json", "factorial.parquet", "seed_spread.parquet", "summary.json"),
     report=True, description="tests across conditions, metric concordance, factorial analysis"))
 register_kind(StageKind(

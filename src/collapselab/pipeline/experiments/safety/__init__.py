@@ -66,9 +66,8 @@ register_kind(StageKind(
 # version 2: tests paired by item where the conditions answer the same items
 # version 3: jailbreak intervals by a cluster bootstrap (templates × prompts); paired differences
 # version 4: the same items in every condition; over-refusal; the judge report (issue 12)
-# version 5: exact sign-flip p-values for Wilcoxon with ties (scipy drew 9,999 random sign patterns)
 register_kind(StageKind(
-    "safety", 5, run.run_safety, plan_summary, unit="stages", experiment=EXPERIMENT,
+    "safety", 4, run.run_safety, plan_summary, unit="stages", experiment=EXPERIMENT,
     outputs=("judged.parquet", "summary.parquet", "summary_per_condition.parquet", "left_out.parquet",
              "differences.parquet", "joint.parquet", "templates.parquet", "tests.parquet", "overrefusal.parquet",
              "verdicts.parquet", "judges.parquet", "judge_agreement.parquet", "corrected_asr.parquet",
