@@ -7,9 +7,9 @@
   metric's pairs; with several seeds also pooled, seed-level and mixed-model (run as random
   effect) families;
 * ``concordance/<target>/{ranks,value_ranks,correlations,pairwise}.parquet`` — how the metrics rank
-  the conditions and where they disagree;
+  the conditions and where they disagree (with recursive generations: on generation 0);
 * ``factorial.parquet`` — an aligned-rank-transform ANOVA over the grid's varying factors
-  (source diversity, source tier, target) when more than one varies;
+  (source diversity, source tier, target) when more than one varies (generation 0 likewise);
 * ``seed_spread.parquet`` — between-seed spread of each metric's primary aggregate;
 * ``stats.json`` — what was run and every note (skipped tests and why).
 """
@@ -50,9 +50,16 @@ def collapse_statistics(aggregates: pd.DataFrame, per_item: pd.DataFrame, labels
                                    paired="auto" if paired else False, random_state=seed)
     _write(tests, out / "tests.parquet")
 
-    # 2. concordance: conditions × metrics (primary aggregate, mean over seeds), per target
+    # 2. concordance: conditions × metrics (primary aggregate, mean over seeds), per target — on
+    # generation 0, the round every condition has: a mean over a chain's generations would mix
+    # different models (and set vanilla's one round against a chain's average)
+    round0 = cond_aggs
+    if "generation" in cond_aggs and cond_aggs["generation"].nunique() > 1:
+        round0 = cond_aggs[cond_aggs["generation"] == 0]
+        notes.append("concordance and factorial analysis on generation 0 (the round every condition has); "
+                     "later generations are in the tests and the report's generation tables")
     concordance_summary = []
-    for target, group in cond_aggs.groupby("target", dropna=False):
+    for target, group in round0.groupby("target", dropna=False):
         table = group.pivot_table(index="condition", columns="metric", values="value", aggfunc="mean")
         directions = group.drop_duplicates("metric").set_index("metric")["higher_is_better"].to_dict()
         directions = {k: (None if pd.isna(v) else bool(v)) for k, v in directions.items()}
@@ -74,6 +81,8 @@ def collapse_statistics(aggregates: pd.DataFrame, per_item: pd.DataFrame, labels
     for column in FACTOR_COLUMNS:
         synth[column] = synth["set_name"].map(lambda s, c=column: labels.get(s, {}).get(c))
     synth = synth[synth["diversity"].isin(["single", "multi"])]
+    if "generation" in synth and synth["generation"].nunique() > 1:
+        synth = synth[synth["generation"] == 0]
     varying = [c for c in FACTOR_COLUMNS if synth[c].nunique(dropna=True) > 1]
     if len(varying) >= 2:
         blocks = ["seed"] if synth["seed"].nunique() > 1 else []

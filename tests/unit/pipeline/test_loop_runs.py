@@ -81,3 +81,35 @@ def test_a_rerun_redoes_nothing(tmp_path):
     assert first.ran
     _, _, _, second = run(tmp_path, **changes)
     assert not second.ran and len(second.skipped) == len(first.ran)
+
+
+def test_concordance_ranks_the_conditions_on_generation_0(tmp_path):
+    """With recursive generations the concordance compares the round every condition has; a mean
+    over a chain's generations would set vanilla's one round against the chain's average. The
+    run's own tables, with single:b's generation 1 made the most diverse set of all: the ranks
+    must not move."""
+    import pandas as pd
+
+    from collapselab.stats.collapse import collapse_statistics
+
+    spec, store, stages, _ = run(tmp_path, conditions=["vanilla", "single:a", "single:b"],
+                                 generations={"count": 2},
+                                 collapse={"metrics": ["distinct"], "bootstrap": 10, "jackknife_groups": 3,
+                                           "training_data": False})
+    assert stages["stats/collapse"].settings["round"].startswith("generation 0")
+    evaluates = [s for s in stages.values() if s.kind == "evaluate"]
+    aggs = pd.concat([pd.read_parquet(store.final_dir(s.ref) / "aggregates.parquet") for s in evaluates],
+                     ignore_index=True)
+    per_item = pd.concat([pd.read_parquet(store.final_dir(s.ref) / "per_item.parquet") for s in evaluates],
+                         ignore_index=True)
+    labels = {s.params.text_set.name: s.params.text_set.labels for s in evaluates}
+    primary = aggs[(aggs["set_kind"] == "condition") & aggs["primary"]]
+    gen0 = primary[primary["generation"] == 0].set_index("condition")["value"]
+    assert gen0.nunique() == 3  # three distinct values: the ranks are the values' order
+    later = (aggs["condition"] == "single:b") & (aggs["generation"] == 1) & aggs["primary"]
+    aggs.loc[later, "value"] = 10 * gen0.max()  # its mean over generations would now rank first
+    out = tmp_path / "stats"
+    collapse_statistics(aggs, per_item, labels, out, seed=0)
+    ranks = pd.read_parquet(next((out / "concordance").iterdir()) / "ranks.parquet").set_index("condition")
+    metric = next(c for c in ranks.columns if c.startswith("distinct"))
+    assert ranks[metric].to_dict() == gen0.rank(ascending=False).to_dict()

@@ -163,7 +163,14 @@ def _loop_metrics(stage) -> bool:
 
 
 #: stages whose key changed on purpose, and everything downstream of them
+def _round_zero(stage) -> bool:
+    """With recursive generations, concordance and the factorial analysis use generation 0 (issue
+    13: they averaged a chain's generations)."""
+    return stage.kind == "stats" and "round" in stage.settings
+
+
 INTENDED = {"the collapse loop's metrics in the default suite (issue 13)": _loop_metrics,
+            "concordance on generation 0 with recursive generations (issue 13)": _round_zero,
             "judges that read probabilities (issue 12)": _probability_judges,
             "the revised calibration set (issue 12)": _calibration_set,
             "quality judged as if harm did not matter (issue 12)": _quality_template,

@@ -253,9 +253,11 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
     # all scoring by the vanilla target first, so the model pool loads it once
     new.sort(key=lambda s: (("sample", "embed", "score", "evaluate").index(s.kind),
                             any(i.kind == "train" for i in s.inputs) if s.kind == "score" else 0))
-    new.append(Stage("stats", "collapse", settings={"confidence": spec.collapse.confidence,
-                                                    "seed": spec.collapse.seed, **spec.stats.key_settings()},
-                     inputs=tuple(evaluates)))
+    stats_settings = {"confidence": spec.collapse.confidence, "seed": spec.collapse.seed, **spec.stats.key_settings()}
+    if spec.generations.count > 1:
+        # concordance and the factorial analysis read generation 0 (issue 13); one-round runs keep their key
+        stats_settings["round"] = "generation 0 for concordance and factorial"
+    new.append(Stage("stats", "collapse", settings=stats_settings, inputs=tuple(evaluates)))
     new.append(Stage("embedding_map", "collapse", settings={"method": "pca", "dims": 2},
                      inputs=tuple(embeds.values())))
     new += homogeneity_stages(spec, embeds)  # how alike the sources answer the same prompts
