@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -53,3 +57,26 @@ def tiny_config(tmp_path: Path, model_dir: Path, corpus: Path, **changes) -> Pat
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def bench_module(name: str) -> Iterator:
+    """bench/<name>.py as a module ``bench_<name>`` (it imports bench/_machine.py, as when run as a
+    script), for a module-scoped fixture to yield; the module, the path entry and the environment
+    defaults it sets on import are undone afterwards."""
+    environ = dict(os.environ)
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(f"bench_{name}", None)
+        sys.path.remove(str(BENCH))
+        for key in set(os.environ) - set(environ):
+            del os.environ[key]
+

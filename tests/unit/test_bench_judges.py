@@ -3,17 +3,15 @@ plans, the figures it reports against a hand computation, its JSON and its RESUL
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
 from collapselab.judges.calibration import UNPARSED, CalibrationItem, cohen_kappa, load_calibration
 from collapselab.judges.run import Judgement
+from tests.helpers import bench_module
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench"
@@ -21,21 +19,8 @@ BENCH = REPO / "bench"
 
 @pytest.fixture(scope="module")
 def bench():
-    """bench/judges.py as a module (it imports bench/_machine.py, as when run as a script); the
-    environment defaults it sets on import are undone afterwards."""
-    environ = dict(os.environ)
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_judges", BENCH / "judges.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop("bench_judges", None)
-        sys.path.remove(str(BENCH))
-        for key in set(os.environ) - set(environ):
-            del os.environ[key]
+    """bench/judges.py as a module (:func:`tests.helpers.bench_module`)."""
+    yield from bench_module("judges")
 
 
 def _item(k: int, harm: int, quality: int, kind: str = "harmful") -> CalibrationItem:

@@ -4,14 +4,13 @@ the expected rows, its JSON and its RESULTS.md section (put before ``## gpu``, w
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.helpers import bench_module
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench"
@@ -22,21 +21,8 @@ METRICS = ["verbatim_ngrams[n=8]", "verbatim_ngrams[n=13]", "longest_copy[min_wo
 
 @pytest.fixture(scope="module")
 def bench():
-    """bench/loop.py as a module (it imports bench/_machine.py, as when run as a script); the
-    environment defaults it sets on import are undone afterwards."""
-    environ = dict(os.environ)
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_loop", BENCH / "loop.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop("bench_loop", None)
-        sys.path.remove(str(BENCH))
-        for key in set(os.environ) - set(environ):
-            del os.environ[key]
+    """bench/loop.py as a module (:func:`tests.helpers.bench_module`)."""
+    yield from bench_module("loop")
 
 
 def test_naive_baselines_match_hand_computations(bench):

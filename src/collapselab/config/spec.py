@@ -28,6 +28,16 @@ STUDY_SYSTEM_PROMPT = "You are a helpful assistant."
 STUDY_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+def without_defaults(data: Any, defaults: dict[str, Any]) -> Any:
+    """A model dump without the fields that are at their given default: a field added after stage
+    keys existed stays out of every dump until it is set, so the keys made before it stay."""
+    if isinstance(data, dict):
+        for name, default in defaults.items():
+            if name in data and data[name] == default:
+                data.pop(name)
+    return data
+
+
 class Spec(BaseModel):
     """Base: frozen, no unknown keys."""
 
@@ -99,10 +109,7 @@ class DecodingSpec(Spec):
 
     @model_serializer(mode="wrap")
     def _drop_default_beams(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = handler(self)
-        if isinstance(data, dict) and data.get("num_beams") == 1:
-            data.pop("num_beams")
-        return data
+        return without_defaults(handler(self), {"num_beams": 1})
 
 
 #: the decoding fields a ``decodings`` entry may override (the prompt and the seed stay the run's)
@@ -232,12 +239,7 @@ class Condition(Spec):
 
     @model_serializer(mode="wrap")
     def _drop_no_decorations(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = handler(self)
-        if isinstance(data, dict):
-            for name in ("decoding", "curation"):
-                if data.get(name) is None:
-                    data.pop(name, None)
-        return data
+        return without_defaults(handler(self), {"decoding": None, "curation": None})
 
     @property
     def base_label(self) -> str:
@@ -715,12 +717,7 @@ class GenerationsSpec(Spec):
 
     @model_serializer(mode="wrap")
     def _drop_new_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = handler(self)
-        if isinstance(data, dict):
-            for name, default in (("subsample", None), ("human_count", None), ("multi_loop", "chains")):
-                if data.get(name, default) == default:
-                    data.pop(name, None)
-        return data
+        return without_defaults(handler(self), {"subsample": None, "human_count": None, "multi_loop": "chains"})
 
     @model_validator(mode="after")
     def _consistent(self) -> GenerationsSpec:

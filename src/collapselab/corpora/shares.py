@@ -168,3 +168,16 @@ def realised_shares(assignment: Mapping[str, int], sources: Sequence[str]) -> di
     counts = Counter(assignment.values())
     n = max(1, sum(counts.values()))
     return {name: {"count": counts.get(i, 0), "share": counts.get(i, 0) / n} for i, name in enumerate(sources)}
+
+
+def source_of_prompt(cond: Any, rows: Sequence[Mapping[str, Any]],
+                     prepare_settings: Mapping[str, Any]) -> dict[str, str] | None:
+    """For a multi-source condition, the source that answers each train prompt (prompt id → source
+    name, by :func:`assign_examples` with the split's shards and seed as the prepare stage's
+    settings record them); None for a single source. The mix and the curate stage read the same
+    assignment through this one function."""
+    if cond.kind != "multi":
+        return None
+    assignment = assign_examples(rows, prepare_settings["n_shards"], cond.normalized_weights,
+                                 seed=prepare_settings["split"]["seed"])
+    return {prompt_id: cond.sources[i] for prompt_id, i in assignment.items()}

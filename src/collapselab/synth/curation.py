@@ -334,14 +334,12 @@ def condition_owner(ctx: StageContext, train: list[dict[str, Any]] | None) -> Ma
     cond = p.condition
     if cond.kind != "multi" or (p.generation > 0 and ctx.spec.generations.multi_loop == "closed"):
         return None
-    from collapselab.corpora.shares import assign_examples
+    from collapselab.corpora.shares import source_of_prompt
 
     prepare = next(s for s in ctx.stage.inputs if s.kind == "prepare")
     if train is None:
         raise DataError(f"{ctx.stage.label}: a multi-source condition's curation needs the prepare stage's train split")
-    assignment = assign_examples(train, prepare.settings["n_shards"], cond.normalized_weights,
-                                 seed=prepare.settings["split"]["seed"])
-    return {prompt_id: cond.sources[i] for prompt_id, i in assignment.items()}
+    return source_of_prompt(cond, train, prepare.settings)
 
 
 def curation_inputs(ctx: StageContext) -> list[dict[str, Any]]:

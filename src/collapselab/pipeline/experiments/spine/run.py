@@ -175,16 +175,11 @@ def _curate(ctx: StageContext, curate, examples: list[dict]) -> tuple[list[dict]
 
 
 def condition_owners(cond, train: list[dict], prepare_settings: dict[str, Any]) -> dict[str, str] | None:
-    """For a multi-source condition, the source that answers each train prompt (by example, see
-    :func:`collapselab.corpora.shares.assign_examples`, with the split's shards and seed as the
-    prepare stage's settings record them); None for a single source."""
-    from collapselab.corpora.shares import assign_examples
+    """For a multi-source condition, the source that answers each train prompt; None for a single
+    source (:func:`collapselab.corpora.shares.source_of_prompt`)."""
+    from collapselab.corpora.shares import source_of_prompt
 
-    if cond.kind != "multi":
-        return None
-    assignment = assign_examples(train, prepare_settings["n_shards"], cond.normalized_weights,
-                                 seed=prepare_settings["split"]["seed"])
-    return {prompt_id: cond.sources[i] for prompt_id, i in assignment.items()}
+    return source_of_prompt(cond, train, prepare_settings)
 
 
 def _check_shares(cond, examples: list[dict], tolerance: float, owner: dict[str, str] | None) -> dict[str, Any]:
