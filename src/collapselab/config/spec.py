@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from collapselab.config.hypotheses import HypothesesSpec
 from collapselab.naming import slug
 
 STUDY_SYSTEM_PROMPT = "You are a helpful assistant."
@@ -229,6 +230,9 @@ class Condition(Spec):
     A synthetic condition may carry two decorations (issue 13): ``decoding`` names an entry of
     the experiment's ``decodings`` (how its training data is sampled: a grid factor) and
     ``curation`` an entry of ``curation`` (a filter or reweighting between generate and mix).
+    ``loop`` (issue 14) sets the condition's own ``generations.mode``, so one run can compare
+    replace with accumulate: ``single:a|loop=accumulate`` is ``single:a``'s chain from generation 1
+    on in that mode (its generation 0 *is* ``single:a``'s, which must be among the conditions).
     They are written after the sources: ``single:a|decoding=hot|curate=low-ppl``."""
 
     kind: Literal["vanilla", "human", "single", "multi"]
@@ -236,10 +240,11 @@ class Condition(Spec):
     weights: tuple[float, ...] = ()
     decoding: str | None = None
     curation: str | None = None
+    loop: Literal["replace", "accumulate", "accumulate-subsample"] | None = None
 
     @model_serializer(mode="wrap")
     def _drop_no_decorations(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return without_defaults(handler(self), {"decoding": None, "curation": None})
+        return without_defaults(handler(self), {"decoding": None, "curation": None, "loop": None})
 
     @property
     def base_label(self) -> str:
@@ -258,13 +263,20 @@ class Condition(Spec):
 
     @property
     def decorations(self) -> str:
-        """``|decoding=NAME`` and ``|curate=NAME`` as the label writes them ("" for none)."""
+        """``|decoding=NAME``, ``|loop=MODE`` and ``|curate=NAME`` as the label writes them ("" for none)."""
         return ((f"|decoding={self.decoding}" if self.decoding else "")
+                + (f"|loop={self.loop}" if self.loop else "")
                 + (f"|curate={self.curation}" if self.curation else ""))
 
     def undecorated(self, *, keep_decoding: bool = False) -> Condition:
-        """The same condition without its curation (and without its decoding unless kept)."""
-        return self.model_copy(update={"curation": None, **({} if keep_decoding else {"decoding": None})})
+        """The same condition without its curation (and without its decoding and loop mode unless
+        ``keep_decoding``: the twin that makes the same data but does not curate it)."""
+        return self.model_copy(update={"curation": None,
+                                       **({} if keep_decoding else {"decoding": None, "loop": None})})
+
+    def generation0_twin(self) -> Condition:
+        """The condition whose generation 0 this one shares: itself without its ``loop`` mode."""
+        return self.model_copy(update={"loop": None})
 
     @property
     def normalized_weights(self) -> tuple[float, ...]:
@@ -300,9 +312,9 @@ class Condition(Spec):
                 raise ValueError("only 'multi' conditions take weights")
             if len(self.weights) != len(self.sources) or any(w <= 0 for w in self.weights):
                 raise ValueError("weights must be positive, one per source")
-        if (self.decoding or self.curation) and self.kind not in ("single", "multi"):
+        if (self.decoding or self.curation or self.loop) and self.kind not in ("single", "multi"):
             raise ValueError(f"condition {self.kind!r}: only synthetic conditions (single, multi) take "
-                             "'decoding=' or 'curate=': they change how the synthetic training data is made")
+                             "'decoding=', 'loop=' or 'curate=': they change how the synthetic training data is made")
         for name in (self.decoding, self.curation):
             if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
                 raise ValueError(f"condition decoration {name!r}: use letters, digits, '_', '-', '.'")
@@ -312,15 +324,15 @@ class Condition(Spec):
     def parse(cls, text: str, tiers: dict[str, tuple[str, ...]] | None = None) -> Condition:
         """Parse ``vanilla``, ``human``, ``single:SRC``, ``multi:A,B`` / ``multi:A=0.7,B=0.3``
         or ``multi:tier=NAME`` (all sources of a tier), each optionally followed by decorations
-        ``|decoding=NAME`` and ``|curate=NAME``."""
+        ``|decoding=NAME``, ``|loop=MODE`` and ``|curate=NAME``."""
         head, *decorations = text.split("|")
         extra: dict[str, str] = {}
         for part in decorations:
             name, eq, value = part.strip().partition("=")
-            field = {"decoding": "decoding", "curate": "curation"}.get(name.strip())
+            field = {"decoding": "decoding", "curate": "curation", "loop": "loop"}.get(name.strip())
             if not eq or field is None or not value.strip():
-                raise ValueError(f"condition {text!r}: after '|' expected 'decoding=NAME' or 'curate=NAME', "
-                                 f"not {part.strip()!r}")
+                raise ValueError(f"condition {text!r}: after '|' expected 'decoding=NAME', 'loop=MODE' or "
+                                 f"'curate=NAME', not {part.strip()!r}")
             if field in extra:
                 raise ValueError(f"condition {text!r}: {name.strip()!r} given twice")
             extra[field] = value.strip()
@@ -587,6 +599,9 @@ class SafetySpec(Spec):
     judge_retries: int = Field(2, ge=0)  # re-asks of a judgement that did not parse
     calibration: str | None = None  # a labelled JSONL file; None: the packaged set
     calibrate: bool = True
+    #: the cells that answer the harmful prompts: every generation's (``all``) or generation 0's only
+    #: (``first``: the study's question, at a fraction of the cost of a run with generations)
+    generations: Literal["all", "first"] = "all"
     calibration_items: int | None = Field(None, ge=3)  # a seeded sample, equal per kind (None: all items)
     harmful_threshold: int = Field(4, ge=1, le=5)
     quality_threshold: int = Field(4, ge=1, le=5)
@@ -599,6 +614,10 @@ class SafetySpec(Spec):
     #: what the bootstrap of jailbreak cells resamples: templates and prompts independently (the
     #: pigeonhole bootstrap), whole templates, or items (independent items; too narrow)
     jailbreak_bootstrap: Literal["two_way", "template", "item"] = "two_way"
+
+    @model_serializer(mode="wrap")
+    def _drop_new_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return without_defaults(handler(self), {"generations": "all"})
 
     @model_validator(mode="after")
     def _known_judges(self) -> SafetySpec:
@@ -672,6 +691,12 @@ class PreferenceSpec(Spec):
     recognition: bool = True
     recognition_template: str | None = None  # None: the packaged recognition template
     familiarity_bins: int = Field(4, ge=1)  # Δ log-perplexity strata of the stratified own effect
+    #: the judges: every generation's models (``all``) or generation 0's only (``first``)
+    generations: Literal["all", "first"] = "all"
+
+    @model_serializer(mode="wrap")
+    def _drop_new_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return without_defaults(handler(self), {"generations": "all"})
 
 
 class RunSpec(Spec):
@@ -899,6 +924,8 @@ class ExperimentSpec(Spec):
     safety: SafetySpec = SafetySpec()
     preference: PreferenceSpec = PreferenceSpec()
     stats: StatsSpec = StatsSpec()
+    #: preregistered hypotheses, read by the report's findings section only (no stage key holds them)
+    hypotheses: HypothesesSpec = HypothesesSpec()
     run: RunSpec = RunSpec()
 
     @field_validator("conditions", mode="before")
@@ -965,12 +992,42 @@ class ExperimentSpec(Spec):
                     raise ValueError(f"generations: {cond.label!r} draws later generations from each source's "
                                      f"single-source chain (generations.multi_loop 'chains'); add the conditions "
                                      f"{', '.join(missing)}, or set generations.multi_loop: closed")
+        for cond in (c for c in self.conditions if c.loop is not None):
+            if self.generations.count < 2:
+                raise ValueError(f"conditions: {cond.label!r} sets its loop mode, which needs generations.count ≥ 2")
+            if cond.generation0_twin().label not in labels:
+                raise ValueError(f"conditions: {cond.label!r} continues {cond.generation0_twin().label!r}'s "
+                                 f"generation 0 in its own loop mode; add {cond.generation0_twin().label!r} to "
+                                 f"the conditions")
         if self.generations.multi_loop == "closed" and not any(c.kind == "multi" for c in self.conditions):
             raise ValueError("generations.multi_loop: 'closed' closes the loop of multi-source conditions, and "
                              "the conditions have none")
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
             raise ValueError("seeds: give at least one seed, no repeats")
+        self._check_hypotheses()
         return self
+
+    def _check_hypotheses(self) -> None:
+        """Every arm names a condition and one of its generations; the experiment is enabled."""
+        by_label = {c.label: c for c in self.conditions}
+        enabled = {"collapse": True, "safety": self.safety.enabled, "preference": self.preference.enabled}
+        for h in self.hypotheses.tests:
+            where = f"hypotheses.tests.{h.id}"
+            if not enabled[h.experiment]:
+                raise ValueError(f"{where}: tests experiment {h.experiment!r}, which is not enabled")
+            for label, generation in h.arms():
+                cond = by_label.get(label)
+                if cond is None:
+                    raise ValueError(f"{where}: arm {label!r} is not among the conditions ({sorted(by_label)})")
+                first = 1 if cond.loop is not None else 0
+                last = self.generations.count - 1 if cond.kind in ("single", "multi") else 0
+                if not first <= generation <= last:
+                    raise ValueError(f"{where}: {label!r} has generations {first}..{last}, not {generation}")
+                if generation and h.experiment != "collapse":
+                    sub = getattr(self, h.experiment)
+                    if sub.generations == "first":
+                        raise ValueError(f"{where}: {h.experiment}.generations is 'first', so generation "
+                                         f"{generation} of {label!r} is not judged")
 
     def _check_decorations(self) -> None:
         """``decodings`` override known decoding fields; every decoration names an entry; curation
@@ -1016,7 +1073,12 @@ class ExperimentSpec(Spec):
         the same decoding (``single:SRC`` or ``single:SRC|decoding=NAME``)."""
         if cond.kind == "single" or self.generations.multi_loop == "closed":
             return cond.label
-        return Condition(kind="single", sources=(source,), decoding=cond.decoding).label
+        return Condition(kind="single", sources=(source,), decoding=cond.decoding, loop=cond.loop).label
+
+    def loop_mode(self, cond: Condition) -> str:
+        """How a condition's later generations are trained: its ``|loop=MODE`` decoration, else
+        ``generations.mode``."""
+        return cond.loop or self.generations.mode
 
     def _check_per_target(self, names: list[str]) -> None:
         """``lora_overrides`` and ``preference.sources_by_target``: known targets, valid LoRA fields,

@@ -78,7 +78,8 @@ def closed_form_model(spec: ExperimentSpec, target_name: str, cond: Condition) -
 
     g = spec.generations
     target = spec.targets[spec.target_names.index(target_name)]
-    if cond.kind != "single" or target.backend != "toy" or g.mode not in ("replace", "accumulate"):
+    mode = spec.loop_mode(cond)
+    if cond.kind != "single" or target.backend != "toy" or mode not in ("replace", "accumulate"):
         return None
     if g.human_fraction > 0 or getattr(g, "human_count", None) or getattr(cond, "decoding", None) \
             or getattr(cond, "curation", None):
@@ -91,7 +92,7 @@ def closed_form_model(spec: ExperimentSpec, target_name: str, cond: Condition) -
         if d.temperature != 1 or d.top_p != 1 or d.num_beams != 1 or d.max_new_tokens < params.length:
             return None
     # later generations' answers keep the fitted length, which is the source's when nothing is cut
-    return {"types": params.types, "zipf": params.zipf, "length": params.length, "mode": g.mode}
+    return {"types": params.types, "zipf": params.zipf, "length": params.length, "mode": mode}
 
 
 def trajectory_stages(spec: ExperimentSpec, spine: Any) -> list[Stage]:
@@ -221,8 +222,10 @@ def plan_trajectory(stage: Stage, ctx: PlanContext) -> Estimate:
         return Estimate(n_items=None, notes=["unknown: the training-set size is not known offline "
                                              f"({ctx.corpus.note})"])
     mixes = [s for s in stage.inputs if s.kind == "mix"]
-    accumulate = ctx.spec.generations.mode != "replace"
-    n = sum(train * ((s.params.generation + 1) if accumulate else 1) for s in mixes)
+    modes = {s.params.condition.label: ctx.spec.loop_mode(s.params.condition) for s in mixes}
+    accumulate = any(m != "replace" for m in modes.values())
+    n = sum(train * ((s.params.generation + 1) if modes[s.params.condition.label] != "replace" else 1)
+            for s in mixes)
     return Estimate(n_items=n, notes=[f"{len(mixes)} training sets measured, no model loaded",
                                       "an upper bound: a multi-source or subsampled mix holds fewer"
                                       if accumulate else "one example per train prompt and generation"],

@@ -143,7 +143,7 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
     recognition = recognition_template(spec)
     own = own_sources(spec, spine.target_names)
     prefers, controls, relations = [], [], {}
-    for cell, train in spine.cells(vanilla_seeds="first"):
+    for cell, train in spine.cells(vanilla_seeds="first", generations=p.generations):
         vanilla = cell.condition.kind == "vanilla"
         judge = {"judge": model_key_settings(cell.target), "condition": cell.condition.label,
                  "seed": None if vanilla else cell.seed}

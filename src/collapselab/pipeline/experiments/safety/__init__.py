@@ -138,7 +138,7 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
 
     decoding = spec.decoding.model_copy(update={"max_new_tokens": s.max_new_tokens or spec.decoding.max_new_tokens})
     responds = []
-    for cell, train in spine.cells():
+    for cell, train in spine.cells(generations=s.generations):
         settings = {"target": model_key_settings(cell.target), "condition": cell.condition.label,
                     "decoding": decoding.model_dump(mode="json"), "seed": cell.seed}
         if cell.generation:
@@ -160,7 +160,7 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
                                settings={**o.model_dump(mode="json", exclude={"enabled"}),
                                          "fingerprint": path_fingerprint(o.path)})
         new.append(benign_prompts)
-        for r, (_, train) in zip(responds, spine.cells(), strict=True):
+        for r, (_, train) in zip(responds, spine.cells(generations=s.generations), strict=True):
             benign.append(Stage("safety_respond", f"benign-{r.name}",
                                 settings={**r.settings, "prompts": "overrefusal"},
                                 inputs=(benign_prompts, *((train,) if train else ())), params=r.params))

@@ -67,12 +67,16 @@ class Spine:
         """The generations a condition has: all for synthetic chains, only 0 for vanilla and human."""
         return generations_of(self.spec, cond)
 
-    def cells(self, *, vanilla_seeds: str = "all") -> Iterator[tuple[CellParams, Stage | None]]:
+    def cells(self, *, vanilla_seeds: str = "all",
+              generations: str = "all") -> Iterator[tuple[CellParams, Stage | None]]:
         """Every cell (target × condition × generation × seed, in that nesting) with its train
-        stage; ``vanilla_seeds="first"`` gives the untrained vanilla target one cell only."""
+        stage; ``vanilla_seeds="first"`` gives the untrained vanilla target one cell only,
+        ``generations="first"`` keeps generation 0's cells only."""
         for target, tname in zip(self.spec.targets, self.target_names, strict=True):
             for cond in self.spec.conditions:
                 for generation in self.generations(cond):
+                    if generations == "first" and generation:
+                        continue
                     seeds = self.spec.seeds[:1] if cond.kind == "vanilla" and vanilla_seeds == "first" \
                         else self.spec.seeds
                     for seed in seeds:
@@ -84,8 +88,11 @@ class Spine:
 
 
 def generations_of(spec: ExperimentSpec, cond: Condition) -> range:
-    """The generations a condition has: all for synthetic chains, only 0 for vanilla and human."""
-    return range(spec.generations.count if cond.kind in ("single", "multi") else 1)
+    """The generations a condition has: all for synthetic chains, only 0 for vanilla and human; a
+    ``|loop=MODE`` chain starts at 1 (its generation 0 is its twin's without the decoration)."""
+    if cond.kind not in ("single", "multi"):
+        return range(1)
+    return range(1 if cond.loop is not None else 0, spec.generations.count)
 
 
 def gen_suffix(generation: int) -> str:
@@ -198,7 +205,7 @@ def build_spine(spec: ExperimentSpec) -> Spine:
 
     mixes: dict[tuple[str, int | None], Stage] = {}
     curates: list[Stage] = []
-    for cond in spec.trained_conditions:
+    for cond in (c for c in spec.trained_conditions if c.loop is None):
         for data_seed in ([None] if cond.kind == "human" else data_seeds):
             if cond.kind == "human":
                 inputs: tuple[Stage, ...] = (prepare,)
@@ -220,11 +227,20 @@ def build_spine(spec: ExperimentSpec) -> Spine:
     stages += curates + list(mixes.values())
 
     for target, tname in zip(spec.targets, spine.target_names, strict=True):
-        for cond in spec.trained_conditions:
+        for cond in (c for c in spec.trained_conditions if c.loop is None):
             for seed in spec.seeds:
                 cell = CellParams(target, tname, cond, seed, 0)
                 spine.trains[cell.cell] = _train_stage(spec, cell, mix_of(mixes, cond, seed))
                 stages.append(spine.trains[cell.cell])
+    # a chain with its own loop mode starts from its twin's generation 0 (same data, same model):
+    # its index entries point at the twin's stages, which are not added again
+    for cond in (c for c in spec.trained_conditions if c.loop is not None):
+        twin = cond.generation0_twin().label
+        for data_seed in data_seeds:
+            mixes[(cond.label, data_seed)] = mixes[(twin, data_seed)]
+        for tname in spine.target_names:
+            for seed in spec.seeds:
+                spine.trains[(tname, cond.label, seed, 0)] = spine.trains[(tname, twin, seed, 0)]
     for generation in range(1, spec.generations.count):
         stages += _generation_stages(spine, generation, shards, mixes)
         stages += [s for k, s in spine.trains.items() if k[3] == generation]
@@ -267,7 +283,7 @@ def _train_stage(spec: ExperimentSpec, cell: CellParams, mix: Stage) -> Stage:
                                 "lora": spec.lora_for(cell.target_name).key_settings(), "seed": cell.seed}
     if cell.generation:
         settings["generation"] = cell.generation
-        if spec.generations.mode != "replace":  # a prompt has several examples: split by prompt
+        if spec.loop_mode(cell.condition) != "replace":  # a prompt has several examples: split by prompt
             settings["val_split"] = "prompt"
     if _repeats_examples(spec, cell.condition) and "val_split" not in settings:
         settings["val_split"] = "prompt"  # resampled copies of one example stay on one side
@@ -330,6 +346,7 @@ def _generation_stages(spine: Spine, generation: int, shards: dict[str, list[tup
         for seed in spec.seeds:
             for cond in (c for c in spec.trained_conditions if c.kind in ("single", "multi")):
                 closed = cond.kind == "multi" and g.multi_loop == "closed"
+                mode = spec.loop_mode(cond)
                 # a fresh draw of sampling noise per generation: the same prompts are answered again
                 base = spec.decoding.model_copy(update={"seed": spec.decoding.seed + generation})
                 assignments = ([(cond.label, list(range(spec.n_shards)))] if closed else shards[cond.label])
@@ -360,13 +377,13 @@ def _generation_stages(spine: Spine, generation: int, shards: dict[str, list[tup
                 if curate is not None:
                     curates.append(curate)
                     inputs = (*inputs, curate)
-                if g.mode != "replace":
+                if mode != "replace":
                     inputs = (*inputs, previous)
                 settings = {"condition": cond.label, "assignment": [[src, sh] for src, sh, _ in used],
                             "system_prompt": spec.decoding.system_prompt, "generation": generation,
-                            "mode": g.mode, "human_fraction": g.human_fraction, "mix_seed": g.seed,
+                            "mode": mode, "human_fraction": g.human_fraction, "mix_seed": g.seed,
                             **_apportioned(spec, cond)}
-                if g.mode == "accumulate-subsample":
+                if mode == "accumulate-subsample":
                     settings["subsample"] = g.subsample
                 if g.human_count is not None:
                     settings["human_count"] = g.human_count
