@@ -41,11 +41,13 @@ def validate(
 
 
 @app.command()
-def status(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
+def status(run_dir: Path = typer.Argument(..., help="A run folder."),
+           times: bool = typer.Option(False, "--times", help="Time per stage kind instead: where the run "
+                                                              "spent its time.")) -> None:
     """Which stages of a run are done, running, interrupted or missing."""
     from collapselab.cli.status import status_command
 
-    status_command(run_dir)
+    status_command(run_dir, times)
 
 
 @app.command()

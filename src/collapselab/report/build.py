@@ -22,6 +22,7 @@ from collapselab.report.collapse import (
     summary_table,
     warnings_list,
 )
+from collapselab.report.findings import FindingsTables, findings_tables
 from collapselab.report.format import Table
 from collapselab.report.inputs import ReportInputs
 from collapselab.report.labels import directions
@@ -61,6 +62,7 @@ class ReportTables:
     safety: SafetyTables | None = None  # Experiment 2, when the run has it
     preference: PreferenceTables | None = None  # Experiment 3, when the run has it
     primary: Table | None = None  # the primary endpoints of every experiment (stats.primary)
+    findings: FindingsTables | None = None  # the preregistered hypotheses, when the config declares them
 
 
 def _primary(inputs: ReportInputs) -> Table | None:
@@ -100,4 +102,6 @@ def build_tables(inputs: ReportInputs) -> ReportTables:
         safety=safety,
         preference=preference,
         primary=_primary(inputs),
+        findings=findings_tables(getattr(inputs, "findings", None), getattr(inputs, "hypotheses", None),
+                                 getattr(inputs, "hypotheses_settings", None)),
     )

@@ -99,7 +99,21 @@ def build_plots(inputs: ReportInputs, failures: list[str]) -> dict[str, Any]:
     return {"main": main, "heatmaps": heatmaps, "sources": sources, "training": training,
             "safety": _safety_plots(inputs, failures), "preference": _preference_plots(inputs, failures),
             "generations": _generation_plots(inputs, failures), "more": _registered_plots(inputs, failures),
-            "sections": _section_plots(inputs, failures)}
+            "sections": _section_plots(inputs, failures), "findings": _findings_plot(inputs, failures)}
+
+
+def _findings_plot(inputs: ReportInputs, failures: list[str]) -> Plot | None:
+    """The preregistered endpoints' effects in MDE units (None: the run declares no hypotheses)."""
+    frame = getattr(inputs, "findings", None)
+    if frame is None or frame.empty:
+        return None
+    from collapselab.report.findings import findings_figure
+
+    return _plot("plot-findings", "Effects of the preregistered endpoints",
+                 "Each endpoint's paired effect with its 95% interval, in units of its minimum detectable "
+                 "effect, mirrored so that the hypothesis's expected direction points right. Circles: supported; "
+                 "crosses: contradicted; squares: inconclusive.",
+                 lambda: findings_figure(frame), failures)
 
 
 def _registered_plots(inputs: ReportInputs, failures: list[str]) -> list[Plot]:

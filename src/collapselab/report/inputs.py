@@ -151,6 +151,11 @@ class ReportInputs:
     #: condition label → a note shown with it everywhere in the report (a multi-source condition:
     #: how alike its sources answer the same prompts, from the homogeneity stage)
     condition_notes: dict[str, str] = field(default_factory=dict)
+    #: the preregistered hypotheses' findings (:mod:`collapselab.report.findings`): one row per
+    #: endpoint and one per hypothesis; ``hypotheses_settings`` the config's ``hypotheses``
+    findings: pd.DataFrame = field(default_factory=pd.DataFrame)
+    hypotheses: pd.DataFrame = field(default_factory=pd.DataFrame)
+    hypotheses_settings: Any = None
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -329,6 +334,12 @@ def collect(spec, run_dir: str | Path) -> ReportInputs:
         safety=safety, preference=preference, conditions=[c.label for c in spec.conditions],
         primary=spec.stats.primary_endpoints, primary_correction=spec.stats.correction,
     )
+    if spec.hypotheses.tests:
+        from collapselab.report.findings import findings_frames
+
+        inputs.findings, inputs.hypotheses = findings_frames(spec, parts, safety, preference,
+                                                             list(spec.target_names))
+        inputs.hypotheses_settings = spec.hypotheses
     from collapselab.report.sections import SectionContext, build_sections
 
     inputs.sections, inputs.section_failures = build_sections(SectionContext(spec, stages, store, inputs))

@@ -156,6 +156,9 @@ def render_markdown(inputs: ReportInputs) -> str:
     if warnings:
         parts.append("## Read before the numbers\n")
         parts.append("\n".join(f"- {escape(w)}" for w in warnings) + "\n")
+    if t.findings is not None:
+        parts += ["## Findings: the preregistered hypotheses\n", escape(t.findings.intro) + "\n",
+                  table(t.findings.hypotheses), table(t.findings.endpoints)]
     if t.primary is not None:
         parts += ["## Primary endpoints\n", table(t.primary)]
     if inputs.collapse:

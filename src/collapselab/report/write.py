@@ -90,6 +90,10 @@ def result_frames(inputs: ReportInputs) -> dict[str, pd.DataFrame]:
             lambda v: ", ".join(map(str, v)) if isinstance(v, list | tuple)
             else json.dumps(v, sort_keys=True) if isinstance(v, dict) else v)
     frames.update(experiment_frames(inputs))
+    for stem in ("findings", "hypotheses"):  # the preregistered hypotheses' findings
+        frame = getattr(inputs, stem, None)
+        if frame is not None and not frame.empty:
+            frames[stem] = frame
     frames.update({f"generations_{key}": frame for key, frame in multi_generation_frames(inputs).items()})
     return frames
 
