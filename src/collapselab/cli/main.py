@@ -59,11 +59,13 @@ def verify(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
+def report(run_dir: Path = typer.Argument(..., help="A run folder."),
+           figures: Path | None = typer.Option(None, "--figures", help="Also write every figure of the report "
+                                                                        "as a PNG file into this folder.")) -> None:
     """Write RUN_DIR/report/: report.html (self-contained), report.md, results as CSV and Parquet."""
     from collapselab.cli.report import report_command
 
-    report_command(run_dir)
+    report_command(run_dir, figures)
 
 
 @app.command("ls")

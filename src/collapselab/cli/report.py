@@ -15,9 +15,14 @@ def write_run_report(spec, run_dir: Path) -> dict[str, Path]:
     return write_report(collect(spec, run_dir), run_dir / "report")
 
 
-def report_command(run_dir: Path) -> None:
+def report_command(run_dir: Path, figures: Path | None = None) -> None:
     with user_errors():
         spec = load_run_spec(run_dir)
         paths = write_run_report(spec, run_dir)
         console.print(f"report: {paths['report.html']}")
         console.print(f"tables: {paths['report.html'].parent}")
+        if figures is not None:
+            from collapselab.report.write import export_figures
+
+            written = export_figures(paths["report.html"].read_text(), figures)
+            console.print(f"figures: {len(written)} PNG files in {figures}")

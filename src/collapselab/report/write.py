@@ -18,7 +18,9 @@ an interrupted run never sees half a file):
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from collapselab.report.html import render_html
 from collapselab.report.inputs import ReportInputs
 from collapselab.report.labels import showing_realised_shares
 from collapselab.report.markdown import render_markdown
-from collapselab.store.atomic import write_text
+from collapselab.store.atomic import write_bytes, write_text
 from collapselab.store.frames import write_parquet
 from collapselab.store.jsonsafe import jsonable
 
@@ -112,3 +114,22 @@ def write_report(inputs: ReportInputs, out_dir: Path) -> dict[str, Path]:
         paths["report.md"] = write_text(out_dir / "report.md", render_markdown(inputs))
         paths["report.html"] = write_text(out_dir / "report.html", render_html(inputs))
     return paths
+
+
+#: a figure with an image (a figure without one has no <img> before its </figure>)
+_FIGURE = re.compile(r'<figure id="(?P<id>[A-Za-z0-9_.-]+)">(?:(?!</figure>).)*?'
+                     r'<img src="data:image/png;base64,(?P<data>[A-Za-z0-9+/=]+)"', re.S)
+
+
+def export_figures(html: str, out_dir: Path) -> dict[str, Path]:
+    """Write every figure of a rendered report (``report.html``) as ``<figure id>.png`` into
+    ``out_dir``: the report's own images, for a paper or a document (figures the run had no data
+    for are not written). Returns the written files by figure id."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for m in _FIGURE.finditer(html):
+        path = out_dir / f"{m.group('id')}.png"
+        write_bytes(path, base64.b64decode(m.group("data")))
+        written[m.group("id")] = path
+    return written

@@ -94,6 +94,7 @@ def train_lora(
     out_dir: Path,
     chat_mode: str = "auto",
     progress: TrainProgress | None = None,
+    full_logits: bool = False,
 ) -> TrainResult:
     """Fine-tune a LoRA adapter on ``examples`` and write it to ``out_dir``.
 
@@ -149,6 +150,17 @@ def train_lora(
       ``eval_every`` optimizer steps and after the last step; after ``patience`` evaluations in a
       row without a new best, training stops (``patience`` 0: never). The adapter with the best
       validation loss is the one saved.
+    * **Logits.** The LM head (and the log-softmax) runs only at the positions whose next token is
+      a label: the model is called with transformers' ``logits_to_keep`` set to that ``(B, T)``
+      boolean mask, so the model's own head and any logit post-processing it does (Gemma 2's
+      soft-capping, say) run on those rows alone. With the completion loss the prompts (about
+      half the tokens of a continuation example) and the padding need no logits; on SmolLM2-135M
+      the head is about a fifth of the forward pass (a 49,152-token vocabulary on a 576-wide model).
+      The loss is the same sum over the same tokens; only the floating-point rounding of the head's
+      matrix product may differ, as it does between batch sizes. A model whose forward does not
+      take such a mask (checked once, on three tokens, against its full logits) gets
+      logits at every position, from which the label positions are then selected;
+      ``full_logits=True`` forces that path (``bench/train.py`` and the tests compare the two).
     * **Failure.** A non-finite loss raises :class:`~collapselab.errors.TrainingError` naming the
       step, before anything is written to ``out_dir``.
     * **Device.** A CUDA GPU when available, else the CPU (the caller sets torch's thread count).
@@ -162,6 +174,8 @@ def train_lora(
     ``val_loss``) and ``train_summary.json`` (the fields of :class:`TrainResult`).
 
     ``progress(step, total_steps, train_loss)`` is called after every optimizer step.
+    ``full_logits=True`` computes logits at every position, as the recipe did before it ran the
+    head on the label positions alone (see **Logits**): same loss, slower; for comparisons.
     """
     import numpy as np
     import torch
@@ -228,20 +242,25 @@ def train_lora(
 
     pad_id = _pad_id(tokenizer)
     use_bf16 = lora.dtype == "bfloat16"
+    kept_logits = not full_logits and takes_logit_mask(model)
 
     def nll(batch: list[EncodedExample]) -> tuple[Any, int]:
         """Summed label-token NLL (float32) and the number of label tokens of one micro-batch."""
         input_ids, attention_mask, labels = collate(batch, pad_id, lora.loss)
         input_ids, attention_mask, labels = (t.to(device) for t in (input_ids, attention_mask, labels))
+        next_tokens = labels[:, 1:]
+        keep = next_tokens != IGNORE_INDEX  # the logits at t predict the label at t + 1
         # only the forward runs under autocast; backward then follows the dtypes autocast chose
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        next_tokens = labels[:, 1:]
-        keep = next_tokens != IGNORE_INDEX
-        # select the label positions first: a float32 copy of the full logits would be huge
-        loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1][keep].float(), next_tokens[keep], reduction="sum"
-        )
+            if kept_logits:  # (n label tokens, vocab): the head runs on those rows only, in row-major order
+                at = torch.cat([keep, keep.new_zeros((keep.shape[0], 1))], dim=1)  # the last position predicts nothing
+                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                               logits_to_keep=at).logits
+            else:
+                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+                # select the label positions first: a float32 copy of the full logits would be huge
+                logits = logits[:, :-1][keep]
+        loss = torch.nn.functional.cross_entropy(logits.float(), next_tokens[keep], reduction="sum")
         return loss, int(keep.sum())
 
     def validation_loss() -> float:
@@ -461,6 +480,41 @@ def collate(batch: Sequence[EncodedExample], pad_id: int, loss: str = "completio
         first = 0 if loss == "full" else n_prompt
         labels[row, first:n_all] = input_ids[row, first:n_all]
     return input_ids, attention_mask, labels
+
+
+def takes_logit_mask(model: Any) -> bool:
+    """Whether ``model(..., logits_to_keep=mask)`` with a ``(B, T)`` boolean ``mask`` returns the
+    logits of the masked positions alone, as ``(mask.sum(), vocab)`` equal to those rows of its full
+    logits (transformers' ``slice_logits_to_keep``, used by most causal LMs' forward since v5).
+
+    Checked on the tokens 0, 1, 2 in evaluation mode without gradients (no dropout, so no random
+    number is drawn and seeding is untouched); any error, another shape or other values: False.
+    A model without a separate output layer (``get_output_embeddings()`` is None) or whose forward
+    has no ``logits_to_keep`` argument is not tried.
+    """
+    import inspect
+
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if base.get_output_embeddings() is None or "logits_to_keep" not in inspect.signature(base.forward).parameters:
+        return False
+    device = next(model.parameters()).device
+    ids = torch.arange(3, device=device)[None]  # three different tokens: each position's logits differ
+    mask = torch.tensor([[True, False, True]], device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            full = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+            kept = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False,
+                         logits_to_keep=mask).logits
+    except (TypeError, ValueError, IndexError, RuntimeError):
+        return False
+    finally:
+        model.train(was_training)
+    return (tuple(kept.shape) == (2, full.shape[-1])
+            and bool(torch.allclose(kept.float(), full[mask].float(), rtol=1e-4, atol=1e-5)))
 
 
 def matching_targets(model: Any, wanted: Sequence[str]) -> list[str]:

@@ -139,3 +139,15 @@ def test_both_renderings_show_every_hypothesis_with_its_verdict(report_dir):
         line = next(x for x in md.splitlines() if x.startswith(f"| {hid} |"))
         assert verdict in line
     assert md.index("## Findings") < md.index("## Summary")  # before any other result
+
+
+def test_report_figures_export_as_png_files(report_dir, tmp_path):
+    from collapselab.report.write import export_figures
+
+    html = (report_dir / "report.html").read_text()
+    # a figure without data (no <img>) must not take the next figure's image
+    html = html.replace('<figure id="plot-findings">', '<figure id="empty-one"><p class="empty">x</p></figure>'
+                                                       '<figure id="plot-findings">', 1)
+    written = export_figures(html, tmp_path)
+    assert "plot-findings" in written and "empty-one" not in written
+    assert written["plot-findings"].read_bytes().startswith(b"\x89PNG")
