@@ -21,6 +21,7 @@ LAYERS = {
     "labels": 1,
     "figures": 1,
     "plot_registry": 1,
+    "findings": 1,  # the preregistered hypotheses' tables (collect computes them, build shows them)
     "sections": 1,  # the registry of the collapse-loop sections (they register into it, at layer 4)
     "inputs": 2,
     # tables every experiment shares
