@@ -17,11 +17,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def append_table_rows(path: Path, section: str, section_header: str, lines: list[str]) -> None:
+def append_table_rows(path: Path, section: str, section_header: str, lines: list[str],
+                      before: str | None = None) -> None:
     """Insert markdown table ``lines`` after the last row of the table under ``section`` (a
-    ``## name`` line) in ``path``, adding the section (``section_header``) at the end if missing."""
+    ``## name`` line) in ``path``, adding the section (``section_header``) if missing: in front of
+    the ``before`` section when the file has it (``## gpu`` must stay last: bench/gpu.py appends at
+    the file's end), else at the end."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if section not in text.splitlines():
+    existing = text.splitlines()
+    if section not in existing and before is not None and before in existing:
+        at = existing.index(before)
+        existing[at:at] = section_header.rstrip("\n").splitlines() + [""]
+        text = "\n".join(existing) + "\n"
+    elif section not in existing:
         text = text.rstrip("\n") + "\n\n" + section_header
     rows = text.splitlines()
     start = rows.index(section)

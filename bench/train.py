@@ -314,15 +314,8 @@ def table_row(summary: dict[str, Any]) -> str:
 
 
 def record(path: Path, rows: list[str]) -> None:
-    """Append ``rows`` to the ``## train`` table of ``path``; the section, when missing, is put in
-    front of ``## gpu`` (which must stay last: bench/gpu.py appends at the file's end) or at the end."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    lines = text.splitlines()
-    if SECTION not in lines and BEFORE in lines:
-        at = lines.index(BEFORE)
-        lines[at:at] = SECTION_HEADER.rstrip("\n").splitlines() + [""]
-        path.write_text("\n".join(lines) + "\n")
-    append_table_rows(path, SECTION, SECTION_HEADER, rows)
+    """Append ``rows`` to the ``## train`` table of ``path`` (the section, when missing, in front of ``## gpu``)."""
+    append_table_rows(path, SECTION, SECTION_HEADER, rows, before=BEFORE)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -86,7 +86,7 @@ def test_tiny_run_agrees_with_the_baselines_and_records_its_rows(bench, tmp_path
     before, after = original.split("\n## gpu\n", 1)
     head = before.split("\n## loop\n", 1)[0]
     assert text.startswith(head.rstrip("\n")) and text.endswith("\n## gpu\n" + after)  # other sections untouched
-    section = text.split("## loop", 1)[1].split("## gpu", 1)[0]
+    section = text.split("\n## loop\n", 1)[1].split("\n## ", 1)[0]  # up to the next section
     table = [ln for ln in section.splitlines() if ln.startswith("| ")]
     header, new_rows = table[0], table[-len(METRICS):]
     assert header == "| " + " | ".join(name for name, _ in bench.COLUMNS) + " |"
