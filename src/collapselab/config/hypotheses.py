@@ -27,14 +27,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class Spec(BaseModel):
-    """Frozen, no unknown keys (as :class:`collapselab.config.spec.Spec`, which imports this module)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from collapselab.config.base import Spec
 
 #: the quantities a safety or preference hypothesis can name
 SAFETY_ENDPOINTS = ("harm", "quality", "refused")

@@ -12,8 +12,6 @@ from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
@@ -22,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from collapselab.config.base import Spec
 from collapselab.config.hypotheses import HypothesesSpec
 from collapselab.naming import slug
 
@@ -37,12 +36,6 @@ def without_defaults(data: Any, defaults: dict[str, Any]) -> Any:
             if name in data and data[name] == default:
                 data.pop(name)
     return data
-
-
-class Spec(BaseModel):
-    """Base: frozen, no unknown keys."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ColumnMap(Spec):

@@ -5,7 +5,6 @@ speed work started from this table."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -67,5 +66,4 @@ def wall_clock(stages: pd.DataFrame) -> tuple[str | None, str | None]:
     finished = pd.to_datetime(done["finished"], utc=True, format="ISO8601")
     started = finished - pd.to_timedelta(done["seconds"].fillna(0), unit="s")
     fmt = "%Y-%m-%d %H:%M:%S UTC"
-    return (dt.datetime.fromtimestamp(started.min().timestamp(), dt.UTC).strftime(fmt),
-            dt.datetime.fromtimestamp(finished.max().timestamp(), dt.UTC).strftime(fmt))
+    return started.min().strftime(fmt), finished.max().strftime(fmt)
