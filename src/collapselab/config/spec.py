@@ -208,12 +208,19 @@ class LoraSpec(Spec):
     patience: int = Field(5, ge=0)  # 0: no early stopping
     dtype: Literal["bfloat16", "float32"] = "bfloat16"
     loss: Literal["completion", "full"] = "completion"
+    # how the recipe is laid out on devices: "single" (one device, the default), "fsdp" (the
+    # model sharded across run.gpus_per_node × run.nodes processes with accelerate's FSDP), "qlora"
+    # (the base weights quantized to 4-bit NF4 by bitsandbytes, one device); see docs/scale.md
+    strategy: Literal["single", "fsdp", "qlora"] = "single"
 
     def key_settings(self) -> dict[str, Any]:
         """What a train stage's key holds: every field, but ``loss`` only when it is not the default
-        ``completion`` (the loss was always on the completion before the setting existed, so old
-        run folders keep their keys)."""
-        return self.model_dump(mode="json", exclude={"loss"} if self.loss == "completion" else None)
+        ``completion`` and ``strategy`` only when it is not ``single`` (neither existed when the
+        first run folders were written, so those keep their keys). A sharded or quantized recipe
+        computes other numbers (other reduction orders; a 4-bit base), so it is another stage."""
+        exclude = {name for name, default in (("loss", "completion"), ("strategy", "single"))
+                   if getattr(self, name) == default}
+        return self.model_dump(mode="json", exclude=exclude or None)
 
 
 class Condition(Spec):
@@ -692,6 +699,28 @@ class PreferenceSpec(Spec):
         return without_defaults(handler(self), {"generations": "all"})
 
 
+class VllmRunSpec(Spec):
+    """How the ``vllm/`` backend's engines are run (execution only: never part of a stage key).
+
+    * ``shared_engine`` — the stages of every fine-tuned model of one base model share one engine,
+      each adapter sent as a LoRA request (``enable_lora``, ``max_loras``, ``max_lora_rank``);
+      False: one engine per model (the adapter still a LoRA request).
+    * ``max_loras`` — adapters an engine keeps on the GPU at once (vLLM's ``max_loras``).
+    * ``data_parallel`` — engines per node, one per GPU, each sampling a fixed share of a stage's
+      prompts (1: one engine).
+    * ``batch_invariant`` — start engines with ``VLLM_BATCH_INVARIANT=1``, so a text does not
+      depend on what else is in flight (a resumed GPU run gives identical text; slower).
+    * ``python`` — the interpreter of a separate vLLM environment (``scripts/setup-vllm.sh``):
+      engines then run in a child process of that interpreter; None: this interpreter.
+    """
+
+    shared_engine: bool = True
+    max_loras: int = Field(4, ge=1)
+    data_parallel: int = Field(1, ge=1)
+    batch_invariant: bool = False
+    python: str | None = None
+
+
 class RunSpec(Spec):
     """Execution settings that do not change results (never part of a stage key)."""
 
@@ -701,6 +730,15 @@ class RunSpec(Spec):
     # GPUs each stage that loads a model asks the Ray executor for (generate, train, respond, score,
     # judge, …); 0: CPU only. Fractions share a GPU between stages (e.g. 0.5 for two small models).
     gpus: float = Field(0.0, ge=0.0)
+    # the GPUs the run will have, for `plan`'s memory estimates and `validate`'s fit check
+    # (None: unknown, nothing is checked): memory of one GPU in GB (1e9 bytes), GPUs per node, nodes
+    gpu_memory_gb: float | None = Field(None, gt=0)
+    gpus_per_node: int | None = Field(None, ge=1)
+    nodes: int = Field(1, ge=1)
+    # sustained dense bf16 TFLOP/s of one GPU, for plan's GPU-hour estimates (None: the plan's
+    # stated default, see pipeline/memory.py)
+    gpu_tflops: float | None = Field(None, gt=0)
+    vllm: VllmRunSpec = VllmRunSpec()
 
 
 class GenerationsSpec(Spec):

@@ -58,7 +58,8 @@ def changed_roots(spec, reference: dict[str, str]) -> list[str]:
 def test_loss_enters_the_train_key_only_when_full():
     assert LoraSpec().loss == "completion"
     assert "loss" not in LoraSpec().key_settings()
-    assert LoraSpec().key_settings() == {k: v for k, v in LoraSpec().model_dump(mode="json").items() if k != "loss"}
+    assert LoraSpec().key_settings() == {k: v for k, v in LoraSpec().model_dump(mode="json").items()
+                                         if k not in ("loss", "strategy")}
     assert LoraSpec(loss="full").key_settings()["loss"] == "full"
     reference = keys(spec_of())
     assert keys(spec_of(lora__loss="completion")) == reference  # the default spelled out: same keys
@@ -68,6 +69,18 @@ def test_loss_enters_the_train_key_only_when_full():
     assert len(roots) == 2 * 3  # both targets x the trained conditions (human, single, multi)
     with pytest.raises(ConfigError, match="lora.loss"):
         spec_of(lora__loss="answer")
+
+
+def test_strategy_enters_the_train_key_only_when_not_single():
+    assert "strategy" not in LoraSpec().key_settings()
+    reference = keys(spec_of())
+    assert keys(spec_of(lora__strategy="single")) == reference
+    for strategy in ("fsdp", "qlora"):
+        assert LoraSpec(strategy=strategy).key_settings()["strategy"] == strategy
+        roots = changed_roots(spec_of(lora__strategy=strategy), reference)
+        assert roots and all(r.startswith("train/") for r in roots)
+    with pytest.raises(ConfigError, match="lora.strategy"):
+        spec_of(lora__strategy="ddp")
 
 
 # -- lora_overrides --------------------------------------------------------------------------------
