@@ -44,6 +44,10 @@ def build_graph(spec: ExperimentSpec) -> list[Stage]:
         for stage in stages:
             if stage_kind(stage.kind).loads_model:
                 stage.resources["gpus"] = spec.run.gpus
+    for stage in stages:  # a sharded train stage asks for a node's GPUs, one per process
+        if stage.kind == "train" and spec.run.gpus_per_node and \
+                spec.lora_for(stage.params.target_name).strategy == "fsdp":
+            stage.resources["gpus"] = float(spec.run.gpus_per_node)
     return stages
 
 

@@ -28,6 +28,7 @@ from collapselab.errors import TrainingError
 from collapselab.models.base import ChatPrompt
 from collapselab.models.formatting import EncodedExample, encode_example, uses_chat_template
 from collapselab.store.atomic import write_jsonl, write_text
+from collapselab.train.distributed import Ranks, full_state, shard_model
 
 #: Gradient-norm clipping. The study's settings are those of the Hugging Face ``Trainer``, whose
 #: default ``max_grad_norm`` is 1.0; it is kept so that the early, large-gradient steps of a
@@ -95,6 +96,7 @@ def train_lora(
     chat_mode: str = "auto",
     progress: TrainProgress | None = None,
     full_logits: bool = False,
+    ranks: Ranks | None = None,
 ) -> TrainResult:
     """Fine-tune a LoRA adapter on ``examples`` and write it to ``out_dir``.
 
@@ -176,6 +178,13 @@ def train_lora(
     ``progress(step, total_steps, train_loss)`` is called after every optimizer step.
     ``full_logits=True`` computes logits at every position, as the recipe did before it ran the
     head on the label positions alone (see **Logits**): same loss, slower; for comparisons.
+
+    ``lora.strategy`` lays the same recipe out on devices: ``single`` as above; ``fsdp`` runs in
+    several processes started by :func:`~collapselab.train.distributed.launch_fsdp`, each calling
+    this function with its ``ranks`` (the model sharded with FSDP2; see
+    :mod:`collapselab.train.distributed` for how the optimisation stays the single process's);
+    ``qlora`` loads the base weights quantized to 4-bit NF4 with double quantization
+    (bitsandbytes, a CUDA GPU; :func:`qlora_config`), the LoRA weights and optimizer in float32.
     """
     import numpy as np
     import torch
@@ -184,6 +193,13 @@ def train_lora(
 
     started = time.perf_counter()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    ranks = ranks or Ranks()
+    if (lora.strategy == "fsdp") != (ranks.world > 1):
+        raise TrainingError(
+            "lora.strategy fsdp runs in several processes (collapselab.train.distributed.launch_fsdp); "
+            f"got strategy {lora.strategy!r} in {ranks.world} process(es)")
+    if lora.strategy == "qlora":
+        check_qlora()
 
     # --- setup -----------------------------------------------------------------------------------
     random.seed(seed)
@@ -208,7 +224,18 @@ def train_lora(
         )
     val_ids = [example.id for example, _ in val_set]
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, dtype=torch.float32)
+    # a GPU when there is one (paper-sized targets); bit-identical reruns are promised on CPU only
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    load: dict[str, Any] = {"dtype": torch.float32}
+    if lora.strategy == "fsdp" and lora.dtype == "bfloat16":
+        load["dtype"] = torch.bfloat16  # frozen weights sharded and gathered in bf16 (LoRA's stay float32)
+    elif lora.strategy == "qlora":
+        load = {"dtype": torch.float32, "quantization_config": qlora_config(lora), "device_map": {"": device}}
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, **load)
+    if lora.strategy == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     targets = matching_targets(model, lora.target_modules)
     model = get_peft_model(
         model,
@@ -220,9 +247,12 @@ def train_lora(
             task_type="CAUSAL_LM",
         ),
     )
-    # a GPU when there is one (paper-sized targets); bit-identical reruns are promised on CPU only
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
+    if lora.strategy != "qlora":  # a quantized model was placed by from_pretrained
+        model.to(device)
+    if lora.strategy == "fsdp":
+        shard_model(model)
+        if not ranks.main:  # dropout masks of its own (rank 0 keeps the single-process stream)
+            torch.manual_seed(seed + 1_000_003 * ranks.rank)
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
 
     micro_per_epoch = math.ceil(len(train_set) / lora.batch_size)
@@ -266,11 +296,18 @@ def train_lora(
     def validation_loss() -> float:
         model.eval()
         total, count = 0.0, 0
+        batches = [[encoded for _, encoded in val_set[first : first + lora.batch_size]]
+                   for first in range(0, len(val_set), lora.batch_size)]
+        mine = ranks.share(batches)
         with torch.no_grad():
-            for first in range(0, len(val_set), lora.batch_size):
-                loss, n = nll([encoded for _, encoded in val_set[first : first + lora.batch_size]])
-                total, count = total + float(loss), count + n
+            for i in range(ranks.calls(len(batches))):
+                if i < len(mine):
+                    loss, n = nll(mine[i])
+                    total, count = total + float(loss), count + n
+                else:  # nothing left here: join the other processes' weight gathers
+                    nll(batches[0])
         model.train()
+        total, count = ranks.sum(total, count)
         return total / count
 
     # --- train -----------------------------------------------------------------------------------
@@ -291,18 +328,24 @@ def train_lora(
         batches = [[train_set[i][1] for i in indices] for indices in micro_batches]
         step_tokens = sum(loss_token_count(e, lora.loss) for batch in batches for e in batch)
         step_loss = 0.0
-        for batch in batches:
+        mine = ranks.share(batches)  # all of them in one process
+        for i in range(ranks.calls(len(batches))):
+            # a process with one micro-batch fewer runs a zero-weighted one: all must join each gather
+            batch, weight = (mine[i], ranks.world) if i < len(mine) else (batches[0], 0)
             loss_sum, _ = nll(batch)
-            if not torch.isfinite(loss_sum):
+            if weight and not torch.isfinite(loss_sum):
                 raise TrainingError(
                     f"training loss became {loss_sum.item()} at optimizer step {step} of {total_steps} "
                     f"(learning rate {scheduler.get_last_lr()[0]:.3g}); nothing was saved"
                 )
             # dividing by the step's token count makes the accumulated gradient that of the mean
-            # over all label tokens of the step, however they fall into micro-batches
-            (loss_sum / step_tokens).backward()
-            step_loss += loss_sum.item()
-            train_tokens += sum(len(e.input_ids) for e in batch)
+            # over all label tokens of the step, however they fall into micro-batches (and
+            # processes: FSDP averages gradients over them, which the weight world undoes)
+            (loss_sum * weight / step_tokens).backward()
+            if weight:
+                step_loss += loss_sum.item()
+                train_tokens += sum(len(e.input_ids) for e in batch)
+        (step_loss,) = ranks.sum(step_loss)
         torch.nn.utils.clip_grad_norm_([p for _, p in trainable], MAX_GRAD_NORM)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
@@ -337,15 +380,9 @@ def train_lora(
             for name, p in trainable:
                 p.copy_(best_weights[name])
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir / f".adapter.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)  # left over from a crashed run of this process id
-    model.save_pretrained(staging, safe_serialization=True)
-    _sort_target_modules(staging / "adapter_config.json")
-    if (out_dir / "adapter").exists():
-        shutil.rmtree(out_dir / "adapter")
-    os.replace(staging, out_dir / "adapter")
-    write_jsonl(out_dir / "loss_curve.jsonl", curve)
+    # sharded weights are gathered whole by every process; rank 0 writes
+    whole = full_state(trainable) if ranks.world > 1 else None
+    (train_tokens,) = (int(t) for t in ranks.sum(train_tokens))
     result = TrainResult(
         n_train=len(train_set),
         n_val=len(val_set),
@@ -365,8 +402,49 @@ def train_lora(
         chat=chat,
         loss=lora.loss,
     )
-    write_text(out_dir / "train_summary.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    if ranks.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = out_dir / f".adapter.tmp-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)  # left over from a crashed run of this process id
+        model.save_pretrained(staging, safe_serialization=True, **({"state_dict": whole} if whole else {}))
+        _sort_target_modules(staging / "adapter_config.json")
+        if (out_dir / "adapter").exists():
+            shutil.rmtree(out_dir / "adapter")
+        os.replace(staging, out_dir / "adapter")
+        write_jsonl(out_dir / "loss_curve.jsonl", curve)
+        write_text(out_dir / "train_summary.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    ranks.barrier()
     return result
+
+
+def check_qlora() -> None:
+    """Refuse ``lora.strategy: qlora`` where it cannot run (raises :class:`TrainingError`):
+    bitsandbytes must be installed and a CUDA GPU present (its 4-bit layers are CUDA kernels;
+    collapselab does not use the experimental CPU builds)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise TrainingError("lora.strategy qlora quantizes the base model to 4 bits with bitsandbytes, which is "
+                            "not installed: pip install 'collapselab[qlora]' on a CUDA machine")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise TrainingError("lora.strategy qlora needs a CUDA GPU (bitsandbytes' 4-bit layers) and this machine "
+                            "has none; use lora.strategy single (or fsdp) here")
+
+
+def qlora_config(lora: LoraSpec) -> Any:
+    """transformers' ``BitsAndBytesConfig`` of the QLoRA recipe (Dettmers et al. 2023, "QLoRA"):
+    4-bit NormalFloat weights with double quantization, matrix products in ``lora.dtype``."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16 if lora.dtype == "bfloat16" else torch.float32,
+    )
 
 
 def split_validation(

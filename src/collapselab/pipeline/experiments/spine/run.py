@@ -297,5 +297,13 @@ def run_train(ctx: StageContext) -> None:
         train_toy(target, examples, out_dir=ctx.out, seed=p.seed, progress=progress)
         return
 
-    train_lora(resolve_weights(target), examples, ctx.spec.lora_for(p.target_name), seed=p.seed, out_dir=ctx.out,
+    lora = ctx.spec.lora_for(p.target_name)
+    if lora.strategy == "fsdp":  # several processes on this node (the stage's GPUs under Ray)
+        from collapselab.train.distributed import launch_fsdp, training_processes
+
+        launch_fsdp(resolve_weights(target), examples, lora, seed=p.seed, out_dir=ctx.out,
+                    processes=training_processes(ctx.spec.run), chat_mode=target.chat, progress=progress,
+                    threads=ctx.spec.run.threads)
+        return
+    train_lora(resolve_weights(target), examples, lora, seed=p.seed, out_dir=ctx.out,
                chat_mode=target.chat, progress=progress)
