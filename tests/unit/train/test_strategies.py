@@ -163,3 +163,27 @@ def test_qlora_is_refused_without_bitsandbytes_or_without_cuda(tiny_model_dir, t
     with pytest.raises(TrainingError, match="qlora needs a CUDA GPU"):
         train_lora(tiny_model_dir, EXAMPLES, LoraSpec(**SETTINGS, strategy="qlora"), seed=3, out_dir=tmp_path / "q")
     assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.slow
+def test_a_pipeline_with_fsdp_trains_in_two_processes_like_one(tmp_path, tiny_model_dir):
+    from collapselab.config.load import load_config
+    from collapselab.executors import run_stages
+    from collapselab.pipeline.graph import build_graph
+    from collapselab.store.run import RunStore
+    from tests.helpers import tiny_config, write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus.jsonl")
+    curves = {}
+    for strategy in ("single", "fsdp"):
+        (tmp_path / strategy).mkdir()
+        cfg = tiny_config(tmp_path / strategy, tiny_model_dir, corpus, conditions=["vanilla", "human"],
+                          lora__strategy=strategy, lora__dropout=0.0, run__gpus_per_node=2)
+        spec = load_config(cfg, use_env=False)
+        train = next(s for s in build_graph(spec) if s.kind == "train")
+        run_stages(spec, tmp_path / strategy / "out", stop_after=lambda s: s.kind == "train")
+        folder = RunStore(tmp_path / strategy / "out").final_dir(train.ref)
+        curves[strategy] = _curve(folder)
+    assert len(curves["fsdp"]) == len(curves["single"]) > 1
+    for x, y in zip(curves["single"], curves["fsdp"], strict=True):
+        assert y["train_loss"] == pytest.approx(x["train_loss"], rel=1e-6)
