@@ -282,6 +282,11 @@ def continuation_from_echo(data: dict[str, Any], text: str, start: int) -> list[
     continuation characters, and tokenizing the joined text may merge them with the prompt's
     last ones); tokens at or past ``len(text)`` (generated, if a server ignores ``max_tokens=0``)
     are not part of the text and are dropped.
+
+    A tokenizer that adds a BOS token makes vLLM count that token's text (``<bos>``,
+    ``<|begin_of_text|>``) in the offsets, although it is not in ``text``: when the first echoed
+    token's text is not where ``text`` begins and the second token starts right after it, every
+    offset is moved back by its length (the BOS token, which has no log-prob, then ends at 0).
     """
     logprobs = _first_choice(data).get("logprobs") or {}
     offsets, values = logprobs.get("text_offset"), logprobs.get("token_logprobs")
@@ -289,6 +294,11 @@ def continuation_from_echo(data: dict[str, Any], text: str, start: int) -> list[
         raise ModelError("the server did not echo the prompt's token log-probabilities, so this endpoint "
                          "cannot score text (it needs /completions with echo=true and logprobs, "
                          "as vLLM serves)")
+    tokens = logprobs.get("tokens") or []
+    if (len(offsets) > 1 and len(tokens) == len(offsets) and offsets[0] == 0 and tokens[0]
+            and not text.startswith(tokens[0]) and offsets[1] == len(tokens[0])):
+        shift = offsets[1]
+        offsets = [0] + [offset - shift for offset in offsets[1:]]
     out: list[float] = []
     for i, (offset, value) in enumerate(zip(offsets, values, strict=True)):
         end = offsets[i + 1] if i + 1 < len(offsets) else len(text)

@@ -532,3 +532,23 @@ def test_pipeline_with_an_openai_source(server, tmp_path, tiny_model_dir):
     train = pd.read_json(store.final_dir(mix.ref) / "train.jsonl", lines=True)
     assert set(train["response"]) == set(synthetic["response"])
     assert files_containing(tmp_path, KEY) == []
+
+
+def test_echo_offsets_that_count_a_bos_token_are_moved_back():
+    """vLLM's echoed offsets include the BOS token's text (Gemma's "<bos>"); without the shift the
+    prompt/continuation boundary moves and the continuation's last token is lost."""
+    from collapselab.models.openai_http import continuation_from_echo
+
+    text, start = "Hi there. Bye now", 9  # prompt "Hi there.", continuation " Bye now"
+    tokens = ["<bos>", "Hi", " there", ".", " Bye", " now"]
+    offsets, pos = [], 0
+    for t in tokens:
+        offsets.append(pos)
+        pos += len(t)
+    data = {"choices": [{"logprobs": {"tokens": tokens, "text_offset": offsets,
+                                      "token_logprobs": [None, -1.0, -2.0, -3.0, -4.0, -5.0]}}]}
+    assert continuation_from_echo(data, text, start) == [-4.0, -5.0]
+    # without a BOS token the offsets are taken as they are
+    plain = {"choices": [{"logprobs": {"tokens": tokens[1:], "text_offset": [o - 5 for o in offsets[1:]],
+                                       "token_logprobs": [None, -2.0, -3.0, -4.0, -5.0]}}]}
+    assert continuation_from_echo(plain, text, start) == [-4.0, -5.0]
