@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -39,6 +40,7 @@ def validate_command(config: Path, overrides: list[str] | None) -> None:
             if spec.preference.enabled:
                 line += f" · its judges compare {', '.join(spec.preference_sources(name))} + human"
             console.print(line)
+        console.print(memory_line(spec, stages), highlight=False, soft_wrap=True)
         from collapselab.pipeline.validate import mix_shares
 
         for label, shares in mix_shares(spec).items():
@@ -51,3 +53,22 @@ def validate_command(config: Path, overrides: list[str] | None) -> None:
                 console.print(f"{label}: realised shares of the {n:,} training prompts: " + ", ".join(
                     f"{s} {v['count']:,} = {v['share']:.1%} (requested {v['requested']:.1%})"
                     for s, v in shares.items()), highlight=False)
+
+
+def memory_line(spec: Any, stages: list[Any]) -> str:
+    """What the GPU memory check found (validate has already refused any stage that does not fit)."""
+    from collapselab.pipeline.memory import GB, check_memory
+
+    if spec.run.gpu_memory_gb is None:
+        return "GPU memory: not checked (run.gpu_memory_gb is not set); `collapselab plan` shows the estimates"
+    check = check_memory(spec, stages)
+    line = f"GPU memory: {check.checked} model stage(s) fit GPUs of {spec.run.gpu_memory_gb:g} GB"
+    if check.largest is not None:
+        label, mem = check.largest
+        line += f" (the largest: {label}, ≈ {(mem.peak or 0) / GB:,.1f} GB per GPU)"
+    if check.unchecked:
+        reasons = sorted({note for _, mem in check.unchecked for note in mem.notes})
+        line += (f"; {len(check.unchecked)} not checked: "
+                 + ", ".join(label for label, _ in check.unchecked[:5])
+                 + (" ..." if len(check.unchecked) > 5 else "") + f" ({'; '.join(reasons)})")
+    return line

@@ -79,7 +79,43 @@ def validate_experiment(spec: ExperimentSpec) -> list[Stage]:
                 + ", ".join(f"{s} {v['count']} ({v['share']:.1%})" for s, v in shares.items())
                 + "; use more training prompts (split.train_size), another split.shards (a boundary on a shard "
                 "edge keeps whole shards) or raise split.weight_tolerance")
-    return build_graph(spec)
+    _check_strategies(spec)
+    stages = build_graph(spec)
+    _check_gpu_memory(spec, stages)
+    return stages
+
+
+def _check_strategies(spec: ExperimentSpec) -> None:
+    """``lora.strategy: fsdp`` needs the GPUs of one node to shard over (the train stage starts
+    ``run.gpus_per_node`` processes on one node; :func:`collapselab.train.distributed.training_processes`)."""
+    if not spec.trained_conditions:
+        return
+    for name in spec.target_names:
+        if spec.lora_for(name).strategy != "fsdp":
+            continue
+        where = f"lora_overrides.{name}.strategy" if "strategy" in spec.lora_overrides.get(name, {}) \
+            else "lora.strategy"
+        if not spec.run.gpus_per_node or spec.run.gpus_per_node < 2:
+            raise ConfigError(f"run.gpus_per_node: {where} is fsdp for target {name!r}, which shards the model over "
+                              f"run.gpus_per_node processes (one per GPU of a node), and run.gpus_per_node is "
+                              f"{spec.run.gpus_per_node or 'not set'}: set it to the node's GPUs (2 or more), or use "
+                              "lora.strategy single or qlora")
+        if spec.run.nodes > 1:
+            raise ConfigError(f"run.nodes: {where} is fsdp for target {name!r}; collapselab starts the training "
+                              f"processes of one node, so run.nodes {spec.run.nodes} cannot be used by it "
+                              "(docs/scale.md, 'Several nodes')")
+
+
+def _check_gpu_memory(spec: ExperimentSpec, stages: list[Stage]) -> None:
+    """With ``run.gpu_memory_gb``: every model stage's estimated peak must fit the GPU memory it
+    gets (:mod:`collapselab.pipeline.memory`); stages whose shape is unknown are not checked."""
+    from collapselab.pipeline.memory import check_memory, refusal_message
+
+    if spec.run.gpu_memory_gb is None:
+        return
+    check = check_memory(spec, stages)
+    if check.refused:
+        raise ConfigError(refusal_message(check, spec))
 
 
 def mix_shares(spec: ExperimentSpec) -> dict[str, dict[str, dict[str, float]] | None]:

@@ -107,7 +107,8 @@ def train_lora(
     (evaluated every 20 optimizer steps, patience 5); bf16; max length 1,024; seed 42. Two
     defaults differ from it (``docs/deviations.md``): the loss is on the answers
     (``loss: completion``; the study's is ``full``), and the effective batch is 8 (the study's 64
-    for the 8B target is ``batch_size: 8, grad_accum: 8``, as ``configs/paper.yaml`` sets).
+    for the 8B target is ``batch_size`` × ``grad_accum``: ``configs/paper.yaml`` sets 2 × 32, which
+    fits an 80 GB GPU).
 
     How the recipe works:
 

@@ -88,7 +88,11 @@ def test_the_study_design(spec):
     assert lora.loss == "full"
     small, big = (spec.lora_for(name) for name in spec.target_names)
     assert (small.batch_size * small.grad_accum, big.batch_size * big.grad_accum) == (64, 128)
-    assert small == lora and big == lora.model_copy(update={"grad_accum": 16})
+    # micro-batches sized to fit 80 GB GPUs (tests/unit/pipeline/test_memory.py): 2 x 32 on one GPU,
+    # the 70B sharded over the node's 8 GPUs at 1 x 128
+    assert small == lora and (lora.batch_size, lora.grad_accum, lora.strategy) == (2, 32, "single")
+    assert big == lora.model_copy(update={"strategy": "fsdp", "batch_size": 1, "grad_accum": 128})
+    assert spec.run.gpus_per_node == 8 and spec.run.gpu_memory_gb is None
     j = spec.safety.jailbreaks
     assert (j.min_votes, j.max_templates, j.prompts_per_template) == (10, 28, 40)
     assert spec.safety.judge.id == "hf/meta-llama/Llama-3.1-70B-Instruct"
@@ -153,10 +157,11 @@ def test_plan_runs_offline_and_matches_the_studys_sizes(spec, no_network, monkey
     generate = table[table["kind"] == "generate"]
     assert generate["tokens_prefill"].isna().all() and pd.isna(kinds.loc["generate", "tokens_prefill"])
     assert generate["basis"].str.contains("not read offline").all()
-    # the LoRA recipe by hand: 5% validation = ceil(675.45) = 676, 12,833 to fit, ceil(12,833 / 8)
-    # = 1,605 micro-batches an epoch; 8B: 8 accumulated -> 201 steps an epoch, 603 steps (the
-    # study's log: 603), an evaluation every 20 steps and at the end: 31; 70B: 16 accumulated ->
-    # 101 steps an epoch, 303 steps, 16 evaluations; lengths unknown -> max_length 1,024 per example
+    # the LoRA recipe by hand: 5% validation = ceil(675.45) = 676, 12,833 to fit; 8B: ceil(12,833 / 2)
+    # = 6,417 micro-batches an epoch, 32 accumulated -> 201 steps an epoch, 603 steps (the study's
+    # log: 603), an evaluation every 20 steps and at the end: 31; 70B: 12,833 micro-batches of 1,
+    # 128 accumulated -> 101 steps an epoch, 303 steps, 16 evaluations; lengths unknown ->
+    # max_length 1,024 per example
     trains = table[table["kind"] == "train"]
     assert len(trains) == 14 and (trains["tokens_train"] == 3 * 12_833 * 1024).all()
     for target, steps, evals in (("8B", 603, 31), ("70B", 303, 16)):
