@@ -212,6 +212,11 @@ class LoraSpec(Spec):
     # model sharded across run.gpus_per_node × run.nodes processes with accelerate's FSDP), "qlora"
     # (the base weights quantized to 4-bit NF4 by bitsandbytes, one device); see docs/scale.md
     strategy: Literal["single", "fsdp", "qlora"] = "single"
+    # recompute each decoder layer's activations in the backward pass instead of keeping them
+    # (transformers' gradient checkpointing, non-reentrant; TRL's SFTConfig default): about a
+    # third more compute for a fraction of the activation memory. The same numbers (the recompute
+    # replays the dropout masks), so never part of a key.
+    activation_checkpointing: bool = False
 
     def key_settings(self) -> dict[str, Any]:
         """What a train stage's key holds: every field, but ``loss`` only when it is not the default
@@ -219,8 +224,8 @@ class LoraSpec(Spec):
         first run folders were written, so those keep their keys). A sharded or quantized recipe
         computes other numbers (other reduction orders; a 4-bit base), so it is another stage."""
         exclude = {name for name, default in (("loss", "completion"), ("strategy", "single"))
-                   if getattr(self, name) == default}
-        return self.model_dump(mode="json", exclude=exclude or None)
+                   if getattr(self, name) == default} | {"activation_checkpointing"}
+        return self.model_dump(mode="json", exclude=exclude)
 
 
 class Condition(Spec):

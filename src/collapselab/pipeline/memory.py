@@ -325,7 +325,10 @@ def training_memory(shape: ModelShape, lora: LoraSpec, *, gpus: int = 1) -> dict
       the best-validation copy the recipe keeps), / N under fsdp, + 2 under bf16 autocast (the bf16
       copy of each weight autocast caches and autograd keeps);
     * ``activations`` — b·s·L × :func:`activation_bytes_per_token_layer`; each fsdp process runs
-      whole micro-batches of ``lora.batch_size`` (it computes micro-batches r, r + N, ...);
+      whole micro-batches of ``lora.batch_size`` (it computes micro-batches r, r + N, ...). With
+      ``lora.activation_checkpointing``: b·s × (L·4h + :func:`activation_bytes_per_token_layer`) —
+      each layer keeps only its input (the residual stream, float32 under autocast; bf16 under fsdp
+      with bf16 weights, so an upper bound there) and the layer being recomputed keeps its own;
     * ``logits`` — b·s × (c + 8)·V: the head's output at the label positions (at most every token),
       its float32 copy and log-softmax's float32 output;
     * ``overhead`` — :data:`CUDA_CONTEXT_BYTES` + :data:`FRAGMENTATION` × the terms but the base
@@ -348,7 +351,11 @@ def training_memory(shape: ModelShape, lora: LoraSpec, *, gpus: int = 1) -> dict
         out["base weights"] = 4 * shape.params
         out["bf16 weight copies"] = (2 * (projections + shape.vocab * shape.hidden)) if c == 2 else 0
     out["LoRA + AdamW"] = (20 / n + (2 if c == 2 else 0)) * shape.lora_params(lora.r, lora.target_modules)
-    out["activations"] = b * s * shape.layers * activation_bytes_per_token_layer(shape, lora, s)
+    per_layer = activation_bytes_per_token_layer(shape, lora, s)
+    if lora.activation_checkpointing:  # every layer's float32 input, and one layer's own while it is recomputed
+        out["activations"] = b * s * (shape.layers * 4 * shape.hidden + per_layer)
+    else:
+        out["activations"] = b * s * shape.layers * per_layer
     out["logits"] = b * s * (c + 8) * shape.vocab
     return with_overhead(out)
 
@@ -649,6 +656,11 @@ def alternatives(mem: StageMemory, spec: ExperimentSpec) -> list[str]:
             return "" if batch == lora.batch_size else \
                 f", batch_size {batch} x grad_accum {max(1, math.ceil(effective / batch))}"
 
+        if not lora.activation_checkpointing:  # the same numbers, a third more compute
+            recomputed = lora.model_copy(update={"activation_checkpointing": True})
+            peak = sum(training_memory(shape, recomputed, gpus=mem.gpus).values())
+            if peak <= limit:
+                out.append(f"lora.activation_checkpointing true: {_gb(peak)}")
         batches = sorted({1, 2, 4, 8, lora.batch_size}, reverse=True)
         batches = [b for b in batches if b <= lora.batch_size]
         for strategy in ("single", "fsdp", "qlora"):

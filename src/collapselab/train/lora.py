@@ -186,6 +186,10 @@ def train_lora(
     :mod:`collapselab.train.distributed` for how the optimisation stays the single process's);
     ``qlora`` loads the base weights quantized to 4-bit NF4 with double quantization
     (bitsandbytes, a CUDA GPU; :func:`qlora_config`), the LoRA weights and optimizer in float32.
+    ``lora.activation_checkpointing`` recomputes each decoder layer's activations during the
+    backward pass (transformers' gradient checkpointing, non-reentrant) instead of keeping them:
+    the same losses and weights (the recompute replays the saved RNG state, so dropout masks are the
+    same), about a third more compute, and activation memory of one layer plus each layer's input.
     """
     import numpy as np
     import torch
@@ -233,10 +237,14 @@ def train_lora(
     elif lora.strategy == "qlora":
         load = {"dtype": torch.float32, "quantization_config": qlora_config(lora), "device_map": {"": device}}
     model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, **load)
+    checkpointing = {"use_reentrant": False}  # non-reentrant: no input needs requires_grad, works under FSDP
     if lora.strategy == "qlora":
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=lora.activation_checkpointing,
+                                                gradient_checkpointing_kwargs=checkpointing)
+    elif lora.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
     targets = matching_targets(model, lora.target_modules)
     model = get_peft_model(
         model,

@@ -59,7 +59,7 @@ def test_loss_enters_the_train_key_only_when_full():
     assert LoraSpec().loss == "completion"
     assert "loss" not in LoraSpec().key_settings()
     assert LoraSpec().key_settings() == {k: v for k, v in LoraSpec().model_dump(mode="json").items()
-                                         if k not in ("loss", "strategy")}
+                                         if k not in ("loss", "strategy", "activation_checkpointing")}
     assert LoraSpec(loss="full").key_settings()["loss"] == "full"
     reference = keys(spec_of())
     assert keys(spec_of(lora__loss="completion")) == reference  # the default spelled out: same keys
@@ -81,6 +81,11 @@ def test_strategy_enters_the_train_key_only_when_not_single():
         assert roots and all(r.startswith("train/") for r in roots)
     with pytest.raises(ConfigError, match="lora.strategy"):
         spec_of(lora__strategy="ddp")
+
+
+def test_activation_checkpointing_never_enters_a_key():
+    assert "activation_checkpointing" not in LoraSpec(activation_checkpointing=True).key_settings()
+    assert keys(spec_of(lora__activation_checkpointing=True)) == keys(spec_of())
 
 
 # -- lora_overrides --------------------------------------------------------------------------------

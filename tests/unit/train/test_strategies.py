@@ -90,6 +90,26 @@ def test_fsdp_in_bfloat16_keeps_the_losses_within_bf16_rounding(tiny_model_dir, 
         assert y["train_loss"] == pytest.approx(x["train_loss"], rel=1e-3)
 
 
+def test_activation_checkpointing_gives_the_same_losses_and_weights(tiny_model_dir, tmp_path):
+    """Recomputing the layers in the backward pass replays their dropout masks: with dropout on,
+    the curve and the adapter are those of the run that keeps its activations (CPU, float32)."""
+    lora = LoraSpec(**{**SETTINGS, "dropout": 0.1, "epochs": 1}, dtype="float32")
+    train_lora(tiny_model_dir, EXAMPLES, lora, seed=5, out_dir=tmp_path / "kept")
+    train_lora(tiny_model_dir, EXAMPLES, lora.model_copy(update={"activation_checkpointing": True}), seed=5,
+               out_dir=tmp_path / "recomputed")
+    a, b = _curve(tmp_path / "kept"), _curve(tmp_path / "recomputed")
+    assert [r["train_loss"] for r in a] == pytest.approx([r["train_loss"] for r in b], rel=1e-6)
+    wa, wb = _adapter(tmp_path / "kept"), _adapter(tmp_path / "recomputed")
+    assert all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6) for k in wa)
+    # and under FSDP: the sharded recipe with checkpointing keeps the single process's losses
+    fsdp = lora.model_copy(update={"dropout": 0.0, "strategy": "fsdp", "activation_checkpointing": True})
+    train_lora(tiny_model_dir, EXAMPLES, fsdp.model_copy(update={"strategy": "single"}), seed=5,
+               out_dir=tmp_path / "single0")
+    launch_fsdp(tiny_model_dir, EXAMPLES, fsdp, seed=5, out_dir=tmp_path / "fsdp", processes=2, threads=1)
+    assert [r["train_loss"] for r in _curve(tmp_path / "fsdp")] == \
+        pytest.approx([r["train_loss"] for r in _curve(tmp_path / "single0")], rel=1e-6)
+
+
 def test_a_failing_process_is_a_training_error_with_its_reason(tiny_model_dir, tmp_path):
     lora = LoraSpec(**{**SETTINGS, "target_modules": ("no_such_layer",)}, strategy="fsdp")
     with pytest.raises(TrainingError, match=r"2 training processes failed.*none of the LoRA target modules"):
