@@ -1,7 +1,9 @@
 """The local executor: runs the graph's stages one after another in this process.
 
 Completed stages are skipped; an interrupted stage resumes from its partial folder; the run
-folder is locked for the whole run so two runs never interleave their writes.
+folder is locked for the whole run so two runs never interleave their writes. The order is the
+graph's, except that with a shared vLLM engine the stages of one engine are grouped
+(:func:`~collapselab.executors.order.engine_order`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from collapselab.config.load import spec_to_yaml
 from collapselab.config.spec import ExperimentSpec
 from collapselab.executors.base import RunReport, StageProgress, configure_threads, execute_stage
+from collapselab.executors.order import engine_order
 from collapselab.pipeline.context import ModelPool
 from collapselab.pipeline.graph import build_graph
 from collapselab.pipeline.stage import Stage
@@ -28,7 +31,8 @@ def run_stages_local(
     stages: list[Stage] | None = None,
     stop_after: Callable[[Stage], bool] | None = None,
 ) -> RunReport:
-    """Run every stage not yet done, in graph order, in this process."""
+    """Run every stage not yet done, in graph order (grouped by vLLM engine with a shared engine),
+    in this process."""
     progress = progress or StageProgress()
     store = RunStore(run_dir)
     stages = build_graph(spec) if stages is None else stages
@@ -36,10 +40,10 @@ def run_stages_local(
     started = time.perf_counter()
     with store.lock():
         write_text(store.root / "experiment.yaml", spec_to_yaml(spec))
-        pool = ModelPool()
+        pool = ModelPool.for_run(spec, store.root)
         configure_threads(spec)
         try:
-            for index, stage in enumerate(stages):
+            for index, stage in enumerate(engine_order(stages, spec, lambda s: store.is_done(s.ref))):
                 if store.is_done(stage.ref):
                     report.skipped.append(stage.label)
                     progress.finish(stage, skipped=True)

@@ -14,6 +14,20 @@ On a cluster of several machines, the run folder and every local path in the con
 visible at the same path on every node (a shared file system); the workers of a local Ray
 instance share the driver's file system and working directory.
 
+vLLM needs an environment of its own (``scripts/setup-vllm.sh`` makes ``.venv-vllm``; vLLM pins
+its own torch and transformers). A Ray run uses it in one of two ways (docs/vllm.md):
+
+* ``run.vllm.python: .venv-vllm/bin/python`` — the driver and the workers run from collapselab's
+  environment; each task that needs a ``vllm/`` model starts its own engine as a child process of
+  that interpreter, on the GPUs Ray gave the task, ended with the task. On a cluster the
+  interpreter must exist at that path on every GPU node.
+* ``.venv-vllm/bin/collapselab run ...`` — the driver runs in the vLLM environment (collapselab
+  and its extras, with vLLM's torch and transformers in place of its pins); a local Ray
+  instance starts its workers with the driver's interpreter, and on a cluster every node's Ray
+  must be started from that environment (same Ray and Python as the driver).
+
+(``openai/`` models served by ``vllm serve`` need no vLLM in the run's environment at all.)
+
 Ray is imported only inside this module's functions: nothing else in collapselab needs it.
 """
 
@@ -90,7 +104,9 @@ def run_stage_task(spec: ExperimentSpec, run_dir: str, label: str, key: str, thr
     """
     configure_threads(spec.model_copy(update={"run": spec.run.model_copy(update={"threads": threads})}))
     stage = find_stage(build_graph(spec), label, key)
-    pool = ModelPool()  # one per task: workers are shared by stages of different models
+    # one per task: workers are shared by stages of different models. A vLLM engine is a child
+    # process of the worker, on the GPUs Ray gave the task, and ends with the task
+    pool = ModelPool.for_run(spec, run_dir)
     try:
         return execute_stage(stage, spec, RunStore(run_dir), pool, _ignore, _ignore)
     finally:

@@ -77,13 +77,14 @@ def vllm_installed() -> bool:
         return True
 
 
-def check_vllm_spec(spec: ModelSpec) -> None:
+def check_vllm_spec(spec: ModelSpec, *, here: bool = True) -> None:
     """Validate a ``vllm/...`` spec without loading weights or importing vLLM (raises
-    :class:`ModelError`): vLLM is installed, the name resolves as for ``hf/`` and the adapter
+    :class:`ModelError`): vLLM is installed (``here=False``: not checked, the engines run in
+    another environment, ``run.vllm.python``), the name resolves as for ``hf/`` and the adapter
     folder is a PEFT adapter whose rank vLLM can serve."""
     from collapselab.models.hf import check_hf_spec
 
-    if not vllm_installed():
+    if here and not vllm_installed():
         raise ModelError(f"model {spec.id!r}: vllm is not installed ({_INSTALL})")
     try:
         check_hf_spec(spec)
@@ -431,33 +432,29 @@ class VLLMModel:
                 )
 
 
-def load_vllm_model(spec: ModelSpec) -> VLLMModel:
-    """Start a vLLM engine for a ``vllm/...`` spec on the GPU.
-
-    The weights folder is the hf backend's (:func:`~collapselab.models.hf.resolve_weights`), in
-    ``spec.dtype``, with ``max_model_len = max_context``, vLLM's own defaults from the model's
-    generation_config.json switched off (``generation_config="vllm"``: the study's decoding alone
-    decides) and :data:`GPU_MEMORY_UTILIZATION`. A LoRA adapter is served unmerged through
-    ``LoRARequest`` (``enable_lora``, ``max_lora_rank`` from its adapter_config.json).
-    """
-    check_vllm_spec(spec)
+def load_tokenizer(spec: ModelSpec, folder: Path) -> Any:
+    """The transformers tokenizer of the weights folder (it renders every prompt)."""
     from transformers import AutoTokenizer
-    from vllm import LLM
 
-    from collapselab.models.hf import resolve_weights
-
-    folder = resolve_weights(spec)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as exc:
         raise ModelError(f"could not load the tokenizer of {spec.id!r} from {folder}: {exc}") from exc
-    chat = uses_chat_template(tokenizer, spec.chat)
+
+
+def model_stop_ids(spec: ModelSpec, tokenizer: Any, eos: int | list[int] | None) -> list[int]:
+    """The hf backend's stop ids for ``spec`` (its ``chat`` setting decides the end-of-turn token);
+    ``eos``: :func:`generation_eos` of the folder."""
     try:
-        stop_ids = stop_token_ids(tokenizer, chat, generation_eos(folder))
+        return stop_token_ids(tokenizer, uses_chat_template(tokenizer, spec.chat), eos)
     except ModelError as exc:
         raise ModelError(f"model {spec.id!r}: {exc}") from exc
-    max_context = context_limit(spec, folder, tokenizer)
-    engine_args: dict[str, Any] = {
+
+
+def engine_args(spec: ModelSpec, folder: Path, max_context: int) -> dict[str, Any]:
+    """The ``vllm.LLM`` arguments for the base model of ``spec`` (no LoRA settings): see
+    :func:`load_vllm_model`."""
+    return {
         "model": str(folder),
         "tokenizer": str(folder),
         "dtype": spec.dtype,
@@ -467,19 +464,55 @@ def load_vllm_model(spec: ModelSpec) -> VLLMModel:
         "max_logprobs": TOP_LOGPROBS,
         "generation_config": "vllm",
     }
-    lora_request = None
-    if spec.adapter is not None:
-        from vllm.lora.request import LoRARequest
 
-        adapter = Path(spec.adapter).expanduser().resolve()
-        engine_args.update(enable_lora=True, max_loras=1,
-                           max_lora_rank=lora_rank_limit(adapter_rank(adapter), spec.id))
-        lora_request = LoRARequest(lora_name=adapter.name or "adapter", lora_int_id=1, lora_path=str(adapter))
+
+def lora_request(adapter: str | Path, lora_int_id: int) -> Any:
+    """The ``LoRARequest`` that serves a PEFT adapter folder under the engine-wide id
+    ``lora_int_id`` (vLLM caches adapters by that id: one id per adapter folder, from 1)."""
+    from vllm.lora.request import LoRARequest
+
+    path = Path(adapter).expanduser().resolve()
+    return LoRARequest(lora_name=path.name or "adapter", lora_int_id=lora_int_id, lora_path=str(path))
+
+
+def start_engine(spec: ModelSpec, folder: Path, args: dict[str, Any]) -> Any:
+    """``vllm.LLM(**args)``; a failure is a :class:`ModelError` naming the model."""
+    from vllm import LLM
+
     try:
-        llm = LLM(**engine_args)
+        return LLM(**args)
     except (TypeError, ValueError, RuntimeError, OSError) as exc:
         raise ModelError(
             f"vLLM could not start model {spec.id!r} from {folder}: {type(exc).__name__}: {exc}"
         ) from exc
-    return VLLMModel(spec, llm, tokenizer, stop_ids=stop_ids, max_context=max_context,
-                     lora_request=lora_request)
+
+
+def load_vllm_model(spec: ModelSpec) -> VLLMModel:
+    """Start a vLLM engine for a ``vllm/...`` spec on the GPU, in this process.
+
+    The weights folder is the hf backend's (:func:`~collapselab.models.hf.resolve_weights`), in
+    ``spec.dtype``, with ``max_model_len = max_context``, vLLM's own defaults from the model's
+    generation_config.json switched off (``generation_config="vllm"``: the study's decoding alone
+    decides) and :data:`GPU_MEMORY_UTILIZATION`. A LoRA adapter is served unmerged through
+    ``LoRARequest`` (``enable_lora``, ``max_lora_rank`` from its adapter_config.json).
+
+    A pipeline run gets its vLLM models from :class:`~collapselab.pipeline.context.ModelPool`
+    instead, which (by default) serves every adapter of one base model from one engine in a
+    child process (:mod:`collapselab.models.vllm_engine`); this function is that engine's
+    per-model reference and the path of ``run.vllm.shared_engine: false``.
+    """
+    check_vllm_spec(spec)
+    from collapselab.models.hf import resolve_weights
+
+    folder = resolve_weights(spec)
+    tokenizer = load_tokenizer(spec, folder)
+    stop_ids = model_stop_ids(spec, tokenizer, generation_eos(folder))
+    max_context = context_limit(spec, folder, tokenizer)
+    args = engine_args(spec, folder, max_context)
+    request = None
+    if spec.adapter is not None:
+        adapter = Path(spec.adapter).expanduser().resolve()
+        args.update(enable_lora=True, max_loras=1, max_lora_rank=lora_rank_limit(adapter_rank(adapter), spec.id))
+        request = lora_request(adapter, 1)
+    llm = start_engine(spec, folder, args)
+    return VLLMModel(spec, llm, tokenizer, stop_ids=stop_ids, max_context=max_context, lora_request=request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from collapselab.config.spec import ExperimentSpec
@@ -36,11 +37,22 @@ def validate_experiment(spec: ExperimentSpec) -> list[Stage]:
                    if (m := getattr(spec.safety, f)) is not None]
     if spec.preference.enabled:
         _check_preference(spec)
+    engines = spec.run.vllm.python
+    if engines and any(m.backend == "vllm" for _, m in models):
+        path = Path(engines).expanduser()
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise ConfigError(f"run.vllm.python: {engines} is not an executable interpreter (make the vLLM "
+                              "environment with bash scripts/setup-vllm.sh, then name its bin/python)")
     for field, model in models:
         if model.backend not in BACKENDS:
             raise ConfigError(f"{field}.id: {BACKENDS.unknown_message(model.backend)}")
         try:
-            check_model(model)
+            if model.backend == "vllm" and spec.run.vllm.python:  # vLLM lives in that environment
+                from collapselab.models.vllm_backend import check_vllm_spec
+
+                check_vllm_spec(model, here=False)
+            else:
+                check_model(model)
         except Exception as exc:  # ModelError, or a backend SDK error
             raise ConfigError(f"{field}.id: {exc}") from None
     if spec.collapse.enabled:
@@ -62,9 +74,10 @@ def validate_experiment(spec: ExperimentSpec) -> list[Stage]:
                 raise ConfigError(f"collapse.samples.metrics.{i}.name: {METRICS.unknown_message(m.name)}")
     if spec.trained_conditions:
         for i, t in enumerate(spec.targets):
-            if t.backend not in ("hf", "toy"):
-                raise ConfigError(f"targets.{i}.id: {t.id!r} cannot be fine-tuned (only 'hf' targets can, and "
-                                  "'toy' ones, refitted by counting)")
+            if t.backend not in ("hf", "vllm", "toy"):
+                raise ConfigError(f"targets.{i}.id: {t.id!r} cannot be fine-tuned (only 'hf' targets can, 'vllm' "
+                                  "ones (trained with transformers, served with the adapter as a LoRA request) "
+                                  "and 'toy' ones, refitted by counting)")
     _check_loop(spec)
     for label, shares in mix_shares(spec).items():
         if shares is None:

@@ -41,6 +41,15 @@ from collapselab.models.base import (  # noqa: E402
 from collapselab.models.formatting import render_prompt_ids  # noqa: E402
 from collapselab.models.hf import HFModel  # noqa: E402
 from collapselab.models.packaged import PACKAGED, PackagedSource  # noqa: E402
+from tests.fakes.vllm import (  # noqa: E402
+    FakeLLM,
+    FakeLoRARequest,
+    FakeSamplingParams,
+    _forward_logp,
+    _load_causal_lm,
+    _sample,
+    fake_tokens_prompt,
+)
 
 SYSTEM = "You are a helpful assistant."
 PROMPTS = [
@@ -81,115 +90,10 @@ def hf_base(tiny_base_model_dir) -> HFModel:
     model.close()
 
 
-def _load_causal_lm(folder: str | Path) -> object:
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-
-
-def _forward_logp(model: object, ids: list[int]) -> torch.Tensor:
-    """log-softmax over the vocabulary at every position of one unpadded sequence [T, V]."""
-    with torch.inference_mode():
-        return torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
-
-
-def _sample(logp: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
-    if temperature == 0:
-        return int(logp.argmax())
-    probs = torch.softmax(logp / temperature, dim=-1)
-    values, order = torch.sort(probs, descending=True)
-    keep = (values.cumsum(-1) - values) < top_p
-    values = values * keep
-    return int(order[torch.multinomial(values / values.sum(), 1, generator=generator)])
-
-
 # ================================================================================================
 # A fake ``vllm``: LLM, SamplingParams, TokensPrompt, LoRARequest, parallel_state
+# (one copy, on disk in tests/fakes/vllm, so that engine child processes find it too)
 # ================================================================================================
-
-
-class FakeSamplingParams:
-    def __init__(self, n=1, temperature=1.0, top_p=1.0, max_tokens=16, seed=None, stop_token_ids=None,
-                 logprobs=None, prompt_logprobs=None):
-        self.n, self.temperature, self.top_p, self.max_tokens = n, temperature, top_p, max_tokens
-        self.seed, self.stop_token_ids = seed, stop_token_ids
-        self.logprobs, self.prompt_logprobs = logprobs, prompt_logprobs
-
-
-def fake_tokens_prompt(prompt_token_ids):  # vLLM's TokensPrompt is a TypedDict
-    return {"prompt_token_ids": prompt_token_ids}
-
-
-class FakeLoRARequest:
-    def __init__(self, lora_name, lora_int_id, lora_path):
-        self.lora_name, self.lora_int_id, self.lora_path = lora_name, lora_int_id, lora_path
-
-
-class FakeLLM:
-    """vLLM's offline engine on the CPU: every request computed alone, unpadded, in float32.
-
-    Logprob dicts hold the top-k tokens plus the actual one (as vLLM's do); generation stops at a
-    stop token (kept in ``token_ids``) or after ``max_tokens`` ("length"); sampling uses a torch
-    generator seeded with the request's seed. A LoRA request applies the adapter unmerged (peft).
-    """
-
-    created: list[FakeLLM] = []
-
-    def __init__(self, model: str, **kwargs):
-        self.kwargs = {"model": model, **kwargs}
-        self.calls: list[dict] = []
-        self.base = _load_causal_lm(model)
-        self.adapted: dict[int, object] = {}
-        FakeLLM.created.append(self)
-
-    def _model_for(self, lora):
-        if lora is None:
-            return self.base
-        if not self.kwargs.get("enable_lora"):
-            raise ValueError("LoRA is not enabled: start the engine with enable_lora=True")
-        if lora.lora_int_id not in self.adapted:
-            from peft import PeftModel
-
-            base = _load_causal_lm(self.kwargs["model"])
-            self.adapted[lora.lora_int_id] = PeftModel.from_pretrained(base, lora.lora_path).eval()
-        return self.adapted[lora.lora_int_id]
-
-    @staticmethod
-    def _entry(logp: torch.Tensor, actual: int, k: int) -> dict:
-        values, ids = torch.topk(logp, k)
-        entry = {int(i): SimpleNamespace(logprob=float(v), rank=r + 1)
-                 for r, (v, i) in enumerate(zip(values, ids, strict=True))}
-        entry.setdefault(int(actual), SimpleNamespace(logprob=float(logp[actual]), rank=None))
-        return entry
-
-    def generate(self, prompts, sampling_params, *, use_tqdm=True, lora_request=None):
-        self.calls.append({"prompts": list(prompts), "params": list(sampling_params),
-                           "use_tqdm": use_tqdm, "lora": lora_request})
-        model = self._model_for(lora_request)
-        return [self._request(model, p["prompt_token_ids"], sp)
-                for p, sp in zip(prompts, sampling_params, strict=True)]
-
-    def _request(self, model, ids: list[int], sp: FakeSamplingParams):
-        assert len(ids) + 1 <= self.kwargs["max_model_len"]
-        prompt_logprobs = None
-        if sp.prompt_logprobs is not None:
-            logp = _forward_logp(model, ids)
-            prompt_logprobs = [None] + [self._entry(logp[j - 1], ids[j], sp.prompt_logprobs)
-                                        for j in range(1, len(ids))]
-        generator = torch.Generator().manual_seed(sp.seed if sp.seed is not None else 0)
-        tokens, steps, finish = [], [], "length"
-        for _ in range(sp.max_tokens):
-            logp = _forward_logp(model, ids + tokens)[-1]
-            token = _sample(logp, sp.temperature, sp.top_p, generator)
-            if sp.logprobs is not None:
-                steps.append(self._entry(logp, token, sp.logprobs))
-            tokens.append(token)
-            if token in (sp.stop_token_ids or []):
-                finish = "stop"
-                break
-        completion = SimpleNamespace(text="(detokenized by vLLM)", token_ids=tokens, finish_reason=finish,
-                                     logprobs=steps if sp.logprobs is not None else None)
-        return SimpleNamespace(prompt_token_ids=ids, prompt_logprobs=prompt_logprobs, outputs=[completion])
 
 
 def _module(name: str, **attrs) -> types.ModuleType:

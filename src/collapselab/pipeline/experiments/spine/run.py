@@ -279,9 +279,11 @@ def run_train(ctx: StageContext) -> None:
 
     p = ctx.stage.params
     target: ModelSpec = p.target
-    if target.backend not in ("hf", "toy"):
-        raise DataError(f"target {target.id}: only 'hf' targets (and 'toy' ones, refitted by counting) can be "
-                        "fine-tuned")
+    # a 'vllm' target is trained with transformers on the same weights (resolve_weights), then
+    # served by vLLM with the adapter as a LoRA request
+    if target.backend not in ("hf", "vllm", "toy"):
+        raise DataError(f"target {target.id}: only 'hf' targets (and 'vllm' ones, trained as 'hf' ones; 'toy' ones, "
+                        "refitted by counting) can be fine-tuned")
     ctx.models.close()  # free the sampling model's memory before training
     mix = read_jsonl(ctx.input_dir(ctx.stage.input("mix")) / "train.jsonl")
     system = ctx.stage.input("mix").settings["system_prompt"]

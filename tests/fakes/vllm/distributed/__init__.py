@@ -1,0 +1,1 @@
+"""``vllm.distributed`` of the fake vLLM."""

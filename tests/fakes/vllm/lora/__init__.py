@@ -1,0 +1,1 @@
+"""``vllm.lora`` of the fake vLLM."""
