@@ -124,6 +124,14 @@ class ModelSpec(Spec):
     # name of the environment variable holding the API key (the key itself is never in a config)
     base_url: str | None = None
     api_key_env: str | None = None
+    # GPUs one instance of the model spans, for a model too large for one: hf loads it across that
+    # many GPUs (accelerate's device_map "auto": layers placed in turn), vllm shards it
+    # (tensor_parallel_size). Execution only: never part of a stage key
+    gpus: int = Field(1, ge=1)
+
+    @model_serializer(mode="wrap")
+    def _drop_default_gpus(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return without_defaults(handler(self), {"gpus": 1})
 
     @field_validator("id")
     @classmethod

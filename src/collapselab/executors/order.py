@@ -32,13 +32,8 @@ _OTHER = "other"
 
 
 def stage_model(stage: Stage) -> ModelSpec | None:
-    """The model a model-loading stage's runner asks the pool for (its adapter aside), when its
-    params name one (``model``, else ``target``); None otherwise."""
-    for name in ("model", "target"):
-        value = getattr(stage.params, name, None)
-        if isinstance(value, ModelSpec):
-            return value
-    return None
+    """The model a model-loading stage's runner asks the pool for (:attr:`Stage.model`)."""
+    return stage.model
 
 
 def stage_engine(stage: Stage, settings: VllmRunSpec) -> str | None:

@@ -17,7 +17,7 @@ import difflib
 import gc
 import inspect
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -525,12 +525,13 @@ def load_hf_model(spec: ModelSpec) -> HFModel:
 
     folder = resolve_weights(spec)
     on_gpu = torch.cuda.is_available()
+    placement = spread_over_gpus(spec) if on_gpu else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         # use_safetensors=True: a folder with only pickled weights fails instead of being unpickled
         model = AutoModelForCausalLM.from_pretrained(
             folder, dtype=getattr(torch, spec.dtype), use_safetensors=True,
-            attn_implementation=None if on_gpu else _CPU_ATTENTION,
+            attn_implementation=None if on_gpu else _CPU_ATTENTION, **placement,
         )
     except (OSError, ValueError) as exc:
         raise ModelError(f"could not load model {spec.id!r} from {folder}: {exc}") from exc
@@ -542,7 +543,31 @@ def load_hf_model(spec: ModelSpec) -> HFModel:
             model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False).merge_and_unload()
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise ModelError(f"could not apply adapter {adapter} to {spec.id!r}: {exc}") from exc
-    if on_gpu:
+    if on_gpu and not placement:
         model = model.to("cuda")
     model.eval()
     return HFModel(spec, model, tokenizer)
+
+
+#: Share of each GPU's memory a model spread over several GPUs may fill with weights (accelerate's
+#: placement), leaving the rest for the KV cache and activations of generation.
+SPREAD_WEIGHT_SHARE = 0.8
+
+
+def spread_over_gpus(spec: ModelSpec, device_count: int | None = None,
+                     memory: Callable[[int], int] | None = None) -> dict[str, Any]:
+    """``from_pretrained`` arguments that place a model over ``spec.gpus`` GPUs ({} for one):
+    accelerate's ``device_map="auto"`` (whole decoder layers in turn, GPU 0 first, run one after
+    another) limited by ``max_memory`` to the first ``spec.gpus`` visible GPUs, each at
+    :data:`SPREAD_WEIGHT_SHARE` of its memory — no CPU or disk offload (a model that does not fit
+    fails to load instead of crawling). Raises :class:`ModelError` when fewer GPUs are visible."""
+    if spec.gpus == 1:
+        return {}
+    import torch
+
+    count = torch.cuda.device_count() if device_count is None else device_count
+    if count < spec.gpus:
+        raise ModelError(f"model {spec.id!r} asks for gpus: {spec.gpus} but {count} GPU(s) are visible "
+                         "(under Ray the stage gets max(run.gpus, the model's gpus))")
+    total = memory or (lambda i: torch.cuda.get_device_properties(i).total_memory)
+    return {"device_map": "auto", "max_memory": {i: int(SPREAD_WEIGHT_SHARE * total(i)) for i in range(spec.gpus)}}

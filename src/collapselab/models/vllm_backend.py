@@ -454,7 +454,7 @@ def model_stop_ids(spec: ModelSpec, tokenizer: Any, eos: int | list[int] | None)
 def engine_args(spec: ModelSpec, folder: Path, max_context: int) -> dict[str, Any]:
     """The ``vllm.LLM`` arguments for the base model of ``spec`` (no LoRA settings): see
     :func:`load_vllm_model`."""
-    return {
+    args = {
         "model": str(folder),
         "tokenizer": str(folder),
         "dtype": spec.dtype,
@@ -464,6 +464,9 @@ def engine_args(spec: ModelSpec, folder: Path, max_context: int) -> dict[str, An
         "max_logprobs": TOP_LOGPROBS,
         "generation_config": "vllm",
     }
+    if spec.gpus > 1:  # a model too large for one GPU: vLLM shards every layer over spec.gpus GPUs
+        args["tensor_parallel_size"] = spec.gpus
+    return args
 
 
 def lora_request(adapter: str | Path, lora_int_id: int) -> Any:

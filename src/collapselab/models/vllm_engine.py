@@ -92,8 +92,9 @@ def uses_engine_process(spec: ModelSpec, settings: VllmRunSpec) -> bool:
 
 def engine_spec(spec: ModelSpec) -> ModelSpec:
     """The base model an engine is started for: the fields that decide the ``vllm.LLM`` (id,
-    dtype, context), without the adapter and the per-model settings (chat, batch size)."""
-    return ModelSpec(id=spec.id, dtype=spec.dtype, max_context=spec.max_context)
+    dtype, context, the GPUs it is sharded over), without the adapter and the per-model settings
+    (chat, batch size)."""
+    return ModelSpec(id=spec.id, dtype=spec.dtype, max_context=spec.max_context, gpus=spec.gpus)
 
 
 def engine_key(spec: ModelSpec, settings: VllmRunSpec) -> str:
@@ -116,19 +117,23 @@ def share_bounds(n: int, parts: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def engine_devices(n: int, visible: str | None) -> list[str | None]:
-    """The ``CUDA_VISIBLE_DEVICES`` of each of ``n`` engines: None (inherit) for one engine; else
-    the ``i``-th GPU of ``visible`` (this process's ``CUDA_VISIBLE_DEVICES``, e.g. the GPUs Ray
-    gave the task), or GPU ``i`` when it is not set."""
+def engine_devices(n: int, visible: str | None, per_engine: int = 1) -> list[str | None]:
+    """The ``CUDA_VISIBLE_DEVICES`` of each of ``n`` engines of ``per_engine`` GPUs each (a model's
+    ``gpus``, its tensor-parallel size): None (inherit) for one engine; else engine ``i`` gets GPUs
+    ``i·per_engine … (i + 1)·per_engine − 1`` of ``visible`` (this process's
+    ``CUDA_VISIBLE_DEVICES``, e.g. the GPUs Ray gave the task), or of 0, 1, … when it is not set."""
     if n == 1:
         return [None]
+    needed = n * per_engine
     if visible is None:
-        return [str(i) for i in range(n)]
-    devices = [d.strip() for d in visible.split(",") if d.strip()]
-    if len(devices) < n:
-        raise ModelError(f"run.vllm.data_parallel is {n} but CUDA_VISIBLE_DEVICES lists {len(devices)} GPU(s) "
-                         f"({visible!r}); give the run {n} GPUs (under Ray: run.gpus: {n}) or lower data_parallel")
-    return devices[:n]
+        devices = [str(i) for i in range(needed)]
+    else:
+        devices = [d.strip() for d in visible.split(",") if d.strip()]
+    if len(devices) < needed:
+        raise ModelError(f"run.vllm.data_parallel is {n} with {per_engine} GPU(s) per engine but "
+                         f"CUDA_VISIBLE_DEVICES lists {len(devices)} GPU(s) ({visible!r}); give the run {needed} "
+                         f"GPUs (under Ray: run.gpus: {needed}) or lower data_parallel")
+    return [",".join(devices[i * per_engine:(i + 1) * per_engine]) for i in range(n)]
 
 
 def _source_root() -> Path | None:
@@ -445,7 +450,7 @@ class EngineGroup:
         if settings.python is not None and not Path(python).expanduser().exists():
             raise ModelError(f"run.vllm.python: {python} does not exist (the interpreter of the vLLM environment, "
                              "see scripts/setup-vllm.sh)")
-        devices = engine_devices(settings.data_parallel, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        devices = engine_devices(settings.data_parallel, os.environ.get("CUDA_VISIBLE_DEVICES"), self.base.gpus)
         argv = [str(Path(python).expanduser()), "-m", MODULE]
         self.events = queue.Queue()
         start = {"spec": self.base.model_dump(mode="json"), "max_lora_rank": max_lora_rank,

@@ -40,10 +40,15 @@ def build_graph(spec: ExperimentSpec) -> list[Stage]:
     stages = list(spine.stages) + trajectory_stages(spec, spine)  # the loop's trajectory (with generations)
     for name in EXPERIMENTS.in_order():
         stages += EXPERIMENTS.get(name)(spec, spine)
-    if spec.run.gpus:  # a scheduling request only (not part of any key)
-        for stage in stages:
-            if stage_kind(stage.kind).loads_model:
-                stage.resources["gpus"] = spec.run.gpus
+    for stage in stages:  # scheduling requests only (not part of any key)
+        if stage_kind(stage.kind).loads_model:
+            # a model spread over several GPUs needs them all (and each data-parallel engine its own)
+            model, gpus = stage.model, spec.run.gpus
+            if model is not None and model.gpus > 1 and stage.kind != "train":
+                engines = spec.run.vllm.data_parallel if model.backend == "vllm" else 1
+                gpus = max(gpus, float(model.gpus * engines))
+            if gpus:
+                stage.resources["gpus"] = gpus
     for stage in stages:  # a sharded train stage asks for a node's GPUs, one per process
         if stage.kind == "train" and spec.run.gpus_per_node and \
                 spec.lora_for(stage.params.target_name).strategy == "fsdp":

@@ -12,8 +12,9 @@ from collapselab.config.spec import ModelSpec
 
 def model_key_settings(spec: ModelSpec) -> dict[str, Any]:
     """The fields of a model spec that change what it writes (batch size does not, by design:
-    sampling is seeded per prompt; nor does the name of the variable holding an API key)."""
-    settings = spec.model_dump(mode="json", exclude={"batch_size", "api_key_env"})
+    sampling is seeded per prompt; nor does the name of the variable holding an API key, nor the
+    number of GPUs the model is spread over)."""
+    settings = spec.model_dump(mode="json", exclude={"batch_size", "api_key_env", "gpus"})
     if settings.get("base_url") is None:  # only HTTP backends have one: local models keep their keys
         settings.pop("base_url", None)
     return settings

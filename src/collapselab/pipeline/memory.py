@@ -360,11 +360,14 @@ def training_memory(shape: ModelShape, lora: LoraSpec, *, gpus: int = 1) -> dict
     return with_overhead(out)
 
 
-def generation_memory(shape: ModelShape, dtype: str, batch: int, prompt: float, new: int) -> dict[str, float]:
-    """Peak bytes of the hf backend's ``generate`` (one GPU; an adapter is merged into the weights):
+def generation_memory(shape: ModelShape, dtype: str, batch: int, prompt: float, new: int,
+                      gpus: int = 1) -> dict[str, float]:
+    """Peak bytes per GPU of the hf backend's ``generate`` (an adapter is merged into the weights),
+    the model spread over ``gpus`` GPUs (its ``gpus``: accelerate places whole layers in turn, so
+    weights and KV cache divide by the GPUs; the rest is on whichever GPU runs):
 
-    * ``weights`` — w·P, w the bytes of ``dtype``;
-    * ``KV cache`` — b × (prompt + new) × 2·L·kv_heads·head_dim·w;
+    * ``weights`` — w·P / gpus, w the bytes of ``dtype``;
+    * ``KV cache`` — b × (prompt + new) × 2·L·kv_heads·head_dim·w / gpus;
     * ``prefill`` — the prompt's pass through one layer: b × prompt × (2h + 3I)·w (residual, norm
       output, the MLP's gate, up and product);
     * ``sampling`` — 8·b·V: float32 scores and the per-row uniforms of the sampler;
@@ -372,18 +375,19 @@ def generation_memory(shape: ModelShape, dtype: str, batch: int, prompt: float, 
     """
     w = DTYPE_BYTES[dtype]
     return with_overhead({
-        "weights": w * shape.params,
-        "KV cache": batch * (prompt + new) * shape.kv_bytes_per_token(w),
+        "weights": w * shape.params / gpus,
+        "KV cache": batch * (prompt + new) * shape.kv_bytes_per_token(w) / gpus,
         "prefill": batch * prompt * (2 * shape.hidden + 3 * shape.intermediate) * w,
         "sampling": 8 * batch * shape.vocab,
     })
 
 
-def forward_memory(shape: ModelShape, dtype: str, batch: int, seq: float, logit_rows: float) -> dict[str, float]:
-    """Peak bytes of a scoring pass of the hf backend (``continuation_logprobs`` or
-    ``choice_logprobs``, no gradients, no cache):
+def forward_memory(shape: ModelShape, dtype: str, batch: int, seq: float, logit_rows: float,
+                   gpus: int = 1) -> dict[str, float]:
+    """Peak bytes per GPU of a scoring pass of the hf backend (``continuation_logprobs`` or
+    ``choice_logprobs``, no gradients, no cache), the model spread over ``gpus`` GPUs:
 
-    * ``weights`` — w·P;
+    * ``weights`` — w·P / gpus;
     * ``activations`` — one layer's working set: b × s × (2h + 3I)·w;
     * ``logits`` — b × rows × V × w at the kept positions (the scored tokens + 1, or 4 for a
       choice), plus one row's float32 log-softmax rows × V × 4;
@@ -391,19 +395,20 @@ def forward_memory(shape: ModelShape, dtype: str, batch: int, seq: float, logit_
     """
     w = DTYPE_BYTES[dtype]
     return with_overhead({
-        "weights": w * shape.params,
+        "weights": w * shape.params / gpus,
         "activations": batch * seq * (2 * shape.hidden + 3 * shape.intermediate) * w,
         "logits": batch * logit_rows * shape.vocab * w + logit_rows * shape.vocab * 4,
     })
 
 
-def vllm_memory(shape: ModelShape, dtype: str, max_model_len: int) -> dict[str, float]:
-    """The GPU memory a vLLM engine needs (one GPU: collapselab's engines are not tensor-parallel).
-    vLLM takes ``GPU_MEMORY_UTILIZATION`` (0.85) of the GPU whatever the model; it starts only if the
+def vllm_memory(shape: ModelShape, dtype: str, max_model_len: int, gpus: int = 1) -> dict[str, float]:
+    """The memory per GPU a vLLM engine needs, sharded over ``gpus`` GPUs (the model's ``gpus``:
+    ``tensor_parallel_size``, which splits every layer's weights and attention heads). vLLM takes
+    ``GPU_MEMORY_UTILIZATION`` (0.85) of each GPU whatever the model; it starts only if the
     weights, its profiling pass and the KV cache of one ``max_model_len`` sequence fit in that share:
 
-    * ``weights`` — w·P; ``KV of one sequence`` — max_model_len × 2·L·kv_heads·head_dim·w;
-      ``profiling`` — :data:`VLLM_BATCHED_TOKENS` × (2h + 3I)·w;
+    * ``weights`` — w·P / gpus; ``KV of one sequence`` — max_model_len × 2·L·kv_heads·head_dim·w
+      / gpus; ``profiling`` — :data:`VLLM_BATCHED_TOKENS` × (2h + 3I)·w / gpus;
     * ``vLLM's reserve`` — the rest of its share: (the three above) × (1/0.85 − 1);
     * ``overhead`` — :data:`CUDA_CONTEXT_BYTES` (outside vLLM's share).
 
@@ -414,9 +419,9 @@ def vllm_memory(shape: ModelShape, dtype: str, max_model_len: int) -> dict[str, 
 
     w = DTYPE_BYTES[dtype]
     out: dict[str, float] = {
-        "weights": w * shape.params,
-        "KV of one sequence": max_model_len * shape.kv_bytes_per_token(w),
-        "profiling": VLLM_BATCHED_TOKENS * (2 * shape.hidden + 3 * shape.intermediate) * w,
+        "weights": w * shape.params / gpus,
+        "KV of one sequence": max_model_len * shape.kv_bytes_per_token(w) / gpus,
+        "profiling": VLLM_BATCHED_TOKENS * (2 * shape.hidden + 3 * shape.intermediate) * w / gpus,
     }
     out["vLLM's reserve"] = sum(out.values()) * (1 / GPU_MEMORY_UTILIZATION - 1)
     out["overhead"] = CUDA_CONTEXT_BYTES
@@ -562,9 +567,15 @@ def stage_memory(stage: Stage, est: Estimate, spec: ExperimentSpec) -> StageMemo
         mem.gpus = (spec.run.gpus_per_node or 1) if lora.strategy == "fsdp" else 1
         mem.breakdown = training_memory(shape, lora, gpus=mem.gpus)
         if est.tokens_train is not None:
-            mem.gpu_seconds = (4 * n_flop * est.tokens_train + 2 * n_flop * (est.tokens_score or 0)) / rate
+            # activation checkpointing runs each layer's forward a second time in the backward pass
+            per_token = 4 + (2 if lora.activation_checkpointing else 0)
+            mem.gpu_seconds = (per_token * n_flop * est.tokens_train + 2 * n_flop * (est.tokens_score or 0)) / rate
         return mem
     mem.batch = int(getattr(stage.params, "batch_size", None) or model.batch_size)
+    mem.gpus = model.gpus
+    if model.gpus > 1 and model.backend == "hf":
+        # accelerate runs the placed layers one after another: every GPU is held the whole time
+        mem.notes.append(f"spread over {model.gpus} GPUs (layers in turn): GPU-hours count all {model.gpus}")
     prompt = _per_item(est.tokens_prefill, est.n_items)
     if prompt is None:
         mem.lower_bound = True
@@ -578,11 +589,11 @@ def stage_memory(stage: Stage, est: Estimate, spec: ExperimentSpec) -> StageMemo
             if mem.max_model_len is None:
                 mem.lower_bound = True
                 mem.notes.append("max_model_len unknown: no max_context and no max_position_embeddings")
-            mem.breakdown = vllm_memory(shape, model.dtype, mem.max_model_len or 0)
+            mem.breakdown = vllm_memory(shape, model.dtype, mem.max_model_len or 0, model.gpus)
             mem.notes.append("vLLM takes 85% of the GPU: the peak is the smallest GPU the engine starts on")
             batch = VLLM_MAX_NUM_SEQS
         else:
-            mem.breakdown = generation_memory(shape, model.dtype, mem.batch, p, new)
+            mem.breakdown = generation_memory(shape, model.dtype, mem.batch, p, new, model.gpus)
             batch = mem.batch
         items = est.n_items
         prefill_s = 2 * n_flop * (est.tokens_prefill or 0) / rate
@@ -595,16 +606,25 @@ def stage_memory(stage: Stage, est: Estimate, spec: ExperimentSpec) -> StageMemo
             stream = math.ceil(items / batch) * new * weights / DEFAULT_GPU_BANDWIDTH
             mem.gpu_seconds = prefill_s + max(compute, stream)
             mem.seconds_lower_bound = est.tokens_prefill is None
-        return mem
+        return _held(mem, model)
     scored = _per_item(est.tokens_score, est.n_items) or 0.0
     rows = scored + 1 if scored else 4.0  # the scored tokens + 1, or a choice read-out's 4 positions
     mem.seq = (p, round(scored))
-    mem.breakdown = forward_memory(shape, model.dtype, mem.batch, p + scored, rows)
+    mem.breakdown = forward_memory(shape, model.dtype, mem.batch, p + scored, rows, model.gpus)
     if est.tokens_score is None and stage.kind in ("score", "familiarity"):
         mem.lower_bound = True
     tokens = sum(t for t in (est.tokens_prefill, est.tokens_score) if t is not None)
     mem.gpu_seconds = 2 * n_flop * tokens / rate if tokens else None
     mem.seconds_lower_bound = est.tokens_prefill is None or est.tokens_score is None
+    return _held(mem, model)
+
+
+def _held(mem: StageMemory, model: ModelSpec) -> StageMemory:
+    """GPU-seconds of a model spread over several GPUs by the hf backend: its layers run in turn,
+    so the work takes as long as on one GPU while all of them are held (vLLM's tensor parallelism
+    splits the work: its GPU-seconds stay the same, ideally)."""
+    if model.backend == "hf" and model.gpus > 1 and mem.gpu_seconds is not None:
+        mem.gpu_seconds *= model.gpus
     return mem
 
 
@@ -683,18 +703,25 @@ def alternatives(mem: StageMemory, spec: ExperimentSpec) -> list[str]:
                     out.append(f"{name}{batch_note(batch)}: {_gb(peak)}")
                     break
         return out
-    if mem.backend == "vllm":
-        return [f"a GPU of at least {_gb(mem.peak or 0)}"] if mem.peak else []
     prompt, new = mem.seq
-    for batch in sorted({1, 2, 4, 8, 16}, reverse=True):
-        if batch >= mem.batch:
-            continue
+
+    def inference_peak(batch: int, gpus: int) -> float:
+        if mem.backend == "vllm":
+            return sum(vllm_memory(shape, mem.dtype, mem.max_model_len or 0, gpus).values())
         if mem.workload == "generate":
-            peak = sum(generation_memory(shape, mem.dtype, batch, prompt, new).values())
-        else:
-            rows = new + 1 if new else 4.0
-            peak = sum(forward_memory(shape, mem.dtype, batch, prompt + new, rows).values())
-        if peak <= limit:
+            return sum(generation_memory(shape, mem.dtype, batch, prompt, new, gpus).values())
+        return sum(forward_memory(shape, mem.dtype, batch, prompt + new, new + 1 if new else 4.0, gpus).values())
+
+    node = spec.run.gpus_per_node or 8
+    for gpus in (2, 4, 8, 16):  # the fewest GPUs one instance fits on, within a node
+        if mem.gpus < gpus <= node and (peak := inference_peak(mem.batch, gpus)) <= limit:
+            how = "tensor-parallel" if mem.backend == "vllm" else "layers placed in turn"
+            out.append(f"the model's gpus: {gpus} ({how}): {_gb(peak)} each")
+            break
+    for batch in sorted({1, 2, 4, 8, 16}, reverse=True):
+        if mem.backend == "vllm" or batch >= mem.batch:
+            continue
+        if (peak := inference_peak(batch, mem.gpus)) <= limit:
             out.append(f"the model's batch_size {batch}: {_gb(peak)}")
             break
     if not out:
@@ -702,9 +729,9 @@ def alternatives(mem: StageMemory, spec: ExperimentSpec) -> list[str]:
         if weights < limit:
             out.append(f"a GPU of at least {_gb(mem.peak or 0)}")
         else:
-            out.append(f"a GPU of at least {_gb(mem.peak or 0)} (the weights alone are {_gb(weights)}; the hf and "
-                       "vllm backends load a model on one GPU), or serve the model with a tensor-parallel server "
-                       "(e.g. vLLM) and name it as openai/NAME with its base_url")
+            out.append(f"a GPU of at least {_gb(mem.peak or 0)} (the weights alone are {_gb(weights)}, more than "
+                       f"{node} GPUs of a node hold), or serve the model with a multi-node server (e.g. vLLM with "
+                       "pipeline parallelism) and name it as openai/NAME with its base_url")
     return out
 
 
@@ -765,7 +792,8 @@ def refusal_message(check: MemoryCheck, spec: ExperimentSpec, limit_groups: int 
                    + f", batch_size {mem.lora.batch_size} x max_length {mem.lora.max_length}")
         else:
             what = "generation" if mem.workload == "generate" else "scoring"
-            how = f"{mem.backend} backend, {what} on one GPU, {mem.dtype}, batch_size {mem.batch}"
+            where = "one GPU" if mem.gpus == 1 else f"{mem.gpus} GPUs"
+            how = f"{mem.backend} backend, {what} on {where}, {mem.dtype}, batch_size {mem.batch}"
         fixes = alternatives(mem, spec)
         fix = ("; what would fit: " + "; ".join(fixes)) if fixes else \
             "; nothing collapselab offers fits (see docs/plan.md, 'GPU memory and GPU-hours')"

@@ -46,6 +46,18 @@ class Stage:
     def label(self) -> str:
         return f"{self.kind}/{self.name}"
 
+    @property
+    def model(self) -> Any:
+        """The model spec (a ``ModelSpec``) its runner asks the model pool for, its adapter aside,
+        when its params name one (``model``, else ``target``); None otherwise."""
+        from collapselab.config.spec import ModelSpec
+
+        for name in ("model", "target"):
+            value = getattr(self.params, name, None)
+            if isinstance(value, ModelSpec):
+                return value
+        return None
+
     def input(self, kind: str, **match: Any) -> Stage:
         """The single input of a kind (optionally matching params fields), e.g. ``stage.input("prepare")``."""
         found = [s for s in self.inputs

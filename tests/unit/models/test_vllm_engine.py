@@ -176,7 +176,8 @@ def test_each_engine_gets_one_gpu_of_those_visible():
     assert engine_devices(1, "3,5") == [None]  # one engine: the GPUs as they are
     assert engine_devices(2, None) == ["0", "1"]
     assert engine_devices(2, "3, 5,7") == ["3", "5"]  # e.g. the GPUs Ray gave the task
-    with pytest.raises(ModelError, match=r"data_parallel is 4 but CUDA_VISIBLE_DEVICES lists 2 GPU\(s\)"):
+    with pytest.raises(ModelError, match=r"data_parallel is 4 with 1 GPU\(s\) per engine but CUDA_VISIBLE_DEVICES "
+                                         r"lists 2 GPU\(s\)"):
         engine_devices(4, "3,5")
     with pytest.raises(ModelError, match="lists 0 GPU"):
         engine_devices(2, "")
