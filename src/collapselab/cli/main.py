@@ -62,10 +62,27 @@ def verify(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
 def report(run_dir: Path = typer.Argument(..., help="A run folder."),
            figures: Path | None = typer.Option(None, "--figures", help="Also write every figure of the report "
                                                                         "as a PNG file into this folder.")) -> None:
-    """Write RUN_DIR/report/: report.html (self-contained), report.md, results as CSV and Parquet."""
+    """Write RUN_DIR/report/: report.html (self-contained), report.md, results as CSV and Parquet, results.json
+    (lm-evaluation-harness's shape)."""
     from collapselab.cli.report import report_command
 
     report_command(run_dir, figures)
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run folder (finished or partly finished: what is done is exported)."),
+    out: Path = typer.Argument(..., help="A new or empty folder for the dataset and the adapters."),
+    push: str | None = typer.Option(None, "--push", help="Also upload to the Hugging Face Hub: the dataset as "
+                                                         "ORG/NAME, each adapter as ORG/NAME-<adapter>."),
+    private: bool = typer.Option(False, "--private", help="With --push: create the repositories private."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists and is not empty."),
+) -> None:
+    """Export a run: training sets (with provenance), responses, judgements and preference read-outs as a
+    Hugging Face dataset (Parquet + card), and each adapter with a model card."""
+    from collapselab.cli.export import export_command
+
+    export_command(run_dir, out, push, private, overwrite)
 
 
 @app.command("ls")

@@ -13,7 +13,10 @@ an interrupted run never sees half a file):
   ``preference_<source_scores|bias|position|matrix|rating_scores|tests|comparisons|ratings|per_item|judges>``
   — when the run has the experiment and the table is not empty;
 * ``generations_<collapse|safety|preference>`` — each experiment's metrics by generation
-  (:func:`collapselab.report.generations.generation_frames`), when it has more than one generation.
+  (:func:`collapselab.report.generations.generation_frames`), when it has more than one generation;
+* ``results.json`` — always: every condition's metrics with standard errors in lm-evaluation-harness's
+  output shape (``results``, ``configs``, ``versions``, ``n-samples``, ``config``, ``git_hash``,
+  ``date`` and a ``collapselab`` section; :mod:`collapselab.report.results_json`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from collapselab.report.html import render_html
 from collapselab.report.inputs import ReportInputs
 from collapselab.report.labels import showing_realised_shares
 from collapselab.report.markdown import render_markdown
-from collapselab.store.atomic import write_bytes, write_text
+from collapselab.report.results_json import lm_eval_results
+from collapselab.store.atomic import write_bytes, write_json, write_text
 from collapselab.store.frames import write_parquet
 from collapselab.store.jsonsafe import jsonable
 
@@ -109,6 +113,7 @@ def write_report(inputs: ReportInputs, out_dir: Path) -> dict[str, Path]:
     # tables first, the renderings last: report.html appearing means the folder is complete
     for stem, frame in result_frames(inputs).items():
         _write_frame(frame, out_dir, stem, paths)
+    paths["results.json"] = write_json(out_dir / "results.json", lm_eval_results(inputs))
     # multi-source labels give their realised shares and how alike their sources answer
     with showing_realised_shares(inputs.training, getattr(inputs, "condition_notes", None)):
         paths["report.md"] = write_text(out_dir / "report.md", render_markdown(inputs))

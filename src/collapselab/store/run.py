@@ -185,7 +185,6 @@ class RunStore:
 def provenance(seconds: float) -> dict[str, Any]:
     """Where and with what a stage was computed (not part of its key)."""
     import importlib.metadata as md
-    import subprocess
 
     versions = {}
     for pkg in ("collapselab", "torch", "transformers", "peft", "datasets", "sentence-transformers"):
@@ -193,13 +192,9 @@ def provenance(seconds: float) -> dict[str, Any]:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    commit = None
-    try:
-        here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        commit = out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
+    from collapselab.store.versions import source_commit
+
+    commit = source_commit()
     return {
         "seconds": round(seconds, 3),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -28,6 +28,7 @@ LAYERS = {
     "stat_tests": 3,
     "training": 3,
     "judges": 3,  # the safety section's judge report tables
+    "results_json": 3,  # results.json in lm-evaluation-harness's shape (reads the inputs' tables)
     # one module per section
     "collapse": 4,
     "safety": 4,
