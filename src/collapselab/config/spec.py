@@ -937,6 +937,38 @@ class CurationSpec(Spec):
         return self.keep or {"perplexity": "low", "judge": "high", "detector": "high"}.get(self.score, "low")
 
 
+class TrackingSpec(Spec):
+    """Optional experiment tracking: training loss curves, stage timings and final metrics logged
+    to ``backend`` (``none``: nothing is logged and no tracking package is imported). Execution
+    only: never part of a stage key.
+
+    * ``project`` — the tracker's project (None: the experiment's name);
+    * ``uri`` — where the tracker writes (MLflow's tracking URI, trackio's / wandb's local folder);
+      None: an offline store under ``RUN_DIR/tracking``.
+    """
+
+    backend: Literal["none", "trackio", "wandb", "mlflow"] = "none"
+    project: str | None = None
+    uri: str | None = None
+
+
+class CapabilitySpec(Spec):
+    """Optional capability evaluation: lm-evaluation-harness tasks run on the vanilla target and on
+    every fine-tuned adapter, so a report can say whether a collapsed model also lost ability.
+
+    * ``tasks`` — lm-eval task names (``hellaswag``, ``arc_easy``) or paths of local task YAML files;
+    * ``limit`` — examples per task (None: all); ``num_fewshot`` — None: each task's default;
+    * ``batch_size`` — lm-eval's batch size; ``seed`` — lm-eval's random seeds.
+    """
+
+    enabled: bool = False
+    tasks: tuple[str, ...] = ()
+    limit: int | None = Field(None, ge=1)
+    num_fewshot: int | None = Field(None, ge=0)
+    batch_size: int = Field(8, ge=1)
+    seed: int = 0
+
+
 class ExperimentSpec(Spec):
     """A whole experiment: human corpus → sources → conditions → targets → responses."""
 
@@ -970,7 +1002,19 @@ class ExperimentSpec(Spec):
     stats: StatsSpec = StatsSpec()
     #: preregistered hypotheses, read by the report's findings section only (no stage key holds them)
     hypotheses: HypothesesSpec = HypothesesSpec()
+    #: optional lm-evaluation-harness tasks on the vanilla target and every adapter
+    capability: CapabilitySpec = CapabilitySpec()
+    #: optional experiment tracking (no stage key holds it)
+    tracking: TrackingSpec = TrackingSpec()
     run: RunSpec = RunSpec()
+
+    @model_serializer(mode="wrap")
+    def _drop_new_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        for name, default in (("capability", CapabilitySpec()), ("tracking", TrackingSpec())):
+            if isinstance(data, dict) and getattr(self, name) == default:  # added later: dumps stay as they were
+                data.pop(name, None)
+        return data
 
     @field_validator("conditions", mode="before")
     @classmethod
