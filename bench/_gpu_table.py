@@ -108,7 +108,8 @@ def _row_cells(section: str, sec: dict[str, Any], m: dict[str, Any]) -> list[str
         return [f"{base}, batch {m['batch']} x {sec['seq']}, r 16",
                 f"{m['tokens_per_s']} tok/s, {_sig(m['tflops'])} TFLOP/s", "-", f"{mfu}{ceiling}", peak,
                 f"{_count(m['n_matmul'])} matmul weights, {_count(m['n_lora'])} LoRA; weights "
-                f"{_fmt(m.get('weights_gib'), 2)} GiB; {sec['steps_timed']} steps timed{oom}"]
+                f"{_fmt(m.get('weights_gib'), 2)} GiB; {sec['steps_timed']} steps timed{oom}"
+                + (f"; plan's memory estimate {_fmt(m['estimate_gib'], 2)} GiB" if m.get("estimate_gib") else "")]
     if section == "e2e":
         return [f"small experiment, {m['device']}, target {m['target_dtype']}",
                 f"{len(m['ran'])} stages in {m['run_s']} s", "-", "-", _fmt(m.get("cuda_peak_gib"), 3),

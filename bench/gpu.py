@@ -489,6 +489,20 @@ def lora_steps(model: Any, batch: int, seq: int, vocab: int, steps: int, device:
     return time.perf_counter() - started
 
 
+def memory_estimate(config: dict[str, Any], batch: int, seq: int) -> float | None:
+    """``collapselab plan``'s estimate of the recipe's peak memory (GiB, as torch reports it) for
+    this shape at ``batch`` × ``seq`` (pipeline/memory.training_memory, LoraSpec defaults): set
+    next to the measured peak, so a GPU run checks the plan's formulas. None when the shape is not
+    modelled."""
+    from collapselab.config.spec import LoraSpec
+    from collapselab.pipeline.memory import shape_from_config, training_memory
+
+    shape = shape_from_config(config, "bench config")
+    if isinstance(shape, str):
+        return None
+    return _gib(sum(training_memory(shape, LoraSpec(batch_size=batch, max_length=seq)).values()))
+
+
 def run_lora(res: Results, budget: Budget, cfg: dict[str, Any], name: str, variants: list[str],
              later_reserve: float) -> None:
     """LoRA training tokens/s, MFU and peak memory for one shape; ``variants``: "recipe" (float32
@@ -543,11 +557,13 @@ def run_lora(res: Results, budget: Budget, cfg: dict[str, Any], name: str, varia
                      "tflops": achieved, **counts, "flops_per_token": per_token,
                      "mfu_spec": round(achieved / peak, 4) if peak else None, "spec_peak_tflops": peak,
                      "mfu_measured_ceiling": round(achieved / ceiling, 4) if ceiling else None,
-                     "weights_gib": weights, "peak_gib": _peak(device), "out_of_memory_at_batch": out_of_memory}
+                     "weights_gib": weights, "peak_gib": _peak(device), "out_of_memory_at_batch": out_of_memory,
+                     "estimate_gib": memory_estimate(config, batch, seq) if variant == "recipe" else None}
             res.add(section, entry)
             mfu = f"MFU {entry['mfu_spec']:.1%} of {peak:.0f}" if peak else "no spec peak for this device"
+            estimate = f" (plan's estimate {entry['estimate_gib']} GiB)" if entry["estimate_gib"] else ""
             res.log(f"{section}: {variant} batch {batch} x {seq}: {entry['tokens_per_s']} tok/s, "
-                    f"{achieved:.1f} TFLOP/s ({mfu}), peak {entry['peak_gib']} GiB", budget)
+                    f"{achieved:.1f} TFLOP/s ({mfu}), peak {entry['peak_gib']} GiB{estimate}", budget)
         except Exception as exc:  # noqa: BLE001
             _error(res, section, variant, exc)
         finally:

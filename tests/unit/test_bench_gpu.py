@@ -72,6 +72,8 @@ def _check_measured(data: dict, names: list[str]) -> None:
                 assert _positive(m["tokens_per_s"]) and _positive(m["flops_per_token"])
                 assert m["n_lora"] > 0 and m["n_matmul"] > m["n_lora"]
                 assert _positive(m["mfu_measured_ceiling"])
+                # the plan's memory estimate sits next to the measured peak (CPU: no peak to compare)
+                assert _positive(m["estimate_gib"]) if m["name"] == "recipe" else m["estimate_gib"] is None
 
 
 def test_dry_run_measures_generation_and_training(tmp_path):
