@@ -725,6 +725,9 @@ class VllmRunSpec(Spec):
       depend on what else is in flight (a resumed GPU run gives identical text; slower).
     * ``python`` — the interpreter of a separate vLLM environment (``scripts/setup-vllm.sh``):
       engines then run in a child process of that interpreter; None: this interpreter.
+    * ``placement`` — where the ``data_parallel`` engines run: ``local`` (child processes on this
+      machine, one per GPU of it) or ``ray`` (each engine a Ray actor holding the model's ``gpus``
+      GPUs, spread over the cluster's nodes: one stage's prompts sampled on several nodes).
     """
 
     shared_engine: bool = True
@@ -732,6 +735,7 @@ class VllmRunSpec(Spec):
     data_parallel: int = Field(1, ge=1)
     batch_invariant: bool = False
     python: str | None = None
+    placement: Literal["local", "ray"] = "local"
 
 
 class RunSpec(Spec):

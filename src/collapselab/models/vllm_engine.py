@@ -85,9 +85,10 @@ TAIL_LINES = 25
 def uses_engine_process(spec: ModelSpec, settings: VllmRunSpec) -> bool:
     """Whether a model runs in an engine process (else in this process, as
     :func:`~collapselab.models.vllm_backend.load_vllm_model` starts it): ``vllm/`` models with a
-    shared engine, data parallelism, batch invariance or a separate vLLM interpreter."""
+    shared engine, data parallelism, batch invariance, a separate vLLM interpreter or Ray placement."""
     return spec.backend == "vllm" and (settings.shared_engine or settings.data_parallel > 1
-                                       or settings.batch_invariant or settings.python is not None)
+                                       or settings.batch_invariant or settings.python is not None
+                                       or settings.placement == "ray")
 
 
 def engine_spec(spec: ModelSpec) -> ModelSpec:
@@ -333,6 +334,11 @@ class EngineProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def wait_exit(self, seconds: float) -> None:
+        """Give a process whose output ended ``seconds`` to exit, so its status is known."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(seconds)
+
     def send(self, message: dict[str, Any]) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(message) + "\n")
@@ -400,8 +406,9 @@ class EngineGroup:
     """
 
     def __init__(self, spec: ModelSpec, settings: VllmRunSpec, *, lora_rank: int | None = None,
-                 log_dir: Path | None = None) -> None:
+                 log_dir: Path | None = None, ray_address: str | None = None) -> None:
         self.base = engine_spec(spec)
+        self.ray_address = ray_address  # placement ray: the cluster (None: this process's Ray, else a local one)
         self.settings = settings
         self.shared = settings.shared_engine
         self.lora_rank = lora_rank if self.shared else None  # one model per engine: its own adapter decides
@@ -450,16 +457,21 @@ class EngineGroup:
         if settings.python is not None and not Path(python).expanduser().exists():
             raise ModelError(f"run.vllm.python: {python} does not exist (the interpreter of the vLLM environment, "
                              "see scripts/setup-vllm.sh)")
-        devices = engine_devices(settings.data_parallel, os.environ.get("CUDA_VISIBLE_DEVICES"), self.base.gpus)
         argv = [str(Path(python).expanduser()), "-m", MODULE]
         self.events = queue.Queue()
         start = {"spec": self.base.model_dump(mode="json"), "max_lora_rank": max_lora_rank,
                  "max_loras": settings.max_loras if self.shared else 1}
         try:
-            for i, device in enumerate(devices):
+            for i, device in enumerate(self._devices()):
                 log = self.log_dir / f"vllm-{os.getpid()}-engine-{i}.log"
-                self.processes.append(EngineProcess(i, argv, self._env(device), log, self.events, self.base.id))
-            answers = self.call("start", None, [start] * len(devices), None)
+                if settings.placement == "ray":  # an actor anywhere in the cluster, with Ray's GPUs
+                    from collapselab.models.vllm_ray import RayEngineProcess
+
+                    self.processes.append(RayEngineProcess(i, argv, self._remote_env(), log, self.events,
+                                                           self.base.id, gpus=self.base.gpus))
+                else:
+                    self.processes.append(EngineProcess(i, argv, self._env(device), log, self.events, self.base.id))
+            answers = self.call("start", None, [start] * len(self.processes), None)
         except OSError as exc:  # the interpreter cannot be run
             self.stop()
             raise ModelError(f"could not start the vLLM engine process {argv[0]}: {exc}") from exc
@@ -473,6 +485,21 @@ class EngineGroup:
                                  f"engine protocol {answer.get('protocol')}, this one protocol {PROTOCOL}: install "
                                  "the same collapselab in both")
         self.started_rank = max_lora_rank
+
+    def _devices(self) -> list[str | None]:
+        """Each engine's ``CUDA_VISIBLE_DEVICES`` (placement ray: Ray's, so None each)."""
+        if self.settings.placement == "ray":
+            from collapselab.models.vllm_ray import ensure_ray
+
+            ensure_ray(self.ray_address)
+            return [None] * self.settings.data_parallel
+        return engine_devices(self.settings.data_parallel, os.environ.get("CUDA_VISIBLE_DEVICES"), self.base.gpus)
+
+    def _remote_env(self) -> dict[str, str]:
+        """What an engine actor adds to its own environment: what :meth:`_env` sets beyond this
+        process's environment (batch invariance, the source path), never this process's GPUs."""
+        full = self._env(None)
+        return {k: v for k, v in full.items() if os.environ.get(k) != v and k != "CUDA_VISIBLE_DEVICES"}
 
     def _env(self, device: str | None) -> dict[str, str]:
         """The environment of an engine process: this one's, with its GPU, batch invariance and,
@@ -561,8 +588,7 @@ class EngineGroup:
         return repr(spec.id) + (f" (adapter {spec.adapter})" if spec.adapter else "")
 
     def _died(self, proc: EngineProcess, op: str, spec: ModelSpec | None) -> None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.proc.wait(5)  # the output ended: let the exit status arrive
+        proc.wait_exit(5)  # the output ended: let the exit status arrive
         device = proc.env.get("CUDA_VISIBLE_DEVICES")
         where = f"engine {proc.index} (pid {proc.pid}" + (f", CUDA_VISIBLE_DEVICES={device})" if device else ")")
         hint = (" before it answered (is run.vllm.python an environment with vLLM and this collapselab?)"

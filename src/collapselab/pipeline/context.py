@@ -30,7 +30,7 @@ class ModelPool:
 
     def __init__(self, loader: Callable[[ModelSpec], LanguageModel] | None = None, *,
                  vllm: VllmRunSpec | None = None, lora_rank: int | None = None,
-                 log_dir: Path | None = None) -> None:
+                 log_dir: Path | None = None, ray_address: str | None = None) -> None:
         from collapselab.models.base import load_model
 
         self._loader = loader or load_model
@@ -38,6 +38,7 @@ class ModelPool:
         self._vllm = vllm or VllmRunSpec()
         self._lora_rank = lora_rank
         self._log_dir = log_dir
+        self._ray_address = ray_address
         self._key: str | None = None
         self._model: LanguageModel | None = None
         self._engines: Any = None  # a vllm_engine.EngineGroup
@@ -48,7 +49,8 @@ class ModelPool:
         the run fine-tunes them, the engines' logs in ``RUN_DIR/logs``."""
         rank = max((spec.lora_for(n).r for n in spec.target_names), default=None) if spec.trained_conditions \
             else None
-        return cls(vllm=spec.run.vllm, lora_rank=rank, log_dir=Path(run_dir) / "logs" if run_dir else None)
+        return cls(vllm=spec.run.vllm, lora_rank=rank, log_dir=Path(run_dir) / "logs" if run_dir else None,
+                   ray_address=spec.run.ray_address)
 
     @property
     def key(self) -> str | None:
@@ -75,7 +77,8 @@ class ModelPool:
         key = engine_key(spec, self._vllm)
         if key != self._key:
             self.close()
-            self._engines = EngineGroup(spec, self._vllm, lora_rank=self._lora_rank, log_dir=self._log_dir)
+            self._engines = EngineGroup(spec, self._vllm, lora_rank=self._lora_rank, log_dir=self._log_dir,
+                                        ray_address=self._ray_address)
             self._key = key
         return self._engines.model(spec)
 

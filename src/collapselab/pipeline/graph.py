@@ -44,7 +44,10 @@ def build_graph(spec: ExperimentSpec) -> list[Stage]:
         if stage_kind(stage.kind).loads_model:
             # a model spread over several GPUs needs them all (and each data-parallel engine its own)
             model, gpus = stage.model, spec.run.gpus
-            if model is not None and model.gpus > 1 and stage.kind != "train":
+            if model is not None and model.backend == "vllm" and spec.run.vllm.placement == "ray" \
+                    and stage.kind != "train":
+                gpus = 0.0  # its engines are Ray actors that hold the GPUs themselves
+            elif model is not None and model.gpus > 1 and stage.kind != "train":
                 engines = spec.run.vllm.data_parallel if model.backend == "vllm" else 1
                 gpus = max(gpus, float(model.gpus * engines))
             if gpus:

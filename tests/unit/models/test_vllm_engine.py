@@ -468,3 +468,47 @@ def test_validate_accepts_a_fine_tuned_vllm_target_whose_engines_run_in_another_
                                       run={"vllm": {"python": str(tmp_path / "no-venv" / "python")}}), use_env=False)
     with pytest.raises(ConfigError, match=r"run.vllm.python: .*no-venv/python is not an executable interpreter"):
         validate_spec(missing)
+
+
+# -- engines as Ray actors (run.vllm.placement: ray) -----------------------------------------------
+
+
+@pytest.mark.slow
+def test_engines_placed_by_ray_give_the_per_model_outputs(tmp_path, monkeypatch, tiny_model_dir, adapters,
+                                                           reference):
+    """Two data-parallel engines as Ray actors (a local Ray with 2 GPUs declared, which Ray hands
+    out as CUDA_VISIBLE_DEVICES 0 and 1): the same outputs as the per-model path, each engine on
+    the GPU Ray gave its actor; an engine whose actor is killed is a clear error."""
+    ray = pytest.importorskip("ray")
+    log = tmp_path / "fake-vllm.jsonl"
+    _engine_env(monkeypatch, log)  # before Ray starts: its workers inherit this environment
+    ray.init(num_cpus=3, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        settings = VllmRunSpec(data_parallel=2, placement="ray")
+        group = EngineGroup(_spec(tiny_model_dir), settings, lora_rank=8, log_dir=tmp_path / "logs")
+        try:
+            for name in (None, "r4"):
+                assert _outputs(group.model(_spec(tiny_model_dir, adapters.get(name)))) == reference[name]
+            inits = _child_events(log, "init")
+            assert sorted(e["env"]["CUDA_VISIBLE_DEVICES"] for e in inits) == ["0", "1"]
+            assert sorted(p.env["CUDA_VISIBLE_DEVICES"] for p in group.processes) == ["0", "1"]
+            # progress streams back from the actors: one call per share at least
+            calls: list[int] = []
+            group.model(_spec(tiny_model_dir)).generate(PROMPTS, SAMPLE, progress=calls.append)
+            assert sum(calls) == len(PROMPTS)
+            victim = group.processes[1]
+            ray.kill(victim.actor)
+            with pytest.raises(ModelError, match=r"engine 1 .* ended .* during generate"):
+                group.model(_spec(tiny_model_dir)).generate(PROMPTS, SAMPLE)
+        finally:
+            group.close()
+    finally:
+        ray.shutdown()
+
+
+def test_a_vllm_stage_with_ray_placed_engines_asks_for_no_gpu_itself(tmp_path):
+    spec = _graph_spec(tmp_path, f"vllm/{tmp_path / 'model'}", gpus=1, vllm={"placement": "ray", "data_parallel": 2})
+    stages = build_graph(spec)
+    responds = [s for s in stages if s.kind == "respond"]
+    assert responds and all(s.resources.get("gpus", 0) == 0 for s in responds)
+    assert all(s.resources["gpus"] == 1 for s in stages if s.kind == "train")  # training keeps run.gpus
