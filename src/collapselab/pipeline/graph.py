@@ -55,7 +55,8 @@ def build_graph(spec: ExperimentSpec) -> list[Stage]:
     for stage in stages:  # a sharded train stage asks for a node's GPUs, one per process
         if stage.kind == "train" and spec.run.gpus_per_node and \
                 spec.lora_for(stage.params.target_name).strategy == "fsdp":
-            stage.resources["gpus"] = float(spec.run.gpus_per_node)
+            # over several nodes the launchers' placement group reserves them (train/multinode.py)
+            stage.resources["gpus"] = float(spec.run.gpus_per_node) if spec.run.nodes == 1 else 0.0
     return stages
 
 

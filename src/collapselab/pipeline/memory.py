@@ -564,7 +564,7 @@ def stage_memory(stage: Stage, est: Estimate, spec: ExperimentSpec) -> StageMemo
     if workload == "train":
         lora = spec.lora_for(stage.params.target_name)
         mem.lora, mem.batch = lora, lora.batch_size
-        mem.gpus = (spec.run.gpus_per_node or 1) if lora.strategy == "fsdp" else 1
+        mem.gpus = (spec.run.gpus_per_node or 1) * spec.run.nodes if lora.strategy == "fsdp" else 1
         mem.breakdown = training_memory(shape, lora, gpus=mem.gpus)
         if est.tokens_train is not None:
             # activation checkpointing runs each layer's forward a second time in the backward pass

@@ -99,8 +99,8 @@ def validate_experiment(spec: ExperimentSpec) -> list[Stage]:
 
 
 def _check_strategies(spec: ExperimentSpec) -> None:
-    """``lora.strategy: fsdp`` needs the GPUs of one node to shard over (the train stage starts
-    ``run.gpus_per_node`` processes on one node; :func:`collapselab.train.distributed.training_processes`)."""
+    """``lora.strategy: fsdp`` needs GPUs to shard over: ``run.gpus_per_node`` processes on a node
+    (:func:`collapselab.train.distributed.training_processes`), on ``run.nodes`` nodes through Ray."""
     if not spec.trained_conditions:
         return
     for name in spec.target_names:
@@ -113,10 +113,10 @@ def _check_strategies(spec: ExperimentSpec) -> None:
                               f"run.gpus_per_node processes (one per GPU of a node), and run.gpus_per_node is "
                               f"{spec.run.gpus_per_node or 'not set'}: set it to the node's GPUs (2 or more), or use "
                               "lora.strategy single or qlora")
-        if spec.run.nodes > 1:
-            raise ConfigError(f"run.nodes: {where} is fsdp for target {name!r}; collapselab starts the training "
-                              f"processes of one node, so run.nodes {spec.run.nodes} cannot be used by it "
-                              "(docs/scale.md, 'Several nodes')")
+        if spec.run.nodes > 1 and spec.run.executor != "ray" and not spec.run.ray_address:
+            raise ConfigError(f"run.nodes: {where} is fsdp for target {name!r} over run.nodes {spec.run.nodes} "
+                              "nodes, which Ray starts (one torchrun per node): set run.executor: ray (or "
+                              "run.ray_address to the cluster); docs/scale.md, 'Several nodes'")
 
 
 def _check_gpu_memory(spec: ExperimentSpec, stages: list[Stage]) -> None:

@@ -124,18 +124,13 @@ def full_state(params: Sequence[tuple[str, Any]]) -> dict[str, Any]:
 
 # -- launching ------------------------------------------------------------------------------------
 def training_processes(run: Any) -> int:
-    """Processes of a sharded train stage: one per GPU of a node (``run.gpus_per_node``).
+    """Processes per node of a sharded train stage: one per GPU of a node (``run.gpus_per_node``).
 
-    Raises :class:`TrainingError` when that is unset or 1 (nothing to shard over) or when
-    ``run.nodes`` is above 1: collapselab starts the processes of one node; several nodes are
-    started by a cluster launcher (docs/scale.md)."""
-    if not run.gpus_per_node or run.gpus_per_node < 2:
-        raise TrainingError("lora.strategy fsdp shards the model over run.gpus_per_node processes (one per GPU); "
-                            f"run.gpus_per_node is {run.gpus_per_node}: set it to 2 or more")
-    if run.nodes > 1:
-        raise TrainingError(f"lora.strategy fsdp with run.nodes {run.nodes}: collapselab starts the training "
-                            "processes of one node; start a multi-node job with torchrun or srun on every node "
-                            "(docs/scale.md, 'Several nodes')")
+    Raises :class:`TrainingError` when that is unset, or 1 on one node (nothing to shard over)."""
+    if not run.gpus_per_node or run.gpus_per_node * run.nodes < 2:
+        raise TrainingError("lora.strategy fsdp shards the model over run.gpus_per_node processes (one per GPU) "
+                            f"on each of run.nodes nodes; run.gpus_per_node is {run.gpus_per_node} and run.nodes "
+                            f"{run.nodes}: set run.gpus_per_node to 2 or more")
     return int(run.gpus_per_node)
 
 
@@ -158,24 +153,33 @@ def examples_from_job(job: dict[str, Any]) -> list[Any]:
                          e["response"], e["id"], group=e["group"]) for e in job["examples"]]
 
 
-def launch_command(job_path: Path, processes: int, *, python: str | None = None) -> list[str]:
-    """torchrun's command line for one node of ``processes`` processes (a free local port)."""
-    return [python or sys.executable, "-m", "torch.distributed.run", "--standalone",
+def launch_command(job_path: Path, processes: int, *, python: str | None = None,
+                   node: tuple[int, int, str, int] | None = None) -> list[str]:
+    """torchrun's command line: one node of ``processes`` processes (a free local port), or with
+    ``node = (node rank, nodes, master address, master port)`` that node of a multi-node job
+    (static rendezvous: node 0's first process hosts it)."""
+    if node is None:
+        where = ["--standalone"]
+    else:
+        rank, nodes, address, port = node
+        where = [f"--nnodes={nodes}", f"--node_rank={rank}", f"--master_addr={address}", f"--master_port={port}"]
+    return [python or sys.executable, "-m", "torch.distributed.run", *where,
             f"--nproc_per_node={processes}", "-m", "collapselab.train.distributed", str(job_path)]
 
 
 def launch_fsdp(model_dir: Path, examples: Sequence[Any], lora: LoraSpec, *, seed: int, out_dir: Path,
                 processes: int, chat_mode: str = "auto", progress: Any = None,
-                threads: int | None = None) -> dict[str, Any]:
-    """Run the sharded recipe in ``processes`` processes on this node and wait for it.
+                threads: int | None = None, nodes: int = 1, ray_address: str | None = None) -> dict[str, Any]:
+    """Run the sharded recipe in ``processes`` processes on this node (``nodes`` > 1: on each of
+    that many nodes of a Ray cluster, :func:`collapselab.train.multinode.launch_nodes`) and wait.
 
     ``progress(step, total, loss)`` is called for rank 0's progress lines; torch threads per
     process are ``threads`` (default: the cores divided among the processes). Returns
     ``train_summary.json``. A failed process raises :class:`TrainingError` with the end of the
     processes' error output; nothing is left in ``out_dir`` but what rank 0 had finished writing.
     """
-    if processes < 2:
-        raise TrainingError(f"lora.strategy fsdp needs at least 2 processes, got {processes} "
+    if processes * nodes < 2:
+        raise TrainingError(f"lora.strategy fsdp needs at least 2 processes, got {processes * nodes} "
                             "(set run.gpus_per_node; one device is lora.strategy single)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -185,6 +189,11 @@ def launch_fsdp(model_dir: Path, examples: Sequence[Any], lora: LoraSpec, *, see
         job_path = Path(scratch) / "job.json"
         job_path.write_text(json.dumps(job_dict(model_dir, examples, lora, seed=seed, out_dir=out_dir,
                                                 chat_mode=chat_mode)))
+        if nodes > 1:  # the job folder is in the stage's folder: every node reads it (shared file system)
+            from collapselab.train.multinode import launch_nodes
+
+            launch_nodes(job_path, processes, nodes, progress=progress, threads=threads, address=ray_address)
+            return json.loads((out_dir / "train_summary.json").read_text())
         errors = Path(scratch) / "stderr.log"
         with errors.open("w") as err:
             proc = subprocess.Popen(launch_command(job_path, processes), stdout=subprocess.PIPE,
@@ -201,13 +210,19 @@ def launch_fsdp(model_dir: Path, examples: Sequence[Any], lora: LoraSpec, *, see
                 proc.wait()
                 raise
         if code != 0:
-            tail = errors.read_text(errors="replace").strip().splitlines()
-            reason = next((line for line in reversed(tail) if "TrainingError" in line), None)
-            raise TrainingError(
-                f"lora.strategy fsdp: the {processes} training processes failed (exit {code})"
-                + (f": {reason.split('TrainingError:', 1)[-1].strip()}" if reason else "")
-                + "\n" + "\n".join(tail[-15:]))
+            raise failure(f"the {processes} training processes failed (exit {code})",
+                          errors.read_text(errors="replace"))
     return json.loads((out_dir / "train_summary.json").read_text())
+
+
+def failure(what: str, stderr: str) -> TrainingError:
+    """The error of a failed training job: ``what``, the recipe's own reason when a process raised
+    a TrainingError, and the last lines of the processes' error output."""
+    tail = stderr.strip().splitlines()
+    reason = next((line for line in reversed(tail) if "TrainingError" in line), None)
+    return TrainingError(f"lora.strategy fsdp: {what}"
+                         + (f": {reason.split('TrainingError:', 1)[-1].strip()}" if reason else "")
+                         + "\n" + "\n".join(tail[-15:]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

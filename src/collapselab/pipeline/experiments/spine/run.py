@@ -305,7 +305,7 @@ def run_train(ctx: StageContext) -> None:
 
         launch_fsdp(resolve_weights(target), examples, lora, seed=p.seed, out_dir=ctx.out,
                     processes=training_processes(ctx.spec.run), chat_mode=target.chat, progress=progress,
-                    threads=ctx.spec.run.threads)
+                    threads=ctx.spec.run.threads, nodes=ctx.spec.run.nodes, ray_address=ctx.spec.run.ray_address)
         return
     train_lora(resolve_weights(target), examples, lora, seed=p.seed, out_dir=ctx.out,
                chat_mode=target.chat, progress=progress)
