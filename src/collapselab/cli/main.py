@@ -22,8 +22,17 @@ def run(
     config: Path = typer.Argument(..., help="Experiment YAML."),
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
     run_dir: Path = typer.Option(None, "--run-dir", "-o", help="Run folder (default: runs/<name>)."),
+    multirun: bool = typer.Option(False, "--multirun", "-m", help="Sweep: an override with comma-separated "
+                                  "values (lora.r=8,16) is an axis; every combination runs into the one run "
+                                  "folder (shared stages once), then RUN_DIR/sweep/comparison.html "
+                                  "(docs/sweeps.md)."),
 ) -> None:
     """Run an experiment; completed stages are skipped, an interrupted run resumes."""
+    if multirun:
+        from collapselab.cli.multirun import multirun_command
+
+        multirun_command(config, overrides, run_dir)
+        return
     from collapselab.cli.run import run_command
 
     run_command(config, overrides, run_dir)

@@ -17,6 +17,11 @@ def write_run_report(spec, run_dir: Path) -> dict[str, Path]:
 
 def report_command(run_dir: Path, figures: Path | None = None) -> None:
     with user_errors():
+        from collapselab.pipeline.multirun import read_manifest
+
+        if read_manifest(run_dir) is not None:
+            _sweep_reports(run_dir, figures)
+            return
         spec = load_run_spec(run_dir)
         paths = write_run_report(spec, run_dir)
         console.print(f"report: {paths['report.html']}")
@@ -26,3 +31,20 @@ def report_command(run_dir: Path, figures: Path | None = None) -> None:
 
             written = export_figures(paths["report.html"].read_text(), figures)
             console.print(f"figures: {len(written)} PNG files in {figures}")
+
+
+def _sweep_reports(run_dir: Path, figures: Path | None) -> None:
+    """A sweep's folder: every point's report (those whose stages are all done) and the comparison."""
+    from collapselab.errors import ConfigError
+    from collapselab.pipeline.multirun import rewrite_reports
+
+    if figures is not None:
+        raise ConfigError(f"--figures: {run_dir} holds a sweep; give one point's report instead "
+                          "(collapselab report writes every point's report.html under RUN_DIR/sweep/)")
+    written, left, paths = rewrite_reports(run_dir)
+    for point in written:
+        console.print(f"report: {point.folder(run_dir) / 'report' / 'report.html'}", highlight=False)
+    if left:
+        console.print(f"[yellow]not finished[/] (stages missing, no report): {', '.join(p.name for p in left)}",
+                      highlight=False)
+    console.print(f"comparison: {paths['comparison.html']}", highlight=False)
