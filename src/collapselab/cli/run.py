@@ -25,6 +25,7 @@ def run_command(config: Path, overrides: list[str] | None, run_dir: Path | None)
         from collapselab.cli.progress import stage_progress
         from collapselab.executors import run_stages
         from collapselab.pipeline.validate import validate_experiment
+        from collapselab.tracking import track_run
 
         spec = load(config, overrides)
         run_dir = run_dir or default_run_dir(spec.name)
@@ -32,12 +33,14 @@ def run_command(config: Path, overrides: list[str] | None, run_dir: Path | None)
         stages = validate_experiment(spec)
         console.print(f"[bold]{spec.name}[/]: {len(stages)} stages → {run_dir}")
         with warnings_to_log(run_dir / "logs" / "warnings.log") as log, \
-                stage_progress(len(stages), console) as progress:
-            report = run_stages(spec, run_dir, progress=progress, stages=stages)
+                stage_progress(len(stages), console) as progress, \
+                track_run(spec, run_dir, notify=lambda m: console.print(f"tracking: {m}", markup=False)) as tracking:
+            report = run_stages(spec, run_dir, progress=tracking.progress(progress), stages=stages)
             if spec.collapse.enabled:
                 from collapselab.cli.report import write_run_report
 
                 paths = write_run_report(spec, run_dir)
+                tracking.log_results(paths["results.json"])
         console.print(
             f"[green]done[/] in {report.seconds:.0f} s: ran {len(report.ran)} stages, "
             f"{len(report.skipped)} were already done. Run folder: {run_dir}"
