@@ -25,6 +25,9 @@ def multirun_command(config: Path, overrides: list[str] | None, run_dir: Path | 
         console.print(f"[bold]{escape(sweep.name)}[/]: sweep of {n} points over "
                       f"{escape(', '.join(a.key for a in sweep.axes))}; {sweep.stage_count} distinct stages → "
                       f"{escape(str(run_dir))}")
+        if any(point.spec.tracking.backend != "none" for point in sweep.points):
+            console.print("[yellow]note[/]: tracking is not applied to sweeps yet (each point would need a tracked "
+                          "run of its own); the points' reports and the comparison hold their results")
         with warnings_to_log(run_dir / "logs" / "warnings.log") as log:
             results = run_sweep(sweep, run_dir, CliSweepProgress(run_dir))
         ran = sum(len(r.ran) for r in results)
