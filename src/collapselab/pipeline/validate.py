@@ -37,6 +37,10 @@ def validate_experiment(spec: ExperimentSpec) -> list[Stage]:
                    if (m := getattr(spec.safety, f)) is not None]
     if spec.preference.enabled:
         _check_preference(spec)
+    if spec.capability.enabled:
+        from collapselab.pipeline.experiments.capability import check_capability
+
+        check_capability(spec)
     engines = spec.run.vllm.python
     if engines and any(m.backend == "vllm" for _, m in models):
         path = Path(engines).expanduser()

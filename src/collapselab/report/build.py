@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from collapselab.report.capability import CapabilityTables, build_capability_tables
 from collapselab.report.collapse import (
     ConcordanceTables,
     concordance_tables,
@@ -41,6 +42,8 @@ def experiments(inputs: ReportInputs) -> list[str]:
         names.append("Experiment 2 (safety)")
     if inputs.preference is not None:
         names.append("Experiment 3 (self-preference)")
+    if getattr(inputs, "capability", None) is not None:
+        names.append("capability (lm-evaluation-harness)")
     return names
 
 
@@ -63,6 +66,7 @@ class ReportTables:
     preference: PreferenceTables | None = None  # Experiment 3, when the run has it
     primary: Table | None = None  # the primary endpoints of every experiment (stats.primary)
     findings: FindingsTables | None = None  # the preregistered hypotheses, when the config declares them
+    capability: CapabilityTables | None = None  # lm-evaluation-harness scores, when the run has them
 
 
 def _primary(inputs: ReportInputs) -> Table | None:
@@ -85,8 +89,10 @@ def build_tables(inputs: ReportInputs) -> ReportTables:
     safety = build_safety_tables(inputs.safety) if getattr(inputs, "safety", None) is not None else None
     preference = (build_preference_tables(inputs.preference)
                   if getattr(inputs, "preference", None) is not None else None)
+    capability = (build_capability_tables(inputs.capability)
+                  if getattr(inputs, "capability", None) is not None else None)
     warnings = [*warnings_list(inputs), *(safety.warnings if safety else []),
-                *(preference.warnings if preference else [])]
+                *(preference.warnings if preference else []), *(capability.warnings if capability else [])]
     return ReportTables(
         warnings=warnings,
         summary=summary_table(inputs.aggregates),
@@ -104,4 +110,5 @@ def build_tables(inputs: ReportInputs) -> ReportTables:
         primary=_primary(inputs),
         findings=findings_tables(getattr(inputs, "findings", None), getattr(inputs, "hypotheses", None),
                                  getattr(inputs, "hypotheses_settings", None)),
+        capability=capability,
     )

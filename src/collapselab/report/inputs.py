@@ -93,6 +93,25 @@ class PreferenceInputs:
 
 
 @dataclass
+class CapabilityInputs:
+    """The capability experiment's results (the ``capability_summary`` stage's outputs, see
+    :mod:`collapselab.capability.compare`).
+
+    * ``scores`` — per model run × task (or group) × metric × filter: lm-eval's value and standard
+      error, items, direction, ``top_level`` (a configured task, not a group's member);
+    * ``differences`` — per target × condition × generation × task × metric: the vanilla and the
+      condition's scores on the common items, the difference with its paired interval, the test
+      (McNemar exact / Wilcoxon signed-rank / Mann–Whitney U), p and p_adj, a note;
+    * ``info`` — the stage's summary.json; ``conditions`` — the config's condition order.
+    """
+
+    scores: pd.DataFrame
+    differences: pd.DataFrame
+    info: dict[str, Any] = field(default_factory=dict)
+    conditions: list[str] = field(default_factory=list)
+
+
+@dataclass
 class ReportInputs:
     """The report's data.
 
@@ -117,7 +136,8 @@ class ReportInputs:
     * ``training`` — per train stage: target, condition, seed, best_val_loss, stopped_early, and its
       loss curve (list of dicts);
     * ``collapse`` — whether the run has Experiment 1 (its sections are left out otherwise);
-    * ``safety`` / ``preference`` — Experiments 2 and 3 (``None`` when disabled);
+    * ``safety`` / ``preference`` — Experiments 2 and 3 (``None`` when disabled); ``capability`` —
+      the lm-evaluation-harness scores (``None`` when disabled);
     * ``conditions`` — the config's condition labels, in order.
     """
 
@@ -156,6 +176,8 @@ class ReportInputs:
     findings: pd.DataFrame = field(default_factory=pd.DataFrame)
     hypotheses: pd.DataFrame = field(default_factory=pd.DataFrame)
     hypotheses_settings: Any = None
+    #: the capability experiment (lm-evaluation-harness scores), ``None`` when disabled
+    capability: CapabilityInputs | None = None
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -307,6 +329,16 @@ def _preference(spec, stages: list, store) -> PreferenceInputs | None:
                             conditions=[c.label for c in spec.conditions], controls=controls)
 
 
+def _capability(spec, stages: list, store) -> CapabilityInputs | None:
+    stage = next((s for s in stages if s.kind == "capability_summary"), None)
+    if stage is None:
+        return None
+    folder = store.final_dir(stage.ref)
+    return CapabilityInputs(scores=_read_parquet(folder / "scores.parquet"),
+                            differences=_read_parquet(folder / "differences.parquet"),
+                            info=_read_json(folder / "summary.json", {}), conditions=[c.label for c in spec.conditions])
+
+
 def collect(spec, run_dir: str | Path) -> ReportInputs:
     """Read every finished stage the report needs; raises if an enabled experiment's final
     stages are not done."""
@@ -331,7 +363,8 @@ def collect(spec, run_dir: str | Path) -> ReportInputs:
         # without Experiment 1 the answers to the test prompts are shown nowhere
         responses=_responses(stages, store) if collapse else pd.DataFrame(),
         training=_training(stages, store), run_dir=str(run_dir), stage_counts=counts, collapse=collapse,
-        safety=safety, preference=preference, conditions=[c.label for c in spec.conditions],
+        safety=safety, preference=preference, capability=_capability(spec, stages, store),
+        conditions=[c.label for c in spec.conditions],
         primary=spec.stats.primary_endpoints, primary_correction=spec.stats.correction,
     )
     if spec.hypotheses.tests:

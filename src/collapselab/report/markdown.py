@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from collapselab.report.build import ReportTables, build_tables, experiments
+from collapselab.report.capability import CapabilityTables
 from collapselab.report.format import Table
 from collapselab.report.generations import GenerationSection, generation_sections
 from collapselab.report.inputs import ReportInputs
@@ -128,6 +129,12 @@ def _generations(sections: list[GenerationSection]) -> list[str]:
     return parts
 
 
+def _capability(c: CapabilityTables) -> list[str]:
+    """The capability section: lm-eval scores and the differences from the vanilla model."""
+    return ["## Capability (lm-evaluation-harness)\n", escape(c.intro) + "\n", "### Scores\n", table(c.scores),
+            "### Difference from vanilla\n", table(c.differences)]
+
+
 def _loop_sections(sections: list) -> list[str]:
     """The collapse-loop sections (:mod:`collapselab.report.sections`): intro and tables."""
     parts = ["## The collapse loop\n"]
@@ -167,6 +174,8 @@ def render_markdown(inputs: ReportInputs) -> str:
         parts += _safety(t.safety)
     if t.preference is not None:
         parts += _preference(t.preference)
+    if getattr(t, "capability", None) is not None:
+        parts += _capability(t.capability)
     generation_parts = generation_sections(inputs)
     if generation_parts:  # one generation: nothing the tables above do not already show
         parts += _generations(generation_parts)

@@ -7,7 +7,10 @@ One *task* per target × condition (× generation after the first): ``collapsela
 * Experiment 1 — every metric's primary statistic on the condition's answers (the aggregates
   table, ``set_kind`` "condition"; the k-answers sets' metrics as ``samples/<metric>``);
 * Experiment 2 — ``safety/<metric>[<prompt kind>]`` over all categories (the safety summary);
-* Experiment 3 — ``preference/SPB`` and ``preference/PSB`` of the condition's model as judge.
+* Experiment 3 — ``preference/SPB`` and ``preference/PSB`` of the condition's model as judge;
+* capability — ``capability/<task>/<metric>`` (``[<filter>]`` for a filter other than lm-eval's
+  ``none``): lm-eval's score of each configured task, its standard error carried as the interval
+  score ± z · stderr (so one seed's error is lm-eval's own); the vanilla target is one task.
 
 lm-eval's keys are ``"<metric>,<filter>"``; collapselab applies no filter, so every key ends in
 ``,none``, and a comma inside a metric's name (``lexical_diversity[mode=individual,max_order=3]``)
@@ -126,6 +129,9 @@ def metric_rows(inputs, config: Mapping[str, Any]) -> pd.DataFrame:
                 frames.append(_frame(b, [f"preference/{m}"] * len(b), [f"preference/{m}"] * len(b), m,
                                      (f"{m}_ci_low", f"{m}_ci_high"), "n_items", None,
                                      _section(config, "preference").get("confidence", 0.95)))
+    capability = getattr(inputs, "capability", None)
+    if capability is not None and not capability.scores.empty:
+        frames.append(_capability_frame(capability.scores))
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=COLUMNS)
@@ -134,6 +140,19 @@ def metric_rows(inputs, config: Mapping[str, Any]) -> pd.DataFrame:
     for column in ("value", "ci_low", "ci_high", "n"):
         out[column] = pd.to_numeric(out[column], errors="coerce")
     return out[COLUMNS]
+
+
+def _capability_frame(scores: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """The configured lm-eval tasks' scores as metric rows, lm-eval's stderr as the interval
+    value ± z · stderr at ``confidence`` (which :func:`value_and_stderr` turns back into it)."""
+    c = scores[scores["top_level"].astype(bool)]
+    names = [f"capability/{t}/{m}" + ("" if f == "none" else f"[{f}]")
+             for t, m, f in zip(c["task"], c["metric"], c["filter"], strict=True)]
+    z = NormalDist().inv_cdf((1 + confidence) / 2)
+    stderr = pd.to_numeric(c["stderr"], errors="coerce")
+    c = c.assign(ci_low=c["value"] - z * stderr, ci_high=c["value"] + z * stderr)
+    return _frame(c, [metric_key(n) for n in names], names, "value", ("ci_low", "ci_high"), "n",
+                  c["higher_is_better"].map(_direction).values, confidence)
 
 
 def _finite(x: Any) -> bool:

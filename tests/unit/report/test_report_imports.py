@@ -33,6 +33,7 @@ LAYERS = {
     "collapse": 4,
     "safety": 4,
     "preference": 4,
+    "capability": 4,  # lm-evaluation-harness scores and the differences from vanilla
     "generations": 4,
     # the collapse-loop sections (registered in report.sections)
     "decoding": 4,
@@ -49,6 +50,7 @@ LAYERS = {
     "html": 7,
     "markdown": 7,
     "write": 8,
+    "comparison": 8,  # a sweep's comparison of its points (their results.json; rendered like the report)
     "__init__": 9,
 }
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from collapselab.config.spec import ExperimentSpec
-from collapselab.pipeline.experiments import collapse, preference, safety, spine
+from collapselab.pipeline.experiments import capability, collapse, preference, safety, spine
 from collapselab.pipeline.stage import Stage
 from collapselab.registry import Registry
 
@@ -33,3 +33,5 @@ def register_experiment(name: str, add_stages: AddStages, *, description: str = 
 register_experiment("collapse", collapse.add_stages, description="Experiment 1: distribution collapse")
 register_experiment("safety", safety.add_stages, description="Experiment 2: safety under harmful and jailbreak prompts")
 register_experiment("preference", preference.add_stages, description="Experiment 3: self-preference bias")
+register_experiment("capability", capability.add_stages,
+                    description="Capability alongside collapse: lm-evaluation-harness tasks on every model")
