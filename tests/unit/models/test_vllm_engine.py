@@ -257,6 +257,16 @@ def test_an_adapter_the_engine_cannot_serve_restarts_it(tmp_path, monkeypatch, t
 # -- data parallel, batch invariance, a dead engine ----------------------------------------------
 
 
+def _two_engines_agree(group, log: Path, base: Path, adapters, reference) -> list[dict]:
+    """The plain model and an adapter on two engines give the per-model outputs, the engines on GPUs
+    0 and 1; returns the engines' start events."""
+    for name in (None, "r4"):
+        assert _outputs(group.model(_spec(base, adapters.get(name)))) == reference[name]
+    inits = _child_events(log, "init")
+    assert sorted(e["env"]["CUDA_VISIBLE_DEVICES"] for e in inits) == ["0", "1"]
+    return inits
+
+
 def test_data_parallel_engines_split_the_prompts_and_give_the_same_outputs(tmp_path, monkeypatch, tiny_model_dir,
                                                                            adapters, reference):
     log = tmp_path / "fake-vllm.jsonl"
@@ -264,10 +274,7 @@ def test_data_parallel_engines_split_the_prompts_and_give_the_same_outputs(tmp_p
     settings = VllmRunSpec(data_parallel=2, batch_invariant=True)
     group = EngineGroup(_spec(tiny_model_dir), settings, lora_rank=8, log_dir=tmp_path / "logs")
     try:
-        for name in (None, "r4"):
-            assert _outputs(group.model(_spec(tiny_model_dir, adapters.get(name)))) == reference[name]
-        inits = _child_events(log, "init")
-        assert sorted(e["env"]["CUDA_VISIBLE_DEVICES"] for e in inits) == ["0", "1"]
+        inits = _two_engines_agree(group, log, tiny_model_dir, adapters, reference)
         assert {e["env"]["VLLM_BATCH_INVARIANT"] for e in inits} == {"1"}
         gpu = {e["pid"]: e["env"]["CUDA_VISIBLE_DEVICES"] for e in inits}
         # contiguous shares: GPU 0 the first 3 prompts, GPU 1 the last 2, each with its own seed
@@ -487,10 +494,7 @@ def test_engines_placed_by_ray_give_the_per_model_outputs(tmp_path, monkeypatch,
         settings = VllmRunSpec(data_parallel=2, placement="ray")
         group = EngineGroup(_spec(tiny_model_dir), settings, lora_rank=8, log_dir=tmp_path / "logs")
         try:
-            for name in (None, "r4"):
-                assert _outputs(group.model(_spec(tiny_model_dir, adapters.get(name)))) == reference[name]
-            inits = _child_events(log, "init")
-            assert sorted(e["env"]["CUDA_VISIBLE_DEVICES"] for e in inits) == ["0", "1"]
+            _two_engines_agree(group, log, tiny_model_dir, adapters, reference)
             assert sorted(p.env["CUDA_VISIBLE_DEVICES"] for p in group.processes) == ["0", "1"]
             # progress streams back from the actors: one call per share at least
             calls: list[int] = []
