@@ -243,8 +243,12 @@ def train_lora(
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=lora.activation_checkpointing,
                                                 gradient_checkpointing_kwargs=checkpointing)
-    elif lora.activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
+    elif lora.activation_checkpointing:  # the method's name since transformers 5.2x, the old one before
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is None:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
+        else:
+            enable(activation_checkpointing_kwargs=checkpointing)
     targets = matching_targets(model, lora.target_modules)
     model = get_peft_model(
         model,
