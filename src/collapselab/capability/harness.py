@@ -120,7 +120,8 @@ def evaluate(model: Any, tokenizer: Any, refs: list[TaskRef], capability: Any, *
     results = simple_evaluate(
         model=lm, tasks=[lm_eval_spec(r) for r in refs], task_manager=task_manager(refs),
         num_fewshot=capability.num_fewshot, limit=capability.limit, batch_size=capability.batch_size, log_samples=True,
-        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
+        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+        apply_chat_template=capability.apply_chat_template)
     if results is None:  # only a secondary rank of a distributed run gets none; this is one process
         raise RuntimeError("lm-eval returned no results")
     return results

@@ -962,7 +962,12 @@ class CapabilitySpec(Spec):
 
     * ``tasks`` — lm-eval task names (``hellaswag``, ``arc_easy``) or paths of local task YAML files;
     * ``limit`` — examples per task (None: all); ``num_fewshot`` — None: each task's default;
-    * ``batch_size`` — lm-eval's batch size; ``seed`` — lm-eval's random seeds.
+    * ``batch_size`` — lm-eval's batch size; ``seed`` — lm-eval's random seeds;
+    * ``generations`` — with recursive generations, evaluate the adapters of ``all`` of them or
+      the ``first`` only;
+    * ``apply_chat_template`` — render each request with the model's chat template (lm-eval's
+      ``apply_chat_template``; few-shot examples become turns), as instruct models are used; False:
+      plain prompts, lm-eval's default and what most published scores use.
     """
 
     enabled: bool = False
@@ -971,6 +976,8 @@ class CapabilitySpec(Spec):
     num_fewshot: int | None = Field(None, ge=0)
     batch_size: int = Field(8, ge=1)
     seed: int = 0
+    generations: Literal["all", "first"] = "all"
+    apply_chat_template: bool = False
 
 
 class ExperimentSpec(Spec):

@@ -49,6 +49,16 @@ def test_later_generations_get_their_own_stages(tmp_path):
     assert names == {"model-vanilla", "model-single-a-seed42", "model-single-a-seed42-gen1"}
 
 
+def test_first_generation_only_and_the_chat_template_setting(tmp_path):
+    first = _graph(tmp_path, "generations.count=2", "conditions=[vanilla,single:a]", "capability.generations=first")
+    assert {s.name for s in first if s.kind == "capability"} == {"model-vanilla", "model-single-a-seed42"}
+    plain = {s.label: s for s in _graph(tmp_path) if s.kind == "capability"}
+    chat = {s.label: s for s in _graph(tmp_path, "capability.apply_chat_template=true") if s.kind == "capability"}
+    assert "apply_chat_template" not in next(iter(plain.values())).settings
+    assert all(chat[label].settings["apply_chat_template"] is True and chat[label].key != plain[label].key
+               for label in plain)
+
+
 def test_a_vllm_target_is_evaluated_through_transformers(tmp_path):
     stages = _graph(tmp_path, f"targets.0.id=vllm/{tmp_path / 'model'}")
     stage = next(s for s in stages if s.kind == "capability")

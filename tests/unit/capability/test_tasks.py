@@ -92,3 +92,21 @@ def test_a_missing_file_and_a_repeated_task_are_config_errors(tmp_path):
         task_refs((str(tmp_path / "nope.yaml"),))
     with pytest.raises(ConfigError, match=r"capability.tasks.1: 'arc_easy' is named twice"):
         task_refs(("arc_easy", "arc_easy"))
+
+
+def test_the_harness_passes_the_chat_template_setting(monkeypatch):
+    """capability.apply_chat_template reaches lm-eval's simple_evaluate (False by default)."""
+    pytest.importorskip("lm_eval")
+    import lm_eval
+    import lm_eval.models.huggingface as hf_lm
+
+    from collapselab.capability import harness
+    from collapselab.config.spec import CapabilitySpec
+
+    seen: list[dict] = []
+    monkeypatch.setattr(lm_eval, "simple_evaluate", lambda **kw: seen.append(kw) or {"results": {}})
+    monkeypatch.setattr(hf_lm, "HFLM", lambda **kw: object())
+    monkeypatch.setattr(harness, "task_manager", lambda refs: None)
+    for flag in (False, True):
+        harness.evaluate(object(), object(), [], CapabilitySpec(enabled=True, tasks=("x",), apply_chat_template=flag))
+    assert [kw["apply_chat_template"] for kw in seen] == [False, True]

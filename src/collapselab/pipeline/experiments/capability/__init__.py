@@ -49,8 +49,11 @@ def task_settings(spec: ExperimentSpec) -> dict:
     from collapselab.capability.tasks import key_entry, task_refs
 
     c = spec.capability
-    return {"tasks": [key_entry(r) for r in task_refs(c.tasks)], "limit": c.limit, "num_fewshot": c.num_fewshot,
-            "seed": c.seed, "lm_eval": PINNED}
+    settings = {"tasks": [key_entry(r) for r in task_refs(c.tasks)], "limit": c.limit, "num_fewshot": c.num_fewshot,
+                "seed": c.seed, "lm_eval": PINNED}
+    if c.apply_chat_template:  # another rendering of every request: other scores
+        settings["apply_chat_template"] = True
+    return settings
 
 
 def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
@@ -69,7 +72,7 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
             params=CapabilityParams(target, tname, vanilla, spec.seeds[0], model=transformers_spec(target),
                                     batch_size=c.batch_size)))
     for cell, train in spine.cells():
-        if train is None:  # the vanilla cells: the stage above
+        if train is None or (c.generations == "first" and cell.generation):  # vanilla: the stage above
             continue
         cell_settings = {**settings, "target": model_key_settings(cell.target), "condition": cell.condition.label,
                          "seed": cell.seed}
