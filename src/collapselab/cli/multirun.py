@@ -25,11 +25,8 @@ def multirun_command(config: Path, overrides: list[str] | None, run_dir: Path | 
         console.print(f"[bold]{escape(sweep.name)}[/]: sweep of {n} points over "
                       f"{escape(', '.join(a.key for a in sweep.axes))}; {sweep.stage_count} distinct stages → "
                       f"{escape(str(run_dir))}")
-        if any(point.spec.tracking.backend != "none" for point in sweep.points):
-            console.print("[yellow]note[/]: tracking is not applied to sweeps yet (each point would need a tracked "
-                          "run of its own); the points' reports and the comparison hold their results")
         with warnings_to_log(run_dir / "logs" / "warnings.log") as log:
-            results = run_sweep(sweep, run_dir, CliSweepProgress(run_dir))
+            results = run_sweep(sweep, run_dir, CliSweepProgress(run_dir, sweep.name))
         ran = sum(len(r.ran) for r in results)
         skipped = sum(r.skipped for r in results)
         console.print(f"[green]done[/]: {n} points, ran {ran} stages ({skipped} points were already done). "
@@ -45,17 +42,28 @@ def multirun_command(config: Path, overrides: list[str] | None, run_dir: Path | 
 class CliSweepProgress(SweepProgress):
     """Which point of how many, then the executor's stage progress for that point."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
+    def __init__(self, run_dir: Path, name: str = "") -> None:
+        self.run_dir, self.name = run_dir, name
 
     @contextmanager
     def point_started(self, point, total: int):
         from collapselab.cli.progress import stage_progress
+        from collapselab.tracking import track_run
 
         console.print(f"[bold]point {point.index}/{total}[/] {escape(point.name)} ({escape(point.label())}): "
                       f"{len(point.stages)} stages, {point.shared} shared with earlier points")
-        with stage_progress(len(point.stages), console) as progress:
-            yield progress
+        folder = point.folder(self.run_dir)
+        # with tracking: a tracked run per point (its stages, shared ones too, and its final metrics),
+        # all in the sweep's project (a point's spec is named after the point)
+        tracked = point.spec.tracking
+        spec = point.spec.model_copy(update={"tracking": tracked.model_copy(
+            update={"project": tracked.project or self.name or point.spec.name})})
+        with stage_progress(len(point.stages), console) as progress, \
+                track_run(spec, self.run_dir, name=point.name, ledger_dir=folder / "tracking",
+                          notify=lambda m: console.print(f"tracking: {m}", markup=False)) as tracking:
+            yield tracking.progress(progress)
+            if (folder / "report" / "results.json").is_file():  # the point's report is written by now
+                tracking.log_results(folder / "report" / "results.json")
 
     def point_finished(self, result, total: int) -> None:
         point = result.point

@@ -44,8 +44,11 @@ class RunTracking:
     method does nothing and nothing is imported or written."""
 
     def __init__(self, spec: Any, run_dir: str | Path, *, notify: Callable[[str], None] | None = None,
-                 tracker: Tracker | None = None) -> None:
+                 tracker: Tracker | None = None, name: str | None = None, ledger_dir: Path | None = None) -> None:
         self.spec = spec
+        # a sweep's point: its own tracked run (named after it, its ledger in its folder), logging
+        # the run folder's stages it uses into the shared store
+        self.name, self.ledger_dir = name, ledger_dir
         self.backend: str = spec.tracking.backend
         self.enabled = self.backend != "none"
         self.run_dir = Path(run_dir)
@@ -78,7 +81,7 @@ class RunTracking:
     # -- the ledger ------------------------------------------------------------------------------
     @property
     def state_path(self) -> Path:
-        return self.run_dir / "tracking" / f"{self.backend}.json"
+        return (self.ledger_dir or self.run_dir / "tracking") / f"{self.backend}.json"
 
     def _load_state(self, project: str, uri: str | None) -> dict[str, Any]:
         try:
@@ -113,8 +116,10 @@ class RunTracking:
             if self.tracker is None:
                 self.tracker = open_tracker(self.backend, project, settings.uri, self.run_dir)
             tags = {"collapselab.run_dir": str(self.run_dir.resolve()), "collapselab.experiment": self.spec.name}
+            if self.name:
+                tags["collapselab.sweep_point"] = self.name
             params = flatten(self.spec.model_dump(mode="json"))
-            self.state["run_id"] = self.tracker.start(self.run_dir.resolve().name, params, tags,
+            self.state["run_id"] = self.tracker.start(self.name or self.run_dir.resolve().name, params, tags,
                                                       self.state.get("run_id"))
         except Exception as err:
             self._fail("start", err)
@@ -206,10 +211,12 @@ class _TrackingProgress(StageProgress):
 
 @contextmanager
 def track_run(spec: Any, run_dir: str | Path, *, notify: Callable[[str], None] | None = None,
-              tracker: Tracker | None = None) -> Iterator[RunTracking]:
+              tracker: Tracker | None = None, name: str | None = None,
+              ledger_dir: Path | None = None) -> Iterator[RunTracking]:
     """Track a run for the duration of the block (``spec.tracking.backend: none``: a no-op); the
-    tracked run ends ``FAILED`` (``KILLED`` on Ctrl-C) when the block raises, and the error goes on."""
-    tracking = RunTracking(spec, run_dir, notify=notify, tracker=tracker)
+    tracked run ends ``FAILED`` (``KILLED`` on Ctrl-C) when the block raises, and the error goes on.
+    ``name`` and ``ledger_dir``: a sweep point's tracked run of its own (see :class:`RunTracking`)."""
+    tracking = RunTracking(spec, run_dir, notify=notify, tracker=tracker, name=name, ledger_dir=ledger_dir)
     try:
         yield tracking
     except BaseException as err:

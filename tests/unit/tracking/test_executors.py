@@ -64,3 +64,30 @@ def test_ray_executor(tmp_path):
         report = run_stages(spec, tmp_path / "run", progress=tracking.progress())
     assert tracking.failures == 0
     check_tracked(spec, tmp_path / "run", report)
+
+
+def test_each_sweep_point_is_a_tracked_run_of_its_own(tmp_path):
+    """``run -m``: every point gets a tracked run named after it in the run folder's one store,
+    with the curves of every train stage it uses (shared ones too) and its final metrics."""
+    from collapselab.cli.multirun import multirun_command
+
+    spec = toy_spec(tmp_path, "local")
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({**spec.model_dump(mode="json"), "collapse": {
+        "enabled": True, "metrics": ["distinct"]}}))
+    multirun_command(config, ["seeds=[1],[2]"], tmp_path / "run")
+    client, parents, children = runs_of(tmp_path / "run", "toy")
+    assert sorted(p.info.run_name for p in parents) == ["seeds-1", "seeds-2"]
+    assert all(p.data.tags["collapselab.sweep_point"] == p.info.run_name for p in parents)
+    assert all(any(k.startswith("final/") for k in p.data.metrics) for p in parents)
+    # each point's nested runs: its own train stages (seed 1's or seed 2's), curves as written
+    store = RunStore(tmp_path / "run")
+    for parent in parents:
+        seed = parent.info.run_name.split("-")[1]
+        mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+        assert mine and all(c.info.run_name.endswith(f"seed{seed}") for c in mine)
+        for child in mine:
+            stage = next(s for s in build_graph(spec.model_copy(update={"seeds": (int(seed),)}))
+                         if s.label == child.info.run_name)
+            curve = read_jsonl(store.final_dir(stage.ref) / "loss_curve.jsonl")
+            assert history(client, child.info.run_id, "train_loss") == [(r["step"], r["train_loss"]) for r in curve]
