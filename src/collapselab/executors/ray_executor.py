@@ -33,7 +33,6 @@ Ray is imported only inside this module's functions: nothing else in collapselab
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
@@ -41,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from collapselab.cluster import ensure_ray
 from collapselab.config.load import spec_to_yaml
 from collapselab.config.spec import ExperimentSpec
 from collapselab.errors import ConfigError
@@ -114,21 +114,6 @@ def run_stage_task(spec: ExperimentSpec, run_dir: str, label: str, key: str, thr
 
 
 # -- Ray set-up ------------------------------------------------------------------------------------
-def ensure_ray(address: str | None) -> bool:
-    """Connect to Ray (``address`` None: start a local instance) unless this process already is;
-    returns whether this call initialised it (and so should shut it down)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    except ConnectionError as err:
-        raise ConfigError(f"run.ray_address: cannot connect to the Ray cluster at {address!r}: {err}") \
-            from err
-    return True
-
-
 def cluster_capacity() -> tuple[float, float]:
     """(CPUs of the largest alive node, GPUs of the whole cluster)."""
     import ray

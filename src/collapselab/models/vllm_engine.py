@@ -489,7 +489,7 @@ class EngineGroup:
     def _devices(self) -> list[str | None]:
         """Each engine's ``CUDA_VISIBLE_DEVICES`` (placement ray: Ray's, so None each)."""
         if self.settings.placement == "ray":
-            from collapselab.models.vllm_ray import ensure_ray
+            from collapselab.cluster import ensure_ray
 
             ensure_ray(self.ray_address)
             return [None] * self.settings.data_parallel

@@ -17,7 +17,6 @@ Ray is imported only here, when an engine is placed.
 
 from __future__ import annotations
 
-import logging
 import os
 import queue
 import threading
@@ -30,15 +29,6 @@ from collapselab.models.vllm_engine import CLOSE_TIMEOUT, POLL_SECONDS, TAIL_LIN
 #: seconds to wait for an engine actor to be placed and its process started before giving up (a
 #: cluster without the GPUs asked for would otherwise wait for ever)
 PLACEMENT_TIMEOUT = 600.0
-
-
-def ensure_ray(address: str | None) -> None:
-    """Connect to Ray (``address`` None: start a local instance) unless this process already is
-    (a Ray executor's task always is)."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
 
 
 class EngineHost:

@@ -20,6 +20,22 @@ def model_key_settings(spec: ModelSpec) -> dict[str, Any]:
     return settings
 
 
+#: How the openai backend reads a server's echoed token offsets when it scores text: 2 since it
+#: recognises a BOS token's text counted in them (vLLM on Gemma, Llama 3), which had cost every
+#: scored continuation its last token. In the key of every stage that scores through an openai/
+#: model, so scores written before the fix are recomputed (other backends' keys are unchanged).
+OPENAI_ECHO_OFFSETS = 2
+
+
+def scorer_key_settings(spec: ModelSpec) -> dict[str, Any]:
+    """:func:`model_key_settings` of a model that scores text (``continuation_logprobs``), with the
+    openai backend's :data:`OPENAI_ECHO_OFFSETS`."""
+    settings = model_key_settings(spec)
+    if spec.backend == "openai":
+        settings["echo_offsets"] = OPENAI_ECHO_OFFSETS
+    return settings
+
+
 def path_fingerprint(path_text: str | None) -> str:
     """A fingerprint of a local file or folder's content (empty when there is none), so that a
     stage reading it re-runs when the data is edited."""

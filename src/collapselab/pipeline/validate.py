@@ -112,11 +112,11 @@ def _check_strategies(spec: ExperimentSpec) -> None:
             continue
         where = f"lora_overrides.{name}.strategy" if "strategy" in spec.lora_overrides.get(name, {}) \
             else "lora.strategy"
-        if not spec.run.gpus_per_node or spec.run.gpus_per_node < 2:
+        if not spec.run.gpus_per_node or spec.run.gpus_per_node * spec.run.nodes < 2:
             raise ConfigError(f"run.gpus_per_node: {where} is fsdp for target {name!r}, which shards the model over "
-                              f"run.gpus_per_node processes (one per GPU of a node), and run.gpus_per_node is "
-                              f"{spec.run.gpus_per_node or 'not set'}: set it to the node's GPUs (2 or more), or use "
-                              "lora.strategy single or qlora")
+                              f"run.gpus_per_node processes (one per GPU of a node) on each of run.nodes nodes, and "
+                              f"run.gpus_per_node is {spec.run.gpus_per_node or 'not set'}: set it to the node's GPUs "
+                              "(2 or more on one node), or use lora.strategy single or qlora")
         if spec.run.nodes > 1 and spec.run.executor != "ray" and not spec.run.ray_address:
             raise ConfigError(f"run.nodes: {where} is fsdp for target {name!r} over run.nodes {spec.run.nodes} "
                               "nodes, which Ray starts (one torchrun per node): set run.executor: ray (or "

@@ -184,7 +184,7 @@ def launch_fsdp(model_dir: Path, examples: Sequence[Any], lora: LoraSpec, *, see
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = str(threads or max(1, (os.cpu_count() or 1) // processes))
+    env["OMP_NUM_THREADS"] = str(process_threads(threads, processes))
     with tempfile.TemporaryDirectory(prefix=".fsdp-job-", dir=out_dir) as scratch:
         job_path = Path(scratch) / "job.json"
         job_path.write_text(json.dumps(job_dict(model_dir, examples, lora, seed=seed, out_dir=out_dir,
@@ -213,6 +213,12 @@ def launch_fsdp(model_dir: Path, examples: Sequence[Any], lora: LoraSpec, *, see
             raise failure(f"the {processes} training processes failed (exit {code})",
                           errors.read_text(errors="replace"))
     return json.loads((out_dir / "train_summary.json").read_text())
+
+
+def process_threads(threads: int | None, processes: int) -> int:
+    """Torch threads of each of a node's ``processes`` training processes: ``threads`` when set,
+    else the node's cores divided among them."""
+    return threads or max(1, (os.cpu_count() or 1) // processes)
 
 
 def failure(what: str, stderr: str) -> TrainingError:

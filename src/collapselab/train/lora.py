@@ -425,6 +425,7 @@ def train_lora(
             shutil.rmtree(out_dir / "adapter")
         os.replace(staging, out_dir / "adapter")
         write_jsonl(out_dir / "loss_curve.jsonl", curve)
+        result = dataclasses.replace(result, seconds=round(time.perf_counter() - started, 3))  # the save included
         write_text(out_dir / "train_summary.json", json.dumps(result.to_dict(), indent=2) + "\n")
     ranks.barrier()
     return result

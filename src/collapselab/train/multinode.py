@@ -17,7 +17,6 @@ Ray is imported only here.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import subprocess
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from collapselab.errors import TrainingError
-from collapselab.train.distributed import PROGRESS_PREFIX, failure, launch_command
+from collapselab.train.distributed import PROGRESS_PREFIX, failure, launch_command, process_threads
 
 #: one bundle per node; tests on one machine use "SPREAD" (several "nodes" on the same host)
 PLACEMENT_STRATEGY = "STRICT_SPREAD"
@@ -51,7 +50,7 @@ class NodeLauncher:
         """Run torchrun; yield rank 0's progress records, then ``{"exit": code, "stderr": text}``."""
         env = dict(os.environ)  # with the GPUs Ray gave this actor
         processes = int(next(a for a in argv if a.startswith("--nproc_per_node=")).split("=", 1)[1])
-        env["OMP_NUM_THREADS"] = str(threads or max(1, (os.cpu_count() or 1) // processes))
+        env["OMP_NUM_THREADS"] = str(process_threads(threads, processes))
         errors: list[str] = []
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         reader = threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
@@ -73,8 +72,9 @@ def launch_nodes(job_path: Path, processes: int, nodes: int, *, progress: Any = 
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    from collapselab.cluster import ensure_ray
+
+    ensure_ray(address)
     gpus = processes if ray.cluster_resources().get("GPU", 0) > 0 else 0
     group = placement_group([{"GPU": gpus, "CPU": 1} if gpus else {"CPU": 1}] * nodes,
                             strategy=PLACEMENT_STRATEGY)

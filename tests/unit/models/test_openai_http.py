@@ -552,3 +552,14 @@ def test_echo_offsets_that_count_a_bos_token_are_moved_back():
     plain = {"choices": [{"logprobs": {"tokens": tokens[1:], "text_offset": [o - 5 for o in offsets[1:]],
                                        "token_logprobs": [None, -2.0, -3.0, -4.0, -5.0]}}]}
     assert continuation_from_echo(plain, text, start) == [-4.0, -5.0]
+
+
+def test_stages_that_score_through_the_openai_backend_are_keyed_by_its_offset_reading():
+    """Scores written before the BOS fix must be recomputed: an openai/ scorer's key carries the
+    offset reading; every other backend's scorer key is its plain model key (no stage rekeyed)."""
+    from collapselab.pipeline.keying import OPENAI_ECHO_OFFSETS, model_key_settings, scorer_key_settings
+
+    local = ModelSpec(id="hf/smollm2-135m-instruct")
+    assert scorer_key_settings(local) == model_key_settings(local)
+    hosted = ModelSpec(id="openai/gemma", base_url="http://localhost:8000/v1")
+    assert scorer_key_settings(hosted) == {**model_key_settings(hosted), "echo_offsets": OPENAI_ECHO_OFFSETS}

@@ -61,12 +61,9 @@ SAMPLE = DecodingSpec(temperature=0.9, top_p=0.9, max_new_tokens=6, seed=7)
 CHOICES = list("abcdefghijklmnopqrstuvwxyz")  # 26 of 384 tokens: some are among the top 20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    """Every test here on one torch thread (tests/conftest.py)."""
 
 
 def _engine_env(mp: pytest.MonkeyPatch, log: Path) -> None:

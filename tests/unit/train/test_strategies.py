@@ -32,11 +32,8 @@ SETTINGS = {"r": 4, "alpha": 8, "dropout": 0.0, "learning_rate": 5e-3, "epochs":
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here on one torch thread (tests/conftest.py)."""
 
 
 def _curve(folder: Path) -> list[dict]:
@@ -244,3 +241,5 @@ def test_fsdp_over_nodes_needs_ray():
     with pytest.raises(ConfigError, match="run.nodes: .* which Ray starts"):
         _check_strategies(spec_of(lora__strategy="fsdp", run__gpus_per_node=4, run__nodes=2))
     _check_strategies(spec_of(lora__strategy="fsdp", run__gpus_per_node=4, run__nodes=2, run__executor="ray"))
+    # one GPU on each of two nodes is two processes, as the launcher counts them
+    _check_strategies(spec_of(lora__strategy="fsdp", run__gpus_per_node=1, run__nodes=2, run__executor="ray"))

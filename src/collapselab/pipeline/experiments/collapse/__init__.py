@@ -25,7 +25,7 @@ from collapselab.pipeline.experiments.collapse import plan, run
 from collapselab.pipeline.experiments.collapse.params import ScoreParams, SetInfo, SetParams
 from collapselab.pipeline.experiments.spine import Spine
 from collapselab.pipeline.experiments.spine.params import CellParams
-from collapselab.pipeline.keying import model_key_settings
+from collapselab.pipeline.keying import scorer_key_settings
 from collapselab.pipeline.kinds import StageKind, register_kind
 from collapselab.pipeline.sizing import plan_summary
 from collapselab.pipeline.stage import Stage
@@ -213,7 +213,7 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
             scores.append(Stage(
                 "score", f"{slug(info.name)}-by-vanilla-{tname}" if info.kind == "condition"
                 else f"human-test-by-vanilla-{tname}",
-                settings={"scorer": model_key_settings(scorer), "set": info.name, "file": info.file,
+                settings={"scorer": scorer_key_settings(scorer), "set": info.name, "file": info.file,
                           "system_prompt": spec.decoding.system_prompt},
                 inputs=info.producers, params=ScoreParams(info, "outputs", scorer, batch),
             ))
@@ -229,7 +229,7 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
                 for by, trained in human_scorings:
                     scores.append(Stage(
                         "score", f"human-test-by-{by}",
-                        settings={"scorer": model_key_settings(scorer), "set": "human:test", "file": "test.jsonl",
+                        settings={"scorer": scorer_key_settings(scorer), "set": "human:test", "file": "test.jsonl",
                                   "system_prompt": spec.decoding.system_prompt},
                         inputs=(spine.prepare,) + ((trained,) if trained else ()),
                         params=ScoreParams(sets[0], "human", scorer, batch),

@@ -31,7 +31,7 @@ from collapselab.pipeline.experiments.preference import plan, run
 from collapselab.pipeline.experiments.preference.params import CandidatesParams
 from collapselab.pipeline.experiments.spine import Spine
 from collapselab.pipeline.experiments.spine.params import CellParams
-from collapselab.pipeline.keying import model_key_settings, path_fingerprint
+from collapselab.pipeline.keying import model_key_settings, path_fingerprint, scorer_key_settings
 from collapselab.pipeline.kinds import StageKind, register_kind
 from collapselab.pipeline.sizing import plan_summary
 from collapselab.pipeline.stage import Stage
@@ -159,7 +159,9 @@ def add_stages(spec: ExperimentSpec, spine: Spine) -> list[Stage]:
         new.append(prefers[-1])
         # the controls right after their judge's comparisons: the model pool keeps the judge loaded
         if p.familiarity:
-            controls.append(Stage("familiarity", name, settings={**judge, **shown}, inputs=inputs, params=cell))
+            # the judge scores the texts: its scorer key (the openai backend's offset reading)
+            controls.append(Stage("familiarity", name, settings={**judge, "judge": scorer_key_settings(cell.target),
+                                                                 **shown}, inputs=inputs, params=cell))
             new.append(controls[-1])
         own_source = own[cell.target_name]
         if recognition is not None and own_source is not None:

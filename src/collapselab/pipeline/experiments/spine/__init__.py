@@ -17,7 +17,7 @@ from collapselab.config.spec import target_names as spec_target_names
 from collapselab.naming import slug
 from collapselab.pipeline.experiments.spine import plan, run
 from collapselab.pipeline.experiments.spine.params import CellParams, GenerateParams, MixParams
-from collapselab.pipeline.keying import model_key_settings, path_fingerprint
+from collapselab.pipeline.keying import model_key_settings, path_fingerprint, scorer_key_settings
 from collapselab.pipeline.kinds import StageKind, register_kind
 from collapselab.pipeline.stage import Stage
 from collapselab.synth import curation as _curation  # noqa: F401  # registers the "curate" stage kind
@@ -309,7 +309,7 @@ def curate_stage(spec: ExperimentSpec, cond: Condition, inputs: tuple[Stage, ...
     step = spec.curation_step(cond.curation)
     scorer = step.model or spec.targets[0]
     settings: dict[str, Any] = {"condition": cond.label, "curation": step.model_dump(mode="json", exclude={"model"}),
-                                "scorer": model_key_settings(scorer) if step.score != "length" else None,
+                                "scorer": scorer_key_settings(scorer) if step.score != "length" else None,
                                 "system_prompt": spec.decoding.system_prompt}
     if step.template:  # the judge's prompt file: an edit re-scores
         settings["template_fingerprint"] = path_fingerprint(step.template)
